@@ -1,0 +1,290 @@
+//! One shard's partition of the time sampler: 10 s buckets of per-context
+//! aggregates. Pure: the caller passes the clock in.
+
+use std::sync::Arc;
+
+use hashbrown::{HashMap, HashSet};
+
+use super::context::{ContextError, ContextKey, ContextTable, KeyView};
+use super::sketch::Sketch;
+
+/// Bucket width, as the Agent's `bucketSize`.
+pub const BUCKET_SECONDS: i64 = 10;
+
+/// Start of the bucket holding `ts`.
+pub fn bucket_start(ts: i64) -> i64 {
+    ts - ts.rem_euclid(BUCKET_SECONDS)
+}
+
+/// How a sample is accumulated (the DogStatsD type without the `h`/`ms` split).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleKind {
+    /// `c`
+    Counter,
+    /// `g`
+    Gauge,
+    /// `s`
+    Set,
+    /// `h`, `ms`
+    Histogram,
+    /// `d`
+    Distribution,
+}
+
+/// Accumulated value of one context in one bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Agg {
+    /// Σ v/r.
+    Counter(f64),
+    /// Last value and the monotonic receive time that decides "last" across shards.
+    Gauge {
+        /// Value.
+        value: f64,
+        /// Monotonic nanoseconds of the sample.
+        seq: u64,
+    },
+    /// Distinct raw members.
+    Set(HashSet<Box<[u8]>>),
+    /// (value, weight = 1/r) samples.
+    Histogram(Vec<(f64, f64)>),
+}
+
+impl Agg {
+    fn new(kind: SampleKind) -> Self {
+        match kind {
+            SampleKind::Counter | SampleKind::Distribution => Agg::Counter(0.0),
+            SampleKind::Gauge => Agg::Gauge { value: 0.0, seq: 0 },
+            SampleKind::Set => Agg::Set(HashSet::new()),
+            SampleKind::Histogram => Agg::Histogram(Vec::new()),
+        }
+    }
+
+    /// Feeds one sample; a sample of another type is fed to the existing
+    /// object as the Agent does (the first sample of the bucket decides).
+    fn add(&mut self, value: f64, member: Option<&[u8]>, rate: f64, seq: u64) {
+        match self {
+            Agg::Counter(sum) => *sum += value / rate,
+            Agg::Gauge { value: v, seq: s } => {
+                *v = value;
+                *s = seq;
+            }
+            Agg::Set(members) => {
+                let m = member.unwrap_or_default();
+                if !members.contains(m) {
+                    members.insert(m.into());
+                }
+            }
+            Agg::Histogram(samples) => samples.push((value, 1.0 / rate)),
+        }
+    }
+
+    /// Folds another shard's aggregate of the same context and bucket into this one.
+    pub fn absorb(&mut self, other: Agg) {
+        match (self, other) {
+            (Agg::Counter(a), Agg::Counter(b)) => *a += b,
+            (Agg::Gauge { value, seq }, Agg::Gauge { value: v2, seq: s2 }) => {
+                if s2 >= *seq {
+                    *value = v2;
+                    *seq = s2;
+                }
+            }
+            (Agg::Set(a), Agg::Set(b)) => a.extend(b),
+            (Agg::Histogram(a), Agg::Histogram(b)) => a.extend(b),
+            // Mixed types across shards: keep ours, fold the other's total in.
+            (Agg::Counter(a), Agg::Gauge { value, .. }) => *a += value,
+            (Agg::Counter(a), Agg::Histogram(b)) => *a += b.iter().map(|(v, w)| v * w).sum::<f64>(),
+            (Agg::Gauge { value, .. }, Agg::Counter(b)) => *value = b,
+            (Agg::Histogram(a), Agg::Counter(b)) => a.push((b, 1.0)),
+            (Agg::Histogram(a), Agg::Gauge { value, .. }) => a.push((value, 1.0)),
+            _ => {}
+        }
+    }
+}
+
+/// A shard's closed aggregate handed to the flush merger.
+#[derive(Debug)]
+pub struct FlushEntry {
+    /// Context.
+    pub key: Arc<ContextKey>,
+    /// Bucket start.
+    pub bucket: i64,
+    /// Value.
+    pub agg: Agg,
+    /// Last sample time of the context (for counter zero-fill).
+    pub last_seen: i64,
+}
+
+/// A shard's closed sketch.
+#[derive(Debug)]
+pub struct SketchEntry {
+    /// Context.
+    pub key: Arc<ContextKey>,
+    /// Bucket start.
+    pub bucket: i64,
+    /// Sketch.
+    pub sketch: Sketch,
+}
+
+#[derive(Default)]
+struct Bucket {
+    start: i64,
+    metrics: HashMap<u32, Agg>,
+    sketches: HashMap<u32, Sketch>,
+}
+
+/// Why a sample was not aggregated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SampleDrop {
+    /// NaN or ±Inf value (the Agent drops these at aggregation).
+    NonFinite,
+    /// Context limit reached.
+    ContextLimit,
+}
+
+/// The shard's time sampler partition.
+pub struct ShardSampler {
+    contexts: ContextTable,
+    buckets: Vec<Bucket>,
+    spare: Vec<Bucket>,
+    /// Bound on open buckets, against a wildly jumping clock.
+    max_buckets: usize,
+}
+
+impl ShardSampler {
+    /// A sampler holding at most `max_contexts` live contexts.
+    pub fn new(max_contexts: usize) -> Self {
+        Self { contexts: ContextTable::new(max_contexts), buckets: Vec::new(), spare: Vec::new(), max_buckets: 64 }
+    }
+
+    /// Live contexts.
+    pub fn context_count(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Adds one sample at wall-clock second `now` (bucket = `now`'s bucket).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add(
+        &mut self,
+        view: &KeyView<'_>,
+        kind: SampleKind,
+        value: f64,
+        member: Option<&[u8]>,
+        rate: f64,
+        now: i64,
+        seq: u64,
+    ) -> Result<(), SampleDrop> {
+        if kind != SampleKind::Set && !value.is_finite() {
+            // The context is still tracked, as in the Agent.
+            let _ = self.contexts.resolve(view, now);
+            return Err(SampleDrop::NonFinite);
+        }
+        let id = self.contexts.resolve(view, now).map_err(|ContextError::LimitReached| SampleDrop::ContextLimit)?;
+        let start = bucket_start(now);
+        let bucket = self.bucket_mut(start);
+        let rate = if rate > 0.0 && rate.is_finite() { rate } else { 1.0 };
+        if kind == SampleKind::Distribution {
+            bucket.sketches.entry(id).or_default().insert(value, rate);
+        } else {
+            bucket.metrics.entry(id).or_insert_with(|| Agg::new(kind)).add(value, member, rate, seq);
+        }
+        Ok(())
+    }
+
+    fn bucket_mut(&mut self, start: i64) -> &mut Bucket {
+        // Newest bucket is last; samples almost always hit it.
+        let pos = match self.buckets.iter().rposition(|b| b.start == start) {
+            Some(i) => i,
+            None => {
+                if self.buckets.len() >= self.max_buckets {
+                    // A wildly jumping clock: fold into the newest bucket rather than grow.
+                    return self.buckets.last_mut().expect("non-empty when at capacity");
+                }
+                let mut b = self.spare.pop().unwrap_or_default();
+                b.start = start;
+                let at = self.buckets.iter().position(|x| x.start > start).unwrap_or(self.buckets.len());
+                self.buckets.insert(at, b);
+                at
+            }
+        };
+        &mut self.buckets[pos]
+    }
+
+    /// Moves out every bucket with `start + 10 <= cutoff` (all of them when
+    /// `force`), then forgets contexts idle for longer than `ttl_seconds`
+    /// that no open bucket still references.
+    pub fn take_closed(
+        &mut self,
+        cutoff: i64,
+        force: bool,
+        now: i64,
+        ttl_seconds: i64,
+        metrics: &mut Vec<FlushEntry>,
+        sketches: &mut Vec<SketchEntry>,
+    ) {
+        let mut i = 0;
+        while i < self.buckets.len() {
+            if !(force || self.buckets[i].start + BUCKET_SECONDS <= cutoff) {
+                i += 1;
+                continue;
+            }
+            let mut b = self.buckets.remove(i);
+            for (id, agg) in b.metrics.drain() {
+                if let Some(slot) = self.contexts.get(id) {
+                    metrics.push(FlushEntry { key: slot.key.clone(), bucket: b.start, agg, last_seen: slot.last_seen });
+                }
+            }
+            for (id, sketch) in b.sketches.drain() {
+                if let Some(slot) = self.contexts.get(id) {
+                    sketches.push(SketchEntry { key: slot.key.clone(), bucket: b.start, sketch });
+                }
+            }
+            self.spare.push(b);
+        }
+        let buckets = &self.buckets;
+        self.contexts.retain(|id, slot| {
+            slot.last_seen + ttl_seconds >= now
+                || buckets.iter().any(|b| b.metrics.contains_key(&id) || b.sketches.contains_key(&id))
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view<'a>(name: &'a [u8], tags: &'a [&'a [u8]]) -> KeyView<'a> {
+        KeyView { name, host: b"h", tags }
+    }
+
+    #[test]
+    fn closed_buckets_only_unless_forced() {
+        let mut s = ShardSampler::new(100);
+        s.add(&view(b"c", &[]), SampleKind::Counter, 1.0, None, 1.0, 1_700_000_003, 1).unwrap();
+        s.add(&view(b"c", &[]), SampleKind::Counter, 2.0, None, 0.5, 1_700_000_004, 2).unwrap();
+        s.add(&view(b"c", &[]), SampleKind::Counter, 1.0, None, 1.0, 1_700_000_012, 3).unwrap();
+        let (mut m, mut k) = (Vec::new(), Vec::new());
+        s.take_closed(1_700_000_010, false, 1_700_000_015, 20, &mut m, &mut k);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].bucket, 1_700_000_000);
+        assert_eq!(m[0].agg, Agg::Counter(5.0));
+        m.clear();
+        s.take_closed(1_700_000_010, true, 1_700_000_015, 20, &mut m, &mut k);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].bucket, 1_700_000_010);
+    }
+
+    #[test]
+    fn non_finite_is_dropped_and_types_mix_like_the_agent() {
+        let mut s = ShardSampler::new(100);
+        assert_eq!(
+            s.add(&view(b"g", &[]), SampleKind::Gauge, f64::NAN, None, 1.0, 100, 1),
+            Err(SampleDrop::NonFinite)
+        );
+        s.add(&view(b"x", &[]), SampleKind::Counter, 1.0, None, 1.0, 100, 1).unwrap();
+        s.add(&view(b"x", &[]), SampleKind::Gauge, 5.0, None, 1.0, 100, 2).unwrap();
+        let (mut m, mut k) = (Vec::new(), Vec::new());
+        s.take_closed(0, true, 100, 20, &mut m, &mut k);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].agg, Agg::Counter(6.0));
+    }
+}

@@ -1,0 +1,167 @@
+//! `edgestat run`: wires configuration, shards, flusher and forwarder
+//! together and owns the process lifecycle (signals, ordered shutdown).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::config::{Config, Endpoint, Sources};
+use crate::flusher::{FlushSummary, Flusher};
+use crate::forwarder::{Forwarder, ForwarderSettings};
+use crate::runtime::{self, ShardSockets};
+use crate::shard::ShardSettings;
+
+/// Exit status for a configuration error (interface.md).
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit status for any other start-up failure.
+pub const EXIT_START: i32 = 1;
+
+/// Runs the agent until SIGTERM/SIGINT; returns the process exit status.
+pub fn run(config_file: Option<&Path>) -> i32 {
+    let cfg = match Sources::load(config_file).and_then(|s| Config::from_sources(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgestat: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    crate::logging::init(&cfg.log_level);
+    match start_and_wait(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("edgestat: {e}");
+            EXIT_START
+        }
+    }
+}
+
+fn start_and_wait(mut cfg: Config) -> Result<(), String> {
+    // Signals first, so a SIGTERM during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
+
+    let mut embedded = None;
+    let mut summary_target = String::new();
+    if cfg.endpoint.is_none() {
+        let intake = crate::intake::spawn_embedded(crate::intake::IntakeConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            tls: crate::intake::TlsMode::Plain,
+            data_dir: Some(cfg.data_dir.clone()),
+            max_stored_payloads: 10_000,
+        })
+        .map_err(|e| format!("cannot start the embedded intake: {e}"))?;
+        let url = intake.base_url.clone();
+        summary_target = format!("{url} (payloads in {})", cfg.data_dir.join("payloads.jsonl").display());
+        tracing::info!(url = %url, data_dir = %cfg.data_dir.display(), "no DD_API_KEY or DD_DD_URL: shipping to the embedded local intake");
+        cfg.endpoint = Some(Endpoint { base_url: url, api_keys: Vec::new() });
+        embedded = Some(intake);
+    }
+
+    let mut endpoints: Vec<Endpoint> = cfg.endpoint.iter().cloned().collect();
+    endpoints.extend(cfg.additional_endpoints.iter().cloned());
+    let forwarder = Forwarder::start(ForwarderSettings {
+        endpoints,
+        timeout: cfg.forwarder_timeout,
+        retry_queue_max_bytes: cfg.retry_queue_max_bytes,
+        max_concurrent_requests: 10,
+        queue_payloads: cfg.forwarder_queue_payloads,
+        tls: cfg.tls.clone(),
+    })
+    .map_err(|e| e.to_string())?;
+
+    let mut udp = match cfg.udp_addr {
+        Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes).map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    if let Some(p) = &cfg.unix_socket {
+        runtime::prepare_unix_path(p).map_err(|e| e.to_string())?;
+    }
+    let mut unix = cfg.unix_socket.clone();
+    let shard_settings = ShardSettings {
+        hostname: cfg.hostname.clone(),
+        extra_tags: cfg.dogstatsd_tags.clone(),
+        namespace: cfg.metric_namespace.clone(),
+        namespace_blacklist: cfg.metric_namespace_blacklist.clone(),
+        max_contexts: cfg.max_contexts,
+        max_queued: cfg.max_queued_events,
+        context_expiry_seconds: cfg.context_expiry_seconds,
+        parse: crate::protocol::ParseOptions::default(),
+    };
+    let mut shards = Vec::with_capacity(cfg.shards);
+    udp.reverse();
+    for id in 0..cfg.shards {
+        // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
+        let sockets = ShardSockets {
+            udp: udp.pop(),
+            unix: unix.take(),
+        };
+        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes)
+            .map_err(|e| e.to_string())?;
+        shards.push(h);
+    }
+    tracing::info!(
+        shards = cfg.shards,
+        udp = ?cfg.udp_addr,
+        unix = ?cfg.unix_socket,
+        flush_interval_ms = cfg.flush_interval.as_millis() as u64,
+        "edgestat running"
+    );
+
+    let on_flush: Box<dyn FnMut(&FlushSummary) + Send> = if embedded.is_some() {
+        Box::new(move |s: &FlushSummary| {
+            println!(
+                "flush: {} series, {} sketches, {} service checks, {} events -> {} payloads, {} bytes; {} contexts; {} packets, {} parse errors -> {}",
+                s.series,
+                s.sketches,
+                s.service_checks,
+                s.events,
+                s.payloads,
+                s.bytes,
+                s.contexts,
+                s.stats.packets,
+                s.stats.parse_errors.values().sum::<u64>(),
+                summary_target
+            );
+        })
+    } else {
+        Box::new(|_s: &FlushSummary| {})
+    };
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
+        .map_err(|e| format!("cannot create the payload compressor: {e}"))?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let flusher_thread = std::thread::Builder::new()
+        .name("edgestat-flusher".into())
+        .spawn(move || flusher.run(stop_rx))
+        .map_err(|e| format!("cannot start the flusher: {e}"))?;
+
+    // First signal: orderly shutdown. Second: leave at once.
+    let signal_thread = std::thread::Builder::new()
+        .name("edgestat-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal = sig, "stopping: draining sockets and flushing every bucket");
+                    let _ = stop_tx.send(());
+                } else {
+                    eprintln!("edgestat: second signal, exiting immediately");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    let _ = signal_thread;
+
+    let forwarder = flusher_thread.join().map_err(|_| "the flusher thread panicked".to_string())?;
+    forwarder.shutdown(shutdown_timeout);
+    for s in shards {
+        s.join();
+    }
+    if let Some(i) = embedded {
+        i.shutdown();
+    }
+    tracing::info!("edgestat stopped");
+    let _ = Duration::ZERO;
+    Ok(())
+}

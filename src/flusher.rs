@@ -1,0 +1,289 @@
+//! The flush coordinator: every flush interval it asks each shard for its
+//! closed buckets, merges them, appends the Agent's own series and service
+//! check, serializes every enabled payload kind and hands the payloads to
+//! the forwarder. Runs on its own thread; talks to shards only through
+//! bounded crossbeam channels.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
+use crate::config::{Config, AGENT_VERSION};
+use crate::forwarder::{Forwarder, Payload};
+use crate::model::{Event, MetricType, Origin, Point, Series, ServiceCheck};
+use crate::runtime::{unix_now, Control};
+use crate::serializer::{PayloadKind, Serializer};
+use crate::shard::{ShardFlush, ShardStats};
+
+/// Version of the agent-payload protobuf definitions we encode
+/// (`DD-Agent-Payload` header on protobuf payloads).
+pub const AGENT_PAYLOAD_VERSION: &str = "v5.0.174";
+
+fn kind_label(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::SeriesV1 => "series_v1",
+        PayloadKind::SeriesV2 => "series_v2",
+        PayloadKind::Sketches => "sketches",
+        PayloadKind::ServiceChecks => "service_checks",
+        PayloadKind::Events => "events",
+    }
+}
+
+/// How long a flush waits for a shard's answer before going on without it.
+const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-flush summary (printed in embedded mode, kept for telemetry).
+#[derive(Debug, Default, Clone)]
+pub struct FlushSummary {
+    /// Series sent.
+    pub series: usize,
+    /// Sketch contexts sent.
+    pub sketches: usize,
+    /// Service checks sent (including `datadog.agent.up`).
+    pub service_checks: usize,
+    /// Events sent.
+    pub events: usize,
+    /// Payloads produced.
+    pub payloads: usize,
+    /// Compressed bytes produced.
+    pub bytes: usize,
+    /// Cumulative shard counters.
+    pub stats: ShardStats,
+    /// Live contexts over all shards.
+    pub contexts: usize,
+}
+
+/// Owns the merge and serialization state across flushes.
+pub struct Flusher {
+    cfg: Config,
+    shards: Vec<Sender<Control>>,
+    merger: FlushMerger,
+    serializer: Serializer,
+    forwarder: Forwarder,
+    start_time: i64,
+    started_sent: bool,
+    startup_event: Option<Event>,
+    /// Called with each flush summary (embedded mode prints it).
+    on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
+}
+
+impl Flusher {
+    /// A flusher for `shards`, shipping through `forwarder`.
+    pub fn new(
+        cfg: Config,
+        shards: Vec<Sender<Control>>,
+        forwarder: Forwarder,
+        on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
+    ) -> Result<Self, crate::serializer::CompressError> {
+        let serializer = Serializer::new(cfg.serializer.clone())?;
+        let settings = FlushSettings {
+            histogram_aggregates: cfg.histogram_aggregates.clone(),
+            histogram_percentiles: cfg.histogram_percentiles.clone(),
+            expiry_seconds: cfg.expiry_seconds,
+            context_expiry_seconds: cfg.context_expiry_seconds,
+        };
+        let start_time = unix_now();
+        let startup_event = Some(Event {
+            title: String::new(),
+            text: format!("Version {AGENT_VERSION}"),
+            timestamp: start_time,
+            host: cfg.hostname.clone(),
+            source_type_name: "System".into(),
+            event_type: "Agent Startup".into(),
+            ..Default::default()
+        });
+        Ok(Self {
+            merger: FlushMerger::new(settings, cfg.max_contexts.saturating_mul(cfg.shards.max(1))),
+            serializer,
+            cfg,
+            shards,
+            forwarder,
+            start_time,
+            started_sent: false,
+            startup_event,
+            on_flush,
+        })
+    }
+
+    /// Runs until `stop` fires (or is dropped), then performs the final
+    /// flush of every bucket and returns the forwarder for draining.
+    pub fn run(mut self, stop: Receiver<()>) -> Forwarder {
+        let ticker = crossbeam_channel::tick(self.cfg.flush_interval);
+        loop {
+            crossbeam_channel::select! {
+                recv(ticker) -> _ => self.flush(false),
+                recv(stop) -> _ => break,
+            }
+        }
+        self.flush(true);
+        self.forwarder
+    }
+
+    fn collect(&mut self, now: i64, final_flush: bool) -> Vec<ShardFlush> {
+        let (tx, rx) = crossbeam_channel::bounded(self.shards.len().max(1));
+        let mut asked = 0;
+        for s in &self.shards {
+            let msg = if final_flush {
+                Control::Shutdown { now, reply: tx.clone() }
+            } else {
+                Control::Flush { now, force: false, reply: tx.clone() }
+            };
+            if s.send_timeout(msg, SHARD_REPLY_TIMEOUT).is_ok() {
+                asked += 1;
+            } else {
+                tracing::error!("a shard did not accept the flush request");
+            }
+        }
+        drop(tx);
+        let mut out = Vec::with_capacity(asked);
+        // The final flush waits longer: shards drain their sockets first.
+        let wait = if final_flush { SHARD_REPLY_TIMEOUT * 4 } else { SHARD_REPLY_TIMEOUT };
+        for _ in 0..asked {
+            match rx.recv_timeout(wait) {
+                Ok(f) => out.push(f),
+                Err(_) => {
+                    tracing::error!("a shard did not answer the flush request in time");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn flush(&mut self, final_flush: bool) {
+        let started = std::time::Instant::now();
+        let now = unix_now();
+        let parts = self.collect(now, final_flush);
+
+        let mut summary = FlushSummary::default();
+        let mut metrics = Vec::new();
+        let mut sketches = Vec::new();
+        let mut passthrough = Vec::new();
+        let mut events = Vec::new();
+        let mut checks = Vec::new();
+        for p in parts {
+            metrics.extend(p.metrics);
+            sketches.extend(p.sketches);
+            passthrough.extend(p.passthrough);
+            events.extend(p.events);
+            checks.extend(p.service_checks);
+            summary.stats.add(&p.stats);
+            summary.contexts += p.contexts;
+        }
+        let merged = self.merger.flush(metrics, sketches, now);
+        let mut series = merged.series;
+        series.extend(passthrough);
+        self.append_agent_series(&mut series, now, final_flush);
+        checks.push(ServiceCheck {
+            check: "datadog.agent.up".into(),
+            host_name: self.cfg.hostname.clone(),
+            timestamp: now,
+            status: 0,
+            message: String::new(),
+            tags: Vec::new(),
+        });
+        if let Some(e) = self.startup_event.take() {
+            events.insert(0, e);
+        }
+
+        if self.cfg.log_payloads {
+            for s in &series {
+                tracing::info!(target: "edgestat::payloads", series = ?s);
+            }
+            for s in &merged.sketches {
+                tracing::info!(target: "edgestat::payloads", sketch = ?s);
+            }
+            for c in &checks {
+                tracing::info!(target: "edgestat::payloads", service_check = ?c);
+            }
+            for e in &events {
+                tracing::info!(target: "edgestat::payloads", event = ?e);
+            }
+        }
+
+        let mut built = Vec::new();
+        if self.cfg.enable_series {
+            summary.series = series.len();
+            if self.cfg.use_v2_api_series {
+                self.serializer.series_v2(series.iter(), &mut built);
+                self.ship(PayloadKind::SeriesV2, &mut built, &mut summary);
+            } else {
+                self.serializer.series_v1(series.iter(), &mut built);
+                self.ship(PayloadKind::SeriesV1, &mut built, &mut summary);
+            }
+        }
+        if self.cfg.enable_sketches && !merged.sketches.is_empty() {
+            summary.sketches = merged.sketches.len();
+            self.serializer.sketches(merged.sketches.iter(), &mut built);
+            self.ship(PayloadKind::Sketches, &mut built, &mut summary);
+        }
+        if self.cfg.enable_service_checks {
+            summary.service_checks = checks.len();
+            self.serializer.service_checks(checks.iter(), &mut built);
+            self.ship(PayloadKind::ServiceChecks, &mut built, &mut summary);
+        }
+        if self.cfg.enable_events && !events.is_empty() {
+            summary.events = events.len();
+            let host = self.cfg.hostname.clone();
+            self.serializer.events(&mut events, &host, &mut built);
+            self.ship(PayloadKind::Events, &mut built, &mut summary);
+        }
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, payloads = summary.payloads, "flush done");
+        (self.on_flush)(&summary);
+    }
+
+    fn ship(&mut self, kind: PayloadKind, built: &mut Vec<crate::serializer::Payload>, summary: &mut FlushSummary) {
+        let encoding = self.cfg.serializer.compression.content_encoding();
+        for p in built.drain(..) {
+            summary.payloads += 1;
+            summary.bytes += p.body.len();
+            let mut headers = vec![("Content-Type", kind.content_type().to_string()), ("Content-Encoding", encoding.to_string())];
+            if kind.is_protobuf() {
+                headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
+            }
+            self.forwarder.submit(Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers });
+        }
+    }
+
+    fn append_agent_series(&mut self, series: &mut Vec<Series>, now: i64, final_flush: bool) {
+        let version_tag = format!("version:{AGENT_VERSION}");
+        series.push(Series {
+            name: "datadog.agent.running".into(),
+            host: self.cfg.hostname.clone(),
+            tags: vec![version_tag.clone()],
+            points: vec![Point { timestamp: now, value: 1.0 }],
+            metric_type: MetricType::Gauge,
+            interval: 0,
+            source_type_name: "System".into(),
+            origin: Origin::Internal,
+        });
+        series.push(Series {
+            name: "n_o_i_n_d_e_x.datadog.agent.payload.dropped".into(),
+            host: self.cfg.hostname.clone(),
+            tags: Vec::new(),
+            points: vec![Point { timestamp: now, value: 0.0 }],
+            metric_type: MetricType::Gauge,
+            interval: 0,
+            source_type_name: "System".into(),
+            origin: Origin::InternalNoIndex,
+        });
+        // `datadog.agent.started` goes through the time sampler in the
+        // Agent: one count point at its bucket start once that bucket closes.
+        let bucket = bucket_start(self.start_time);
+        let cutoff = now - now.rem_euclid(BUCKET_SECONDS);
+        if !self.started_sent && (final_flush || bucket + BUCKET_SECONDS <= cutoff) {
+            self.started_sent = true;
+            series.push(Series {
+                name: "datadog.agent.started".into(),
+                host: self.cfg.hostname.clone(),
+                tags: vec![version_tag],
+                points: vec![Point { timestamp: bucket, value: 1.0 }],
+                metric_type: MetricType::Count,
+                interval: BUCKET_SECONDS,
+                source_type_name: String::new(),
+                origin: Origin::Internal,
+            });
+        }
+    }
+}

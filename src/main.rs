@@ -1,0 +1,79 @@
+//! The `edgestat` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// A thread-per-core DogStatsD agent compatible with the Datadog Agent.
+#[derive(Parser)]
+#[command(name = "edgestat", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Receive DogStatsD, aggregate, serialize and forward (configured by DD_* / EDGESTAT_* variables).
+    Run {
+        /// A datadog.yaml-style file; environment variables win over it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// A local Datadog-compatible intake that stores and decodes every payload.
+    Intake {
+        /// Address to listen on (port 0 picks a free port; the URL is printed).
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// PEM certificate (with --tls-key) to serve HTTPS.
+        #[arg(long, value_name = "PEM", requires = "tls_key", conflicts_with = "tls_self_signed")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Serve HTTPS with a self-signed certificate kept in DIR (DIR/cert.pem is the one to trust).
+        #[arg(long, value_name = "DIR")]
+        tls_self_signed: Option<PathBuf>,
+        /// Also append every stored payload as a JSON line to DIR/payloads.jsonl.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Bound on payloads kept in memory (oldest evicted first).
+        #[arg(long, value_name = "N", default_value_t = 100_000)]
+        max_stored_payloads: usize,
+    },
+    /// Benchmark harness (load generator + intake + report). Not implemented yet.
+    Bench {
+        /// DogStatsD server to drive (default: start one).
+        #[arg(long, value_name = "ADDR")]
+        target: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { config } => edgestat::app::run(config.as_deref()),
+        Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, max_stored_payloads } => {
+            edgestat::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
+            let tls = match (tls_cert, tls_key, tls_self_signed) {
+                (Some(cert), Some(key), _) => edgestat::intake::TlsMode::Files { cert, key },
+                (_, _, Some(dir)) => edgestat::intake::TlsMode::SelfSigned { dir },
+                _ => edgestat::intake::TlsMode::Plain,
+            };
+            let cfg = edgestat::intake::IntakeConfig { listen, tls, data_dir, max_stored_payloads };
+            match edgestat::intake::run_blocking(cfg) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("edgestat intake: {e}");
+                    1
+                }
+            }
+        }
+        Command::Bench { .. } => {
+            eprintln!("edgestat bench: not implemented yet (tracked by the benchmark issue)");
+            2
+        }
+    };
+    ExitCode::from(code as u8)
+}

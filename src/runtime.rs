@@ -1,0 +1,345 @@
+//! The one module that knows about glommio: thread-per-core shard
+//! executors, their sockets and their control loop. Everything it runs is
+//! runtime-free (`shard.rs`), so replacing glommio touches only this file.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::shard::{ShardFlush, ShardSettings, ShardState};
+
+/// A request from the flusher to a shard.
+pub enum Control {
+    /// Hand over closed buckets as of `now` (all buckets when `force`).
+    Flush {
+        /// Wall-clock Unix seconds of the flush.
+        now: i64,
+        /// Flush open buckets too.
+        force: bool,
+        /// Where the shard answers.
+        reply: Sender<ShardFlush>,
+    },
+    /// Stop reading, drain the socket buffers, hand over everything, exit.
+    Shutdown {
+        /// Wall-clock Unix seconds of the stop.
+        now: i64,
+        /// Where the shard answers.
+        reply: Sender<ShardFlush>,
+    },
+}
+
+/// Why the shards could not start; printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Socket creation or bind failed.
+    #[error("cannot listen on {what}: {source}")]
+    Bind {
+        /// Which socket.
+        what: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// glommio could not create its io_uring executor.
+    #[error("cannot start shard {shard}: {detail}")]
+    Executor {
+        /// Shard index.
+        shard: usize,
+        /// Why, with a hint.
+        detail: String,
+    },
+}
+
+/// The sockets handed to one shard.
+pub struct ShardSockets {
+    /// This shard's SO_REUSEPORT UDP socket.
+    pub udp: Option<std::net::UdpSocket>,
+    /// The Unix datagram socket path (only one shard reads it); any stale
+    /// socket file was already removed by [`prepare_unix_path`].
+    pub unix: Option<std::path::PathBuf>,
+}
+
+/// Binds `n` UDP sockets on `addr` with SO_REUSEPORT so the kernel spreads
+/// datagrams across shards. Done before spawning so errors are reported
+/// at start.
+pub fn bind_udp(addr: std::net::SocketAddr, n: usize, so_rcvbuf: usize) -> Result<Vec<std::net::UdpSocket>, RuntimeError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |e| RuntimeError::Bind { what: format!("UDP {addr}"), source: e };
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+        s.set_reuse_port(true).map_err(err)?;
+        if so_rcvbuf > 0 {
+            s.set_recv_buffer_size(so_rcvbuf).map_err(err)?;
+        }
+        s.bind(&addr.into()).map_err(err)?;
+        out.push(s.into());
+    }
+    Ok(out)
+}
+
+/// Removes a stale socket file at `path` (never a regular file), so the
+/// shard can bind it; done before spawning so errors surface at start.
+pub fn prepare_unix_path(path: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::FileTypeExt;
+    let err = |e| RuntimeError::Bind { what: format!("unix socket {}", path.display()), source: e };
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(err),
+        Ok(_) => Err(err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "path exists and is not a socket; refusing to replace it",
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+/// A running shard.
+pub struct ShardHandle {
+    /// Control channel (bounded).
+    pub control: Sender<Control>,
+    join: glommio::ExecutorJoinHandle<()>,
+}
+
+impl ShardHandle {
+    /// Waits for the shard thread to end.
+    pub fn join(self) {
+        let _ = self.join.join();
+    }
+}
+
+/// Wall clock in Unix seconds.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Monotonic nanoseconds since process start: orders gauges across shards.
+fn mono_nanos() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+}
+
+/// Starts shard `id` on its own pinned glommio executor.
+pub fn spawn_shard(
+    id: usize,
+    settings: ShardSettings,
+    sockets: ShardSockets,
+    buffer_size: usize,
+    io_memory: usize,
+) -> Result<ShardHandle, RuntimeError> {
+    let (control_tx, control_rx) = crossbeam_channel::bounded::<Control>(4);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(1);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let udp = sockets.udp;
+    let unix = sockets.unix;
+    let join = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+        .name(&format!("edgestat-shard-{id}"))
+        .io_memory(io_memory)
+        .spawn(move || async move {
+            run_shard(settings, udp, unix, buffer_size, control_rx, ready_tx).await;
+        })
+        .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(Ok(())) => Ok(ShardHandle { control: control_tx, join }),
+        Ok(Err(detail)) => Err(RuntimeError::Executor { shard: id, detail }),
+        Err(_) => {
+            // The executor never ran our future: glommio failed to build it.
+            let detail = match join.join() {
+                Err(e) => explain_executor_error(&e.to_string()),
+                Ok(()) => "executor exited before starting".to_string(),
+            };
+            Err(RuntimeError::Executor { shard: id, detail })
+        }
+    }
+}
+
+fn explain_executor_error(e: &str) -> String {
+    let memlock = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| l.lines().find(|x| x.starts_with("Max locked memory")).map(|x| x.split_whitespace().nth(3).unwrap_or("?").to_string()))
+        .unwrap_or_else(|| "?".to_string());
+    if e.to_ascii_lowercase().contains("memlock") || e.to_ascii_lowercase().contains("locked") {
+        format!(
+            "io_uring needs locked memory but RLIMIT_MEMLOCK is {memlock} bytes ({e}); raise it with `ulimit -l 65536` or LimitMEMLOCK= in the service unit"
+        )
+    } else {
+        format!("{e} (RLIMIT_MEMLOCK {memlock} bytes)")
+    }
+}
+
+async fn run_shard(
+    settings: ShardSettings,
+    udp: Option<std::net::UdpSocket>,
+    unix: Option<PathBuf>,
+    buffer_size: usize,
+    control: Receiver<Control>,
+    ready: Sender<Result<(), String>>,
+) {
+    let state = Rc::new(RefCell::new(ShardState::new(settings)));
+    let stopping = Rc::new(Cell::new(false));
+    let mut readers = Vec::new();
+    // Queued behind every datagram already in the Unix socket at shutdown,
+    // it tells the reader it has drained the queue.
+    let marker: [u8; 16] = fastrand::u128(..).to_le_bytes();
+
+    if let Some(std_sock) = udp {
+        let fd = std_sock.as_raw_fd();
+        let budget = drain_budget(fd, buffer_size);
+        let mut sock = glommio::net::UdpSocket::from(glommio_socket2::Socket::from(std_sock));
+        sock.set_buffer_size(buffer_size);
+        // An idle read wakes up now and then so shutdown can end the loop
+        // without cancelling a read (glommio panics on a 0-byte recvmsg
+        // after shutdown(2), so that cannot be used to wake it).
+        if let Err(e) = sock.set_read_timeout(Some(IDLE_READ_TIMEOUT)) {
+            tracing::warn!(error = %e, "cannot set the UDP read timeout");
+        }
+        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), buffer_size, budget, None)));
+    }
+    if let Some(path) = &unix {
+        match glommio::net::UnixDatagram::bind(path) {
+            Ok(mut sock) => {
+                use std::os::unix::fs::PermissionsExt;
+                // The Agent's mode: anyone may send.
+                if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722)) {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot set the unix socket mode");
+                }
+                sock.set_buffer_size(buffer_size);
+                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), buffer_size, u64::MAX, Some(marker))));
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot listen on unix socket {}: {e}", path.display())));
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(()));
+
+    loop {
+        match control.try_recv() {
+            Ok(Control::Flush { now, force, reply }) => {
+                let f = state.borrow_mut().take_flush(now, force);
+                let _ = reply.send(f);
+            }
+            Ok(Control::Shutdown { now, reply }) => {
+                stopping.set(true);
+                if let Some(path) = &unix {
+                    send_marker(path, &marker).await;
+                }
+                for r in readers.drain(..) {
+                    r.await;
+                }
+                let f = state.borrow_mut().take_flush(now.max(unix_now()), true);
+                let _ = reply.send(f);
+                return;
+            }
+            Err(TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,
+            Err(TryRecvError::Disconnected) => return,
+        }
+    }
+}
+
+/// How long an idle UDP read waits before checking for shutdown.
+const IDLE_READ_TIMEOUT: Duration = Duration::from_millis(50);
+
+/// After SIGTERM a reader keeps going until the queue is empty, but at most
+/// this many bytes, so a sender that never stops cannot hold shutdown
+/// hostage: everything queued before the signal is at most SO_RCVBUF bytes.
+fn drain_budget(fd: RawFd, buffer_size: usize) -> u64 {
+    let b = BorrowedRaw(fd);
+    let sock = socket2::SockRef::from(&b);
+    let rcvbuf = sock.recv_buffer_size().unwrap_or(1 << 20);
+    (rcvbuf as u64) * 2 + buffer_size as u64
+}
+
+struct BorrowedRaw(RawFd);
+impl std::os::fd::AsFd for BorrowedRaw {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        // SAFETY: the fd is owned by a socket that outlives this borrow.
+        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
+    }
+}
+
+/// Sends the drain marker to our own Unix socket (non-blocking, retried
+/// briefly while the queue is full).
+async fn send_marker(path: &Path, marker: &[u8]) {
+    let Ok(sender) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let _ = sender.set_nonblocking(true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match sender.send_to(marker, path) {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => glommio::timer::sleep(Duration::from_millis(1)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot send the unix drain marker");
+                return;
+            }
+        }
+    }
+}
+
+enum Reader {
+    Udp(glommio::net::UdpSocket),
+    Unix(glommio::net::UnixDatagram),
+}
+
+impl Reader {
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            // `recv` insists on a connected socket; `recv_from` does not.
+            Reader::Udp(s) => s.recv_from(buf).await.map(|(n, _)| n).map_err(Into::into),
+            Reader::Unix(s) => s.recv(buf).await.map_err(Into::into),
+        }
+    }
+}
+
+async fn read_loop(
+    sock: Reader,
+    state: Rc<RefCell<ShardState>>,
+    stopping: Rc<Cell<bool>>,
+    buffer_size: usize,
+    drain_budget: u64,
+    marker: Option<[u8; 16]>,
+) {
+    let mut buf = vec![0u8; buffer_size];
+    let mut drained: u64 = 0;
+    let mut errors_logged = 0u32;
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(n) => {
+                if stopping.get() {
+                    if n == 0 || marker.is_some_and(|m| buf[..n] == m) {
+                        return;
+                    }
+                    drained += n as u64;
+                }
+                if n > 0 {
+                    state.borrow_mut().handle_datagram(&buf[..n], unix_now(), mono_nanos());
+                }
+                if stopping.get() && drained > drain_budget {
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                // Idle for IDLE_READ_TIMEOUT: after a stop request the queue is drained.
+                if stopping.get() {
+                    return;
+                }
+            }
+            Err(e) => {
+                if stopping.get() {
+                    return;
+                }
+                state.borrow_mut().count_read_error();
+                if errors_logged < 10 {
+                    errors_logged += 1;
+                    tracing::warn!(error = %e, "DogStatsD socket read error");
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+        }
+    }
+}
