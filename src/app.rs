@@ -81,7 +81,7 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
         extra_tags: cfg.dogstatsd_tags.clone(),
         namespace: cfg.metric_namespace.clone(),
         namespace_blacklist: cfg.metric_namespace_blacklist.clone(),
-        max_contexts: cfg.max_contexts,
+        context_budget: crate::aggregator::ContextBudget::new(cfg.max_contexts),
         max_queued: cfg.max_queued_events,
         context_expiry_seconds: cfg.context_expiry_seconds,
         parse: crate::protocol::ParseOptions::default(),

@@ -128,7 +128,7 @@ pub struct Config {
     pub telemetry_addr: Option<SocketAddr>,
     /// `EDGESTAT_DATA_DIR`.
     pub data_dir: PathBuf,
-    /// `EDGESTAT_MAX_CONTEXTS`: per shard bound on live contexts.
+    /// `EDGESTAT_MAX_CONTEXTS`: bound on live contexts for the whole node.
     pub max_contexts: usize,
     /// `EDGESTAT_MAX_QUEUED_EVENTS`: events + service checks kept per shard between flushes.
     pub max_queued_events: usize,
@@ -714,7 +714,7 @@ impl Config {
             api_addr,
             telemetry_addr,
             data_dir,
-            max_contexts: edge_usize("MAX_CONTEXTS", 1_000_000, 1)?,
+            max_contexts: edge_usize("MAX_CONTEXTS", 500_000, 1)?,
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,

@@ -64,6 +64,8 @@ pub struct Flusher {
     start_time: i64,
     started_sent: bool,
     startup_event: Option<Event>,
+    /// Drop counters already reported, to log only what is new.
+    reported_drops: std::collections::BTreeMap<&'static str, u64>,
     /// Called with each flush summary (embedded mode prints it).
     on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
 }
@@ -94,7 +96,7 @@ impl Flusher {
             ..Default::default()
         });
         Ok(Self {
-            merger: FlushMerger::new(settings, cfg.max_contexts.saturating_mul(cfg.shards.max(1))),
+            merger: FlushMerger::new(settings, cfg.max_contexts),
             serializer,
             cfg,
             shards,
@@ -102,6 +104,7 @@ impl Flusher {
             start_time,
             started_sent: false,
             startup_event,
+            reported_drops: Default::default(),
             on_flush,
         })
     }
@@ -229,6 +232,7 @@ impl Flusher {
             self.serializer.events(&mut events, &host, &mut built);
             self.ship(PayloadKind::Events, &mut built, &mut summary);
         }
+        self.log_new_drops(&summary.stats);
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, payloads = summary.payloads, "flush done");
         (self.on_flush)(&summary);
     }
@@ -243,6 +247,20 @@ impl Flusher {
                 headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
             }
             self.forwarder.submit(Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers });
+        }
+    }
+
+    /// One warning line per flush naming every drop reason that grew.
+    fn log_new_drops(&mut self, stats: &ShardStats) {
+        let mut parts = Vec::new();
+        for (reason, total) in stats.dropped.iter().chain(stats.parse_errors.iter()) {
+            let before = self.reported_drops.insert(reason, *total).unwrap_or(0);
+            if *total > before {
+                parts.push(format!("{reason}={}", total - before));
+            }
+        }
+        if !parts.is_empty() {
+            tracing::warn!("dropped since the last flush: {}", parts.join(" "));
         }
     }
 

@@ -20,8 +20,8 @@ pub struct ShardSettings {
     pub namespace: String,
     /// Names starting with one of these are not namespaced.
     pub namespace_blacklist: Vec<String>,
-    /// Live contexts bound for this shard.
-    pub max_contexts: usize,
+    /// Node-wide bound on live contexts, shared by every shard.
+    pub context_budget: std::sync::Arc<crate::aggregator::ContextBudget>,
     /// Events + service checks (+ timestamped samples) queued between flushes.
     pub max_queued: usize,
     /// `dogstatsd_context_expiry_seconds`.
@@ -135,7 +135,7 @@ impl ShardState {
         Self {
             hostname: settings.hostname.as_bytes().into(),
             extra_tags: settings.extra_tags.iter().map(|t| t.as_bytes().into()).collect(),
-            sampler: ShardSampler::new(settings.max_contexts),
+            sampler: ShardSampler::new(settings.context_budget.clone()),
             stats: ShardStats::default(),
             passthrough: Vec::new(),
             events: Vec::new(),
@@ -360,7 +360,7 @@ mod tests {
             extra_tags: vec!["team:edge".into()],
             namespace: String::new(),
             namespace_blacklist: vec![],
-            max_contexts: 1000,
+            context_budget: crate::aggregator::ContextBudget::new(1000),
             max_queued: 1000,
             context_expiry_seconds: 20,
             parse: ParseOptions::default(),

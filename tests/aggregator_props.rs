@@ -39,7 +39,7 @@ fn settings() -> ShardSettings {
         extra_tags: vec![],
         namespace: String::new(),
         namespace_blacklist: vec![],
-        max_contexts: 10_000,
+        context_budget: edgestat::aggregator::ContextBudget::new(10_000),
         max_queued: 10_000,
         context_expiry_seconds: 20,
         parse: ParseOptions::default(),

@@ -100,13 +100,46 @@ pub struct ContextSlot {
     pub last_seen: i64,
 }
 
+/// The node-wide bound on live contexts (`EDGESTAT_MAX_CONTEXTS`), shared
+/// by every shard's table. Touched only when a context is created or
+/// forgotten, never for a known context, so the per-datagram path stays
+/// free of shared state in steady state.
+#[derive(Debug)]
+pub struct ContextBudget {
+    live: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl ContextBudget {
+    /// A budget of `max` live contexts for the whole node.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { live: std::sync::atomic::AtomicUsize::new(0), max })
+    }
+
+    /// Live contexts over all shards.
+    pub fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| if n < self.max { Some(n + 1) } else { None })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Bounded interning table: context id (dense `u32`) ↔ key.
 pub struct ContextTable {
     index: HashTable<u32>,
     slots: Vec<Option<ContextSlot>>,
     free: Vec<u32>,
     live: usize,
-    max_contexts: usize,
+    budget: Arc<ContextBudget>,
 }
 
 /// Why a context could not be resolved.
@@ -117,9 +150,9 @@ pub enum ContextError {
 }
 
 impl ContextTable {
-    /// An empty table holding at most `max_contexts` live contexts.
-    pub fn new(max_contexts: usize) -> Self {
-        Self { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), live: 0, max_contexts }
+    /// An empty table drawing its contexts from `budget`.
+    pub fn new(budget: Arc<ContextBudget>) -> Self {
+        Self { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), live: 0, budget }
     }
 
     /// Number of live contexts.
@@ -144,7 +177,7 @@ impl ContextTable {
             }
             return Ok(id);
         }
-        if self.live >= self.max_contexts {
+        if !self.budget.try_take() {
             return Err(ContextError::LimitReached);
         }
         let slot = ContextSlot { key: Arc::new(view.to_key(hash)), last_seen: now };
@@ -183,6 +216,7 @@ impl ContextTable {
             self.slots[id as usize] = None;
             self.free.push(id);
             self.live -= 1;
+            self.budget.give_back();
         }
     }
 }
@@ -193,7 +227,8 @@ mod tests {
 
     #[test]
     fn same_view_same_id_and_limit() {
-        let mut t = ContextTable::new(2);
+        let budget = ContextBudget::new(2);
+        let mut t = ContextTable::new(budget.clone());
         let tags: [&[u8]; 2] = [b"a:1", b"b:2"];
         let v = KeyView { name: b"m", host: b"h", tags: &tags };
         let a = t.resolve(&v, 1).unwrap();
@@ -204,8 +239,12 @@ mod tests {
         assert_ne!(a, b);
         let v3 = KeyView { name: b"m3", host: b"h", tags: &[] };
         assert_eq!(t.resolve(&v3, 2), Err(ContextError::LimitReached));
+        // The budget is per node: a second table cannot exceed it either.
+        let mut other = ContextTable::new(budget.clone());
+        assert_eq!(other.resolve(&v3, 2), Err(ContextError::LimitReached));
         t.retain(|id, _| id != a);
         assert_eq!(t.len(), 1);
+        assert_eq!(budget.live(), 1);
         let c = t.resolve(&v3, 3).unwrap();
         assert_eq!(c, a, "freed id is reused");
         assert_eq!(t.resolve(&v2, 3).unwrap(), b);

@@ -8,6 +8,6 @@ pub mod merge;
 pub mod sampler;
 pub mod sketch;
 
-pub use context::{ContextKey, KeyView};
+pub use context::{ContextBudget, ContextKey, KeyView};
 pub use merge::{FlushMerger, FlushOutput, FlushSettings};
 pub use sampler::{bucket_start, Agg, FlushEntry, SampleDrop, SampleKind, ShardSampler, SketchEntry, BUCKET_SECONDS};

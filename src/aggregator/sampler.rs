@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
-use super::context::{ContextError, ContextKey, ContextTable, KeyView};
+use super::context::{ContextBudget, ContextError, ContextKey, ContextTable, KeyView};
 use super::sketch::Sketch;
 
 /// Bucket width, as the Agent's `bucketSize`.
@@ -151,9 +151,9 @@ pub struct ShardSampler {
 }
 
 impl ShardSampler {
-    /// A sampler holding at most `max_contexts` live contexts.
-    pub fn new(max_contexts: usize) -> Self {
-        Self { contexts: ContextTable::new(max_contexts), buckets: Vec::new(), spare: Vec::new(), max_buckets: 64 }
+    /// A sampler drawing its contexts from the node-wide `budget`.
+    pub fn new(budget: Arc<ContextBudget>) -> Self {
+        Self { contexts: ContextTable::new(budget), buckets: Vec::new(), spare: Vec::new(), max_buckets: 64 }
     }
 
     /// Live contexts.
@@ -258,7 +258,7 @@ mod tests {
 
     #[test]
     fn closed_buckets_only_unless_forced() {
-        let mut s = ShardSampler::new(100);
+        let mut s = ShardSampler::new(ContextBudget::new(100));
         s.add(&view(b"c", &[]), SampleKind::Counter, 1.0, None, 1.0, 1_700_000_003, 1).unwrap();
         s.add(&view(b"c", &[]), SampleKind::Counter, 2.0, None, 0.5, 1_700_000_004, 2).unwrap();
         s.add(&view(b"c", &[]), SampleKind::Counter, 1.0, None, 1.0, 1_700_000_012, 3).unwrap();
@@ -275,7 +275,7 @@ mod tests {
 
     #[test]
     fn non_finite_is_dropped_and_types_mix_like_the_agent() {
-        let mut s = ShardSampler::new(100);
+        let mut s = ShardSampler::new(ContextBudget::new(100));
         assert_eq!(
             s.add(&view(b"g", &[]), SampleKind::Gauge, f64::NAN, None, 1.0, 100, 1),
             Err(SampleDrop::NonFinite)
