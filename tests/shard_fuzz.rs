@@ -1,0 +1,71 @@
+//! Fuzz harness for the whole per-datagram path (split, parse, enrich,
+//! aggregate, flush), bounded so it runs in CI: no input panics, memory
+//! stays within the context budget, and every datagram is counted.
+
+use edgestat::aggregator::{ContextBudget, FlushMerger, FlushSettings};
+use edgestat::config::HistogramAggregate;
+use edgestat::protocol::ParseOptions;
+use edgestat::shard::{ShardSettings, ShardState};
+use proptest::prelude::*;
+
+fn shard(budget: std::sync::Arc<ContextBudget>) -> ShardState {
+    ShardState::new(ShardSettings {
+        hostname: "h".into(),
+        extra_tags: vec!["x:y".into()],
+        namespace: "ns".into(),
+        namespace_blacklist: vec![],
+        context_budget: budget,
+        max_queued: 64,
+        context_expiry_seconds: 20,
+        parse: ParseOptions { honor_timestamps: true, origin_detection_client: true },
+    })
+}
+
+/// Fragments real clients send, glued together at random.
+fn piece() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..40),
+        Just(b"m:1|c".to_vec()),
+        Just(b"|@0.5".to_vec()),
+        Just(b"|#a:b,host:x,".to_vec()),
+        Just(b"|T1700000000".to_vec()),
+        Just(b"_e{3,4}:abc|defg".to_vec()),
+        Just(b"_sc|chk|1|m:x".to_vec()),
+        Just(b":".to_vec()),
+        Just(b"|".to_vec()),
+        Just(b"\n".to_vec()),
+        Just(b"1:2:nan:inf|h".to_vec()),
+        Just(b"|d".to_vec()),
+        Just(b"|s".to_vec()),
+        Just(b"|c:ci-abc,in-12|e:it-true|card:high".to_vec()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+    #[test]
+    fn any_datagram_is_handled(datagrams in proptest::collection::vec(proptest::collection::vec(piece(), 0..12), 1..20), dt in 0..40i64) {
+        let budget = ContextBudget::new(50);
+        let mut s = shard(budget.clone());
+        for (i, parts) in datagrams.iter().enumerate() {
+            let d: Vec<u8> = parts.concat();
+            s.handle_datagram(&d, 1_700_000_000 + dt + i as i64, i as u64);
+            prop_assert!(budget.live() <= 50);
+        }
+        let f = s.take_flush(1_700_000_100, true);
+        prop_assert_eq!(f.stats.packets, datagrams.len() as u64);
+        prop_assert!(f.events.len() <= 64 && f.service_checks.len() <= 64 && f.passthrough.len() <= 64);
+        let mut m = FlushMerger::new(FlushSettings {
+            histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
+            histogram_percentiles: vec![95],
+            expiry_seconds: 300,
+            context_expiry_seconds: 20,
+        }, 50);
+        let out = m.flush(f.metrics, f.sketches, 1_700_000_100);
+        for series in &out.series {
+            for p in &series.points {
+                prop_assert!(p.value.is_finite(), "never a non-finite point: {:?}", series);
+            }
+        }
+    }
+}
