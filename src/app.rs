@@ -82,6 +82,7 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
         namespace: cfg.metric_namespace.clone(),
         namespace_blacklist: cfg.metric_namespace_blacklist.clone(),
         context_budget: crate::aggregator::ContextBudget::new(cfg.max_contexts),
+        blocklist: std::sync::Arc::new(crate::filter::MetricFilter::new(&cfg.metric_blocklist, cfg.metric_blocklist_match_prefix)),
         max_queued: cfg.max_queued_events,
         context_expiry_seconds: cfg.context_expiry_seconds,
         parse: crate::protocol::ParseOptions::default(),

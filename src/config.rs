@@ -90,6 +90,10 @@ pub struct Config {
     pub metric_namespace: String,
     /// `DD_STATSD_METRIC_NAMESPACE_BLACKLIST`.
     pub metric_namespace_blacklist: Vec<String>,
+    /// The blocklist: `metric_filterlist`, or `statsd_metric_blocklist` when that is empty.
+    pub metric_blocklist: Vec<String>,
+    /// Prefix matching for [`Self::metric_blocklist`].
+    pub metric_blocklist_match_prefix: bool,
     /// `DD_USE_V2_API_SERIES`.
     pub use_v2_api_series: bool,
     /// `DD_ENABLE_PAYLOADS_SERIES`.
@@ -565,6 +569,16 @@ impl Config {
             None => DEFAULT_NAMESPACE_BLACKLIST.iter().map(|s| s.to_string()).collect(),
         };
 
+        let filterlist = src.dd("metric_filterlist").map(|(_, v)| split_list(&v)).unwrap_or_default();
+        let (metric_blocklist, metric_blocklist_match_prefix) = if filterlist.is_empty() {
+            (
+                src.dd("statsd_metric_blocklist").map(|(_, v)| split_list(&v)).unwrap_or_default(),
+                get_bool("statsd_metric_blocklist_match_prefix", false)?,
+            )
+        } else {
+            (filterlist, get_bool("metric_filterlist_match_prefix", false)?)
+        };
+
         let compression_kind = src.dd("serializer_compressor_kind");
         let zstd_level: i32 = match src.dd("serializer_zstd_compressor_level") {
             Some((k, v)) => {
@@ -692,6 +706,8 @@ impl Config {
             histogram_percentiles,
             metric_namespace,
             metric_namespace_blacklist,
+            metric_blocklist,
+            metric_blocklist_match_prefix,
             use_v2_api_series: get_bool("use_v2_api.series", true)?,
             enable_series: get_bool("enable_payloads.series", true)?,
             enable_events: get_bool("enable_payloads.events", true)?,

@@ -84,6 +84,7 @@ impl Flusher {
             histogram_percentiles: cfg.histogram_percentiles.clone(),
             expiry_seconds: cfg.expiry_seconds,
             context_expiry_seconds: cfg.context_expiry_seconds,
+            blocklist: std::sync::Arc::new(crate::filter::MetricFilter::new(&cfg.metric_blocklist, cfg.metric_blocklist_match_prefix)),
         };
         let start_time = unix_now();
         let startup_event = Some(Event {

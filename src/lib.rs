@@ -9,6 +9,7 @@
 pub mod aggregator;
 pub mod app;
 pub mod config;
+pub mod filter;
 pub mod flusher;
 pub mod forwarder;
 pub mod hostname;

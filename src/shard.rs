@@ -20,6 +20,8 @@ pub struct ShardSettings {
     pub namespace: String,
     /// Names starting with one of these are not namespaced.
     pub namespace_blacklist: Vec<String>,
+    /// Blocked metric names (checked after the namespace is applied).
+    pub blocklist: std::sync::Arc<crate::filter::MetricFilter>,
     /// Node-wide bound on live contexts, shared by every shard.
     pub context_budget: std::sync::Arc<crate::aggregator::ContextBudget>,
     /// Events + service checks (+ timestamped samples) queued between flushes.
@@ -204,6 +206,12 @@ impl ShardState {
             self.name_buf.extend_from_slice(m.name);
             &self.name_buf
         };
+        if !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(name) {
+            *self.stats.dropped.entry("blocklisted").or_default() += m.value_count() as u64;
+            tags.clear();
+            self.tag_buf = tags.into_iter().map(|_| &[][..]).collect();
+            return;
+        }
         let view = KeyView { name, host: host.unwrap_or(&self.hostname), tags: &tags };
         if let Some(member) = m.set_member() {
             let r = self.sampler.add(&view, kind, 0.0, Some(member), m.sample_rate, now, seq);
@@ -239,6 +247,10 @@ impl ShardState {
         } else {
             format!("{}{}", self.settings.namespace, lossy(m.name))
         };
+        if !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(name.as_bytes()) {
+            self.drop_sample("blocklisted");
+            return;
+        }
         for v in m.values() {
             if !v.is_finite() {
                 self.drop_sample("non_finite_value");
@@ -361,6 +373,7 @@ mod tests {
             namespace: String::new(),
             namespace_blacklist: vec![],
             context_budget: crate::aggregator::ContextBudget::new(1000),
+            blocklist: Default::default(),
             max_queued: 1000,
             context_expiry_seconds: 20,
             parse: ParseOptions::default(),

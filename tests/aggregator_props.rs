@@ -40,6 +40,7 @@ fn settings() -> ShardSettings {
         namespace: String::new(),
         namespace_blacklist: vec![],
         context_budget: edgestat::aggregator::ContextBudget::new(10_000),
+        blocklist: Default::default(),
         max_queued: 10_000,
         context_expiry_seconds: 20,
         parse: ParseOptions::default(),
@@ -88,6 +89,7 @@ proptest! {
                 histogram_percentiles: vec![95],
                 expiry_seconds: 0,
                 context_expiry_seconds: 20,
+                blocklist: Default::default(),
             },
             10_000,
         );

@@ -102,3 +102,23 @@ fn idle_counters_keep_sending_zero() {
     let gauge_points = series.iter().filter(|s| s.metric == "zero.gauge").flat_map(|s| s.points.iter()).count();
     assert_eq!(gauge_points, 1, "gauges are not zero-filled");
 }
+
+#[test]
+fn blocklist_drops_names_and_histogram_outputs() {
+    let intake = Intake::start_tls();
+    let agent = Agent::start(
+        Some(&intake),
+        &[("DD_STATSD_METRIC_BLOCKLIST", "blocked.gauge lat.max"), ("DD_USE_V2_API_SERIES", "false")],
+    );
+    avoid_bucket_edge(4);
+    agent.send_udp(b"blocked.gauge:1|g\nkept.gauge:2|g\nlat:1|h\nlat:3|h\nblocked.gauge:5|g|T1700000000");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, 0);
+    let series = series_from(&intake.payloads(Some("/api/v1/series")));
+    assert!(find(&series, "blocked.gauge").is_empty());
+    assert_eq!(one(&series, "kept.gauge").points[0].1, 2.0);
+    assert!(find(&series, "lat.max").is_empty(), "histogram outputs are filtered at flush");
+    assert_eq!(one(&series, "lat.avg").points[0].1, 2.0);
+    assert!(stderr.iter().any(|l| l.contains("blocklisted=2")), "{stderr:?}");
+}

@@ -43,6 +43,7 @@ fn shard() -> ShardState {
         namespace: "edge.".into(),
         namespace_blacklist: vec!["jvm".into()],
         context_budget: ContextBudget::new(10_000),
+        blocklist: Default::default(),
         max_queued: 10_000,
         context_expiry_seconds: 20,
         parse: ParseOptions::default(),

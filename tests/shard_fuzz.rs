@@ -15,6 +15,7 @@ fn shard(budget: std::sync::Arc<ContextBudget>) -> ShardState {
         namespace: "ns".into(),
         namespace_blacklist: vec![],
         context_budget: budget,
+        blocklist: Default::default(),
         max_queued: 64,
         context_expiry_seconds: 20,
         parse: ParseOptions { honor_timestamps: true, origin_detection_client: true },
@@ -60,6 +61,7 @@ proptest! {
             histogram_percentiles: vec![95],
             expiry_seconds: 300,
             context_expiry_seconds: 20,
+            blocklist: Default::default(),
         }, 50);
         let out = m.flush(f.metrics, f.sketches, 1_700_000_100);
         for series in &out.series {

@@ -23,6 +23,8 @@ pub struct FlushSettings {
     pub expiry_seconds: i64,
     /// `dogstatsd_context_expiry_seconds`.
     pub context_expiry_seconds: i64,
+    /// Applied again to histogram outputs (`foo.max` can be blocked alone).
+    pub blocklist: std::sync::Arc<crate::filter::MetricFilter>,
 }
 
 /// Hash-map key comparing contexts by content (shards intern separately).
@@ -199,8 +201,12 @@ impl FlushMerger {
         let host = key.host_string();
         let tags = key.tag_strings();
         for (suffix, t, points) in rendered {
+            let full = format!("{name}{suffix}");
+            if !suffix.is_empty() && !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(full.as_bytes()) {
+                continue;
+            }
             out.push(Series {
-                name: format!("{name}{suffix}"),
+                name: full,
                 host: host.clone(),
                 tags: tags.clone(),
                 points,
@@ -280,6 +286,7 @@ mod tests {
             histogram_percentiles: vec![95],
             expiry_seconds: 300,
             context_expiry_seconds: 20,
+            blocklist: Default::default(),
         }
     }
 
