@@ -180,3 +180,20 @@ proptest! {
         prop_assert_eq!(got.len(), expected_points, "no extra points");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+    /// Every value is represented by its bin within the DDSketch relative
+    /// accuracy (1/128), so every quantile read from the bins is too. (Keys
+    /// are int16 as in the Agent: above ~1e211 they saturate, like the Agent.)
+    #[test]
+    fn sketch_bins_are_within_relative_accuracy(v in prop_oneof![1e-9f64..1e-3, 1e-3f64..1e3, 1e3f64..1e200], neg in any::<bool>()) {
+        use edgestat::aggregator::sketch::key;
+        let v = if neg { -v } else { v };
+        let k = key(v);
+        prop_assert!(k != 0);
+        let gamma: f64 = 1.0 + 2.0 / 128.0;
+        let rep = k.signum() as f64 * gamma.powi(k.abs() - 1338);
+        prop_assert!(((rep - v) / v).abs() <= 1.0 / 128.0, "v={} key={} rep={}", v, k, rep);
+    }
+}
