@@ -78,7 +78,7 @@ impl Flusher {
         forwarder: Forwarder,
         on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
     ) -> Result<Self, crate::serializer::CompressError> {
-        let serializer = Serializer::new(cfg.serializer.clone())?;
+        let serializer = Serializer::new(cfg.serializer)?;
         let settings = FlushSettings {
             histogram_aggregates: cfg.histogram_aggregates.clone(),
             histogram_percentiles: cfg.histogram_percentiles.clone(),

@@ -14,6 +14,9 @@ use proptest::prelude::*;
 
 const T0: i64 = 1_700_000_000;
 
+/// (metric index, sorted tags, bucket start).
+type ModelKey = (usize, Vec<String>, i64);
+
 #[derive(Debug, Clone)]
 struct Sample {
     name: usize,
@@ -96,7 +99,7 @@ proptest! {
         let out = merger.flush(entries, sketches, now);
 
         // Reference model: (name, tags, bucket) -> samples in arrival order.
-        let mut model: BTreeMap<(usize, Vec<String>, i64), Vec<(f64, f64)>> = BTreeMap::new();
+        let mut model: BTreeMap<ModelKey, Vec<(f64, f64)>> = BTreeMap::new();
         for s in &samples {
             let bucket = T0 + s.dt - (T0 + s.dt).rem_euclid(10);
             model.entry((s.name, ctx_tags(s), bucket)).or_default().push((s.value as f64, RATES[s.rate_idx]));

@@ -82,11 +82,9 @@ impl Agg {
     pub fn absorb(&mut self, other: Agg) {
         match (self, other) {
             (Agg::Counter(a), Agg::Counter(b)) => *a += b,
-            (Agg::Gauge { value, seq }, Agg::Gauge { value: v2, seq: s2 }) => {
-                if s2 >= *seq {
-                    *value = v2;
-                    *seq = s2;
-                }
+            (Agg::Gauge { value, seq }, Agg::Gauge { value: v2, seq: s2 }) if s2 >= *seq => {
+                *value = v2;
+                *seq = s2;
             }
             (Agg::Set(a), Agg::Set(b)) => a.extend(b),
             (Agg::Histogram(a), Agg::Histogram(b)) => a.extend(b),
