@@ -25,6 +25,7 @@ pub fn run(config_file: Option<&Path>) -> i32 {
         }
     };
     crate::logging::init(&cfg.log_level);
+    abort_on_panic();
     match start_and_wait(cfg) {
         Ok(()) => 0,
         Err(e) => {
@@ -32,6 +33,18 @@ pub fn run(config_file: Option<&Path>) -> i32 {
             EXIT_START
         }
     }
+}
+
+/// A panic is a bug. A shard that died would leave its socket receiving
+/// into a buffer nobody reads, silently losing data, so the whole process
+/// stops instead (a supervisor restarts it) after printing the panic.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("edgestat: internal error (this is a bug), aborting");
+        std::process::abort();
+    }));
 }
 
 fn start_and_wait(mut cfg: Config) -> Result<(), String> {
