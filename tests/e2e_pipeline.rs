@@ -246,3 +246,65 @@ fn low_memlock_fails_clearly_without_panic() {
     assert!(err.contains("RLIMIT_MEMLOCK"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
+
+#[test]
+fn unix_socket_replaces_a_stale_socket_and_uses_the_agents_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stale.sock");
+    // A socket file left behind by a previous run (nobody listens on it).
+    drop(std::os::unix::net::UnixDatagram::bind(&path).unwrap());
+    assert!(path.exists());
+    let intake = Intake::start_tls();
+    let path_s = path.to_str().unwrap();
+    let agent = Agent::start(Some(&intake), &[("DD_DOGSTATSD_SOCKET", path_s), ("DD_DOGSTATSD_PORT", "0")]);
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o722);
+    let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    s.send_to(b"stale.replaced:1|g", &path).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    let series = series_from(&intake.payloads(Some("/api/v2/series")));
+    assert_eq!(one(&series, "stale.replaced").points[0].1, 1.0);
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not-a-socket");
+    std::fs::write(&path, b"keep me").unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("run")
+        .env("DD_DOGSTATSD_SOCKET", &path)
+        .env("DD_DOGSTATSD_PORT", "0")
+        .env("EDGESTAT_API_ADDR", "off")
+        .env("DD_DD_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a socket"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"keep me");
+}
+
+#[test]
+fn sigterm_right_after_a_burst_loses_nothing() {
+    let intake = Intake::start_tls();
+    let agent = Agent::start(Some(&intake), &[]);
+    let line = "drain.count:1|c\n".repeat(20);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let uds = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for i in 0..100 {
+        sender.send_to(line.as_bytes(), ("127.0.0.1", agent.udp_port)).unwrap();
+        if i % 4 == 0 {
+            uds.send_to(line.as_bytes(), &agent.socket).unwrap();
+        }
+    }
+    // No pause: whatever the sockets hold when the signal lands must count.
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    let series = series_from(&intake.payloads(Some("/api/v2/series")));
+    let total: f64 = find(&series, "drain.count").iter().flat_map(|s| s.points.iter()).map(|p| p.1 * 10.0).sum();
+    assert!((total - 2500.0).abs() < 1e-6, "every line sent before SIGTERM is counted: {total}");
+}
