@@ -169,9 +169,9 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
 
     let forwarder = flusher_thread.join().map_err(|_| "the flusher thread panicked".to_string())?;
     forwarder.shutdown(shutdown_timeout);
-    for s in shards {
-        s.join();
-    }
+    // Shards end on their own after answering `Shutdown`; their threads are
+    // not joined so a wedged one cannot keep the process alive.
+    drop(shards);
     if let Some(i) = embedded {
         i.shutdown();
     }

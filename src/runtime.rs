@@ -230,7 +230,11 @@ async fn run_shard(
                     send_marker(path, &marker).await;
                 }
                 for r in readers.drain(..) {
-                    r.await;
+                    // Bounded: a reader that cannot finish its drain (marker
+                    // never delivered) must not keep the process alive.
+                    if glommio::timer::timeout(READER_DRAIN_TIMEOUT, async { Ok(r.await) }).await.is_err() {
+                        tracing::warn!("a socket reader did not finish draining in time");
+                    }
                 }
                 let f = state.borrow_mut().take_flush(now.max(unix_now()), true);
                 let _ = reply.send(f);
@@ -241,6 +245,9 @@ async fn run_shard(
         }
     }
 }
+
+/// Upper bound on one reader's drain at shutdown.
+const READER_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long an idle UDP read waits before checking for shutdown.
 const IDLE_READ_TIMEOUT: Duration = Duration::from_millis(50);
