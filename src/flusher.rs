@@ -66,6 +66,10 @@ pub struct Flusher {
     startup_event: Option<Event>,
     /// Called with each flush summary (embedded mode prints it).
     on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
+    /// Local submission API: events/checks drained and manifests sent at each flush.
+    api: Option<crate::api::ApiFlushSide>,
+    /// Telemetry recorder, published once per flush.
+    telemetry: Option<crate::telemetry::FlushRecorder>,
 }
 
 impl Flusher {
@@ -103,7 +107,19 @@ impl Flusher {
             started_sent: false,
             startup_event,
             on_flush,
+            api: None,
+            telemetry: None,
         })
+    }
+
+    /// Drains the local API's queues at every flush (and sends its manifests).
+    pub fn attach_api(&mut self, api: crate::api::ApiFlushSide) {
+        self.api = Some(api);
+    }
+
+    /// Publishes telemetry after every flush.
+    pub fn attach_telemetry(&mut self, recorder: crate::telemetry::FlushRecorder) {
+        self.telemetry = Some(recorder);
     }
 
     /// Runs until `stop` fires (or is dropped), then performs the final
@@ -171,6 +187,9 @@ impl Flusher {
             summary.stats.add(&p.stats);
             summary.contexts += p.contexts;
         }
+        if let Some(api) = &self.api {
+            api.take(&mut events, &mut checks);
+        }
         let merged = self.merger.flush(metrics, sketches, now);
         let mut series = merged.series;
         series.extend(passthrough);
@@ -229,7 +248,15 @@ impl Flusher {
             self.serializer.events(&mut events, &host, &mut built);
             self.ship(PayloadKind::Events, &mut built, &mut summary);
         }
+        // Orchestrator manifests go last, like the Agent's flush; each is its
+        // own payload on the orchestrator forwarder.
+        if let Some(api) = &self.api {
+            api.send_manifests(now);
+        }
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, payloads = summary.payloads, "flush done");
+        if let Some(t) = &mut self.telemetry {
+            t.publish(&summary, self.serializer.stats(), started.elapsed());
+        }
         (self.on_flush)(&summary);
     }
 
@@ -242,7 +269,14 @@ impl Flusher {
             if kind.is_protobuf() {
                 headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
             }
+            if let Some(t) = &mut self.telemetry {
+                t.on_payload(kind_label(kind), p.body.len(), p.items);
+            }
+            let submit_started = std::time::Instant::now();
             self.forwarder.submit(Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers });
+            if let Some(t) = &mut self.telemetry {
+                t.on_forwarder_submit(submit_started.elapsed());
+            }
         }
     }
 
