@@ -81,6 +81,50 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
     })
     .map_err(|e| e.to_string())?;
 
+    // Local submission API + the orchestrator forwarder it feeds (a second
+    // forwarder, as in the Agent: own host, no version prefix).
+    let mut api_parts = None;
+    if let Some(addr) = cfg.api_addr {
+        let main = cfg.endpoint.clone().unwrap_or(Endpoint { base_url: String::new(), api_keys: Vec::new() });
+        let orch_url = cfg.orchestrator_base_url.clone().unwrap_or_else(|| main.base_url.clone());
+        let orch_forwarder = Forwarder::start(ForwarderSettings {
+            endpoints: vec![Endpoint { base_url: orch_url.trim_end_matches('/').to_string(), api_keys: main.api_keys.clone() }],
+            timeout: cfg.forwarder_timeout,
+            retry_queue_max_bytes: cfg.retry_queue_max_bytes,
+            max_concurrent_requests: 10,
+            queue_payloads: cfg.forwarder_queue_payloads,
+            tls: cfg.tls.clone(),
+        })
+        .map_err(|e| e.to_string())?;
+        let orch_stats = orch_forwarder.stats.clone();
+        let sender = crate::orchestrator::OrchestratorSender::start(orch_forwarder, cfg.orchestrator_queue_payloads, cfg.shutdown_timeout)
+            .map_err(|e| format!("cannot start the orchestrator sender: {e}"))?;
+        let api = crate::api::Api::start(
+            addr,
+            crate::api::ApiSettings {
+                hostname: cfg.hostname.clone(),
+                queue_items: cfg.api_queue_items,
+                manifest_buffer_bytes: cfg.manifest_buffer_bytes,
+                orchestrator_legacy_endpoint: cfg.orchestrator_use_legacy_endpoint,
+            },
+            sender.queue(),
+        )?;
+        api_parts = Some((api, sender, orch_stats));
+    }
+    let api_shared = api_parts.as_ref().map(|(a, _, _)| a.shared.clone());
+    let mut telemetry = None;
+    let mut recorder = None;
+    if let Some(addr) = cfg.telemetry_addr {
+        let r = crate::telemetry::FlushRecorder::new();
+        let mut forwarders = vec![("metrics", forwarder.stats.clone())];
+        if let Some((_, _, s)) = &api_parts {
+            forwarders.push(("orchestrator", s.clone()));
+        }
+        let sources = crate::telemetry::Sources { flush: r.shared(), forwarders, api: api_shared.clone() };
+        telemetry = Some(crate::telemetry::start_server(addr, sources)?);
+        recorder = Some(r);
+    }
+
     let mut udp = match cfg.udp_addr {
         Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes).map_err(|e| e.to_string())?,
         None => Vec::new(),
@@ -140,8 +184,15 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
         Box::new(|_s: &FlushSummary| {})
     };
     let shutdown_timeout = cfg.shutdown_timeout;
-    let flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
+    let mut flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
         .map_err(|e| format!("cannot create the payload compressor: {e}"))?;
+    if let Some((api, _, _)) = &api_parts {
+        flusher.attach_api(api.flush_side());
+    }
+    if let Some(r) = recorder {
+        flusher.attach_telemetry(r);
+    }
+    let api_closer = api_shared.clone();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let flusher_thread = std::thread::Builder::new()
         .name("edgestat-flusher".into())
@@ -157,6 +208,11 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
                 seen += 1;
                 if seen == 1 {
                     tracing::info!(signal = sig, "stopping: draining sockets and flushing every bucket");
+                    // The API answers 503 from here on; what it accepted is
+                    // in the queues the final flush drains.
+                    if let Some(api) = &api_closer {
+                        api.close();
+                    }
                     let _ = stop_tx.send(());
                 } else {
                     eprintln!("edgestat: second signal, exiting immediately");
@@ -168,12 +224,27 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
     let _ = signal_thread;
 
     let forwarder = flusher_thread.join().map_err(|_| "the flusher thread panicked".to_string())?;
+    // The orchestrator forwarder drains in parallel with the main one.
+    // The API keeps answering 503 until delivery is over.
+    let (api, orch_done) = match api_parts {
+        Some((api, sender, _)) => (Some(api), Some(std::thread::spawn(move || sender.shutdown()))),
+        None => (None, None),
+    };
     forwarder.shutdown(shutdown_timeout);
+    if let Some(t) = orch_done {
+        let _ = t.join();
+    }
+    if let Some(api) = api {
+        api.stop();
+    }
     // Shards end on their own after answering `Shutdown`; their threads are
     // not joined so a wedged one cannot keep the process alive.
     drop(shards);
     if let Some(i) = embedded {
         i.shutdown();
+    }
+    if let Some(t) = telemetry {
+        t.stop();
     }
     tracing::info!("edgestat stopped");
     let _ = Duration::ZERO;

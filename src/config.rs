@@ -140,6 +140,19 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// `EDGESTAT_FORWARDER_QUEUE_PAYLOADS`: flushed payloads waiting for the forwarder.
     pub forwarder_queue_payloads: usize,
+    /// Base URL of the orchestrator forwarder (no version prefix):
+    /// `orchestrator_dd_url`, else `DD_DD_URL`, else `https://orchestrator.<site>`;
+    /// `None` only with the embedded intake (the app fills it in).
+    pub orchestrator_base_url: Option<String>,
+    /// `EDGESTAT_API_QUEUE_ITEMS`: events + service checks from the local API
+    /// kept between flushes; overflow answered 503 and counted.
+    pub api_queue_items: usize,
+    /// `EDGESTAT_ORCHESTRATOR_QUEUE_PAYLOADS`: orchestrator messages waiting
+    /// for the orchestrator forwarder; overflow answered 503 and counted.
+    pub orchestrator_queue_payloads: usize,
+    /// `EDGESTAT_MANIFEST_BUFFER_BYTES`: framed manifests buffered until the
+    /// next flush; overflow answered 503 and counted.
+    pub manifest_buffer_bytes: usize,
 }
 
 /// Histogram outputs (`histogram_aggregates`).
@@ -689,6 +702,13 @@ impl Config {
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| PathBuf::from("./edgestat-data"));
 
+        // The orchestrator forwarder adds no version prefix (payloads.md §8.2).
+        let orchestrator_base_url = orchestrator_dd_url.clone().or_else(|| dd_url.clone()).or_else(|| {
+            (!api_keys.is_empty()).then(|| {
+                let site = site.as_deref().unwrap_or("datadoghq.com").trim().trim_end_matches('/').to_string();
+                format!("https://orchestrator.{site}")
+            })
+        });
         Ok(Config {
             hostname,
             endpoint,
@@ -734,6 +754,10 @@ impl Config {
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,
+            orchestrator_base_url,
+            api_queue_items: edge_usize("API_QUEUE_ITEMS", 100_000, 1)?,
+            orchestrator_queue_payloads: edge_usize("ORCHESTRATOR_QUEUE_PAYLOADS", 1024, 1)?,
+            manifest_buffer_bytes: edge_usize("MANIFEST_BUFFER_BYTES", 64 << 20, 1)?,
         })
     }
 }

@@ -68,6 +68,10 @@ pub struct Flusher {
     reported_drops: std::collections::BTreeMap<&'static str, u64>,
     /// Called with each flush summary (embedded mode prints it).
     on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
+    /// Local submission API: events/checks drained and manifests sent at each flush.
+    api: Option<crate::api::ApiFlushSide>,
+    /// Telemetry recorder, published once per flush.
+    telemetry: Option<crate::telemetry::FlushRecorder>,
 }
 
 impl Flusher {
@@ -107,7 +111,19 @@ impl Flusher {
             startup_event,
             reported_drops: Default::default(),
             on_flush,
+            api: None,
+            telemetry: None,
         })
+    }
+
+    /// Drains the local API's queues at every flush (and sends its manifests).
+    pub fn attach_api(&mut self, api: crate::api::ApiFlushSide) {
+        self.api = Some(api);
+    }
+
+    /// Publishes telemetry after every flush.
+    pub fn attach_telemetry(&mut self, recorder: crate::telemetry::FlushRecorder) {
+        self.telemetry = Some(recorder);
     }
 
     /// Runs until `stop` fires (or is dropped), then performs the final
@@ -175,6 +191,9 @@ impl Flusher {
             summary.stats.add(&p.stats);
             summary.contexts += p.contexts;
         }
+        if let Some(api) = &self.api {
+            api.take(&mut events, &mut checks);
+        }
         let merged = self.merger.flush(metrics, sketches, now);
         let mut series = merged.series;
         series.extend(passthrough);
@@ -234,7 +253,15 @@ impl Flusher {
             self.ship(PayloadKind::Events, &mut built, &mut summary);
         }
         self.log_new_drops(&summary.stats);
+        // Orchestrator manifests go last, like the Agent's flush; each is its
+        // own payload on the orchestrator forwarder.
+        if let Some(api) = &self.api {
+            api.send_manifests(now);
+        }
         tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, payloads = summary.payloads, "flush done");
+        if let Some(t) = &mut self.telemetry {
+            t.publish(&summary, self.serializer.stats(), started.elapsed());
+        }
         (self.on_flush)(&summary);
     }
 
@@ -247,7 +274,14 @@ impl Flusher {
             if kind.is_protobuf() {
                 headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
             }
+            if let Some(t) = &mut self.telemetry {
+                t.on_payload(kind_label(kind), p.body.len(), p.items);
+            }
+            let submit_started = std::time::Instant::now();
             self.forwarder.submit(Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers });
+            if let Some(t) = &mut self.telemetry {
+                t.on_forwarder_submit(submit_started.elapsed());
+            }
         }
     }
 

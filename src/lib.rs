@@ -7,16 +7,20 @@
 #![deny(missing_docs)]
 
 pub mod aggregator;
+pub mod api;
 pub mod app;
 pub mod config;
 pub mod filter;
 pub mod flusher;
 pub mod forwarder;
 pub mod hostname;
+pub mod http_server;
 pub mod intake;
 pub mod logging;
 pub mod model;
+pub mod orchestrator;
 pub mod protocol;
 pub mod runtime;
 pub mod serializer;
 pub mod shard;
+pub mod telemetry;

@@ -12,15 +12,16 @@ fn context_limit_bounds_memory_and_counts_drops() {
     let agent = Agent::start(Some(&intake), &[("EDGESTAT_MAX_CONTEXTS", "100")]);
     avoid_bucket_edge(4);
     let known: Vec<String> = (0..50).map(|i| format!("known.{i}:1|c")).collect();
-    agent.send_udp(known.join("\n").as_bytes());
+    agent.send_udp_pinned(known.join("\n").as_bytes());
     std::thread::sleep(Duration::from_millis(100));
     for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
         let burst: Vec<String> = chunk.iter().map(|i| format!("burst.{i}:1|g")).collect();
-        agent.send_udp(burst.join("\n").as_bytes());
+        agent.send_udp_pinned(burst.join("\n").as_bytes());
     }
     std::thread::sleep(Duration::from_millis(100));
-    // Existing contexts keep working after the limit is hit.
-    agent.send_udp(known.join("\n").as_bytes());
+    // Existing contexts keep working after the limit is hit (for a client
+    // whose datagrams reach the same shard, as a real client's socket does).
+    agent.send_udp_pinned(known.join("\n").as_bytes());
     std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = agent.stop();
     assert_eq!(code, 0);

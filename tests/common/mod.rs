@@ -179,6 +179,15 @@ impl Agent {
         s.send_to(datagram, ("127.0.0.1", self.udp_port)).unwrap();
     }
 
+    /// Sends from one long-lived socket, like a real client: the kernel's
+    /// SO_REUSEPORT hash then always picks the same shard.
+    pub fn send_udp_pinned(&self, datagram: &[u8]) {
+        thread_local! {
+            static SOCK: UdpSocket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        }
+        SOCK.with(|s| s.send_to(datagram, ("127.0.0.1", self.udp_port)).unwrap());
+    }
+
     pub fn send_uds(&self, datagram: &[u8]) {
         let s = std::os::unix::net::UnixDatagram::unbound().unwrap();
         s.send_to(datagram, &self.socket).unwrap();
@@ -305,4 +314,30 @@ pub fn one<'a>(series: &'a [S], metric: &str) -> &'a S {
     let f = find(series, metric);
     assert_eq!(f.len(), 1, "expected exactly one series {metric}, got {f:#?}");
     f[0]
+}
+
+/// A free TCP port on loopback (bound then released; edgestat binds it next).
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral");
+    l.local_addr().expect("addr").port()
+}
+
+/// Plain-HTTP POST (local API); returns status and body, whatever the status.
+pub fn http_post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    match agent.post(url).set("Content-Type", content_type).send_bytes(body) {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("POST {url}: {e}"),
+    }
+}
+
+/// Plain-HTTP request with any method; returns status and body.
+pub fn http_call(method: &str, url: &str) -> (u16, String) {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    match agent.request(method, url).call() {
+        Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
+        Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
+        Err(e) => panic!("{method} {url}: {e}"),
+    }
 }

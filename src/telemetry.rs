@@ -1,0 +1,317 @@
+//! Internal telemetry as Prometheus text at `EDGESTAT_TELEMETRY_ADDR`
+//! `/metrics`.
+//!
+//! Off the hot path by construction: shards are never touched. Their
+//! cumulative counters already travel to the flusher with every flush; the
+//! flusher records payload counts locally and, once per flush, publishes a
+//! snapshot under a mutex only it and the scraper take. Forwarder and API
+//! counters are atomics / small maps read at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::api::ApiShared;
+use crate::flusher::FlushSummary;
+use crate::forwarder::ForwarderStats;
+use crate::http_server::{respond, ServerHandle};
+use crate::serializer::SerializerStats;
+use crate::shard::ShardStats;
+
+/// Payloads of one kind handed to a forwarder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindCounters {
+    /// Payloads.
+    pub payloads: u64,
+    /// Compressed bytes.
+    pub bytes: u64,
+    /// Items (series, sketches, checks, events) in them.
+    pub items: u64,
+}
+
+/// What the flusher publishes after each flush (all cumulative).
+#[derive(Debug, Clone, Default)]
+pub struct FlushSnapshot {
+    /// Flushes done.
+    pub flushes: u64,
+    /// Sum of flush durations, seconds.
+    pub duration_sum_secs: f64,
+    /// Longest flush, seconds.
+    pub duration_max_secs: f64,
+    /// Flush duration quantiles (q, seconds).
+    pub duration_quantiles: Vec<(f64, f64)>,
+    /// Time the flusher spent waiting for room in forwarder queues, seconds.
+    pub forwarder_wait_secs: f64,
+    /// Submissions that had to wait (more than 1 ms).
+    pub forwarder_waits: u64,
+    /// Per payload kind.
+    pub kinds: BTreeMap<&'static str, KindCounters>,
+    /// Shard counters, summed over shards.
+    pub shard: ShardStats,
+    /// Live contexts at the last flush.
+    pub contexts: usize,
+    /// Serializer counters.
+    pub serializer: SerializerStats,
+    /// Unix seconds of the last flush.
+    pub last_flush_unix: i64,
+}
+
+/// Flusher-side recorder; publishes once per flush.
+pub struct FlushRecorder {
+    current: FlushSnapshot,
+    hist: Option<hdrhistogram::Histogram<u64>>,
+    out: Arc<Mutex<FlushSnapshot>>,
+}
+
+impl FlushRecorder {
+    /// A recorder publishing into a fresh shared snapshot.
+    pub fn new() -> Self {
+        Self {
+            current: FlushSnapshot::default(),
+            // 1 µs .. 1 h, 3 significant digits: fixed size, never grows.
+            hist: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).ok(),
+            out: Arc::new(Mutex::new(FlushSnapshot::default())),
+        }
+    }
+
+    /// The published snapshot (for the server).
+    pub fn shared(&self) -> Arc<Mutex<FlushSnapshot>> {
+        self.out.clone()
+    }
+
+    /// One payload handed to the forwarder.
+    pub fn on_payload(&mut self, kind: &'static str, bytes: usize, items: usize) {
+        let k = self.current.kinds.entry(kind).or_default();
+        k.payloads += 1;
+        k.bytes += bytes as u64;
+        k.items += items as u64;
+    }
+
+    /// Time one `Forwarder::submit` took (backpressure).
+    pub fn on_forwarder_submit(&mut self, took: Duration) {
+        if took > Duration::from_millis(1) {
+            self.current.forwarder_waits += 1;
+            self.current.forwarder_wait_secs += took.as_secs_f64();
+        }
+    }
+
+    /// End of a flush: records its duration and publishes.
+    pub fn publish(&mut self, summary: &FlushSummary, serializer: SerializerStats, took: Duration) {
+        let c = &mut self.current;
+        c.flushes += 1;
+        let secs = took.as_secs_f64();
+        c.duration_sum_secs += secs;
+        c.duration_max_secs = c.duration_max_secs.max(secs);
+        if let Some(h) = &mut self.hist {
+            let _ = h.record((took.as_micros() as u64).clamp(1, 3_600_000_000));
+            c.duration_quantiles = [0.5, 0.9, 0.99].iter().map(|q| (*q, h.value_at_quantile(*q) as f64 / 1e6)).collect();
+        }
+        c.shard = summary.stats.clone();
+        c.contexts = summary.contexts;
+        c.serializer = serializer;
+        c.last_flush_unix = crate::runtime::unix_now();
+        if let Ok(mut g) = self.out.lock() {
+            *g = c.clone();
+        }
+    }
+}
+
+impl Default for FlushRecorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Everything `/metrics` reads.
+#[derive(Clone)]
+pub struct Sources {
+    /// The flusher's snapshot.
+    pub flush: Arc<Mutex<FlushSnapshot>>,
+    /// Forwarders by name (`metrics`, `orchestrator`).
+    pub forwarders: Vec<(&'static str, Arc<ForwarderStats>)>,
+    /// The local API, when on.
+    pub api: Option<Arc<ApiShared>>,
+}
+
+/// Serves `/metrics` on `addr`.
+pub fn start_server(addr: std::net::SocketAddr, sources: Sources) -> Result<ServerHandle, String> {
+    let sources = Arc::new(sources);
+    let h = crate::http_server::spawn("edgestat-telemetry", addr, move |req| {
+        let sources = sources.clone();
+        async move {
+            if req.uri().path() != "/metrics" {
+                return respond(404, "text/plain", "not found; try /metrics\n");
+            }
+            if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+                return respond(405, "text/plain", "use GET\n");
+            }
+            respond(200, "text/plain; version=0.0.4; charset=utf-8", render(&sources))
+        }
+    })
+    .map_err(|e| format!("cannot listen on EDGESTAT_TELEMETRY_ADDR={addr}: {e}"))?;
+    tracing::info!(addr = %h.local_addr, "telemetry listening on /metrics");
+    Ok(h)
+}
+
+fn esc(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn one(&mut self, name: &str, kind: &str, help: &str, v: f64) {
+        self.head(name, kind, help);
+        let _ = writeln!(self.0, "{name} {v}");
+    }
+    fn labeled<'a>(&mut self, name: &str, kind: &str, help: &str, label: &str, rows: impl Iterator<Item = (&'a str, f64)>) {
+        self.head(name, kind, help);
+        for (l, v) in rows {
+            let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {v}", esc(l));
+        }
+    }
+}
+
+/// The Prometheus text exposition of every counter.
+pub fn render(src: &Sources) -> String {
+    let snap = src.flush.lock().map(|g| g.clone()).unwrap_or_default();
+    let mut o = Out(String::with_capacity(8192));
+
+    let s = &snap.shard;
+    o.one("edgestat_dogstatsd_packets_total", "counter", "Datagrams read by the shards.", s.packets as f64);
+    o.one("edgestat_dogstatsd_bytes_total", "counter", "Bytes read by the shards.", s.bytes as f64);
+    o.one("edgestat_dogstatsd_read_errors_total", "counter", "Socket read errors.", s.read_errors as f64);
+    o.one("edgestat_dogstatsd_metric_lines_total", "counter", "Metric lines parsed.", s.metric_lines as f64);
+    o.one("edgestat_dogstatsd_metric_samples_total", "counter", "Metric samples aggregated.", s.metric_samples as f64);
+    o.one("edgestat_dogstatsd_events_total", "counter", "DogStatsD events queued.", s.events as f64);
+    o.one("edgestat_dogstatsd_service_checks_total", "counter", "DogStatsD service checks queued.", s.service_checks as f64);
+    o.labeled(
+        "edgestat_dogstatsd_parse_errors_total",
+        "counter",
+        "Malformed lines dropped, by kind.",
+        "kind",
+        s.parse_errors.iter().map(|(k, v)| (*k, *v as f64)),
+    );
+    o.labeled(
+        "edgestat_dogstatsd_dropped_total",
+        "counter",
+        "Samples dropped at aggregation, by reason.",
+        "reason",
+        s.dropped.iter().map(|(k, v)| (*k, *v as f64)),
+    );
+    o.one("edgestat_aggregator_contexts", "gauge", "Live contexts over all shards at the last flush.", snap.contexts as f64);
+
+    o.one("edgestat_flush_total", "counter", "Flushes done.", snap.flushes as f64);
+    o.head("edgestat_flush_duration_seconds", "summary", "Flush duration (collect, merge, serialize, hand to forwarders).");
+    for (q, v) in &snap.duration_quantiles {
+        let _ = writeln!(o.0, "edgestat_flush_duration_seconds{{quantile=\"{q}\"}} {v}");
+    }
+    let _ = writeln!(o.0, "edgestat_flush_duration_seconds_sum {}", snap.duration_sum_secs);
+    let _ = writeln!(o.0, "edgestat_flush_duration_seconds_count {}", snap.flushes);
+    o.one("edgestat_flush_duration_max_seconds", "gauge", "Longest flush.", snap.duration_max_secs);
+    o.one("edgestat_flush_last_timestamp_seconds", "gauge", "Unix time of the last flush.", snap.last_flush_unix as f64);
+    o.one(
+        "edgestat_flush_forwarder_wait_seconds_total",
+        "counter",
+        "Time the flusher waited for room in a forwarder queue.",
+        snap.forwarder_wait_secs,
+    );
+    o.one("edgestat_flush_forwarder_waits_total", "counter", "Payload submissions that had to wait.", snap.forwarder_waits as f64);
+
+    let kinds = &snap.kinds;
+    o.labeled("edgestat_serializer_payloads_total", "counter", "Payloads built, by kind.", "kind", kinds.iter().map(|(k, c)| (*k, c.payloads as f64)));
+    o.labeled("edgestat_serializer_payload_bytes_total", "counter", "Compressed payload bytes, by kind.", "kind", kinds.iter().map(|(k, c)| (*k, c.bytes as f64)));
+    o.labeled("edgestat_serializer_items_total", "counter", "Items in payloads, by kind.", "kind", kinds.iter().map(|(k, c)| (*k, c.items as f64)));
+    let z = &snap.serializer;
+    let ser: [(&str, u64, &str); 20] = [
+        ("total_calls", z.total_calls, "Payload builds started."),
+        ("total_items", z.total_items, "Items offered to the builder."),
+        ("write_item_errors", z.write_item_errors, "Items the builder could not write."),
+        ("payload_full", z.payload_full, "Times a payload was full and cut."),
+        ("item_drops", z.item_drops, "Items dropped unexpectedly (JSON kinds)."),
+        ("compressor_payloads", z.total_payloads, "Payloads closed by the compressor."),
+        ("compressor_cycles", z.total_cycles, "Pack and flush cycles of the compressor."),
+        ("compressor_bytes_in", z.bytes_in, "Uncompressed bytes fed to the compressor."),
+        ("compressor_bytes_out", z.bytes_out, "Compressed bytes produced."),
+        ("series_item_too_big", z.series_item_too_big, "Series dropped: too big for any payload."),
+        ("series_payload_full", z.series_payload_full, "Series payloads cut because full."),
+        ("series_unexpected_item_drops", z.series_unexpected_item_drops, "Series dropped unexpectedly."),
+        ("series_items", z.series_items, "Series serialized."),
+        ("sketch_too_big", z.sketch_too_big, "Sketches dropped: too big for any payload."),
+        ("sketch_payload_full", z.sketch_payload_full, "Sketch payloads cut because full."),
+        ("sketch_unexpected_item_drops", z.sketch_unexpected_item_drops, "Sketches dropped unexpectedly."),
+        ("events_sent", z.events_sent, "Events serialized."),
+        ("events_dropped", z.events_dropped, "Events dropped: too big for an empty payload."),
+        ("events_payloads", z.events_payloads, "Event payloads built."),
+        ("compress_errors", z.compress_errors, "Compressor failures."),
+    ];
+    for (name, v, help) in ser {
+        o.one(&format!("edgestat_serializer_{name}_total"), "counter", help, v as f64);
+    }
+
+    let fw = &src.forwarders;
+    let fwd = |f: fn(&ForwarderStats) -> u64| fw.iter().map(move |(n, s)| (*n, f(s) as f64));
+    o.labeled("edgestat_forwarder_transactions_input_total", "counter", "Transactions created (payload x endpoint x key).", "forwarder", fwd(|s| s.input.load(Ordering::Relaxed)));
+    o.labeled("edgestat_forwarder_transactions_success_total", "counter", "Transactions accepted by an intake.", "forwarder", fwd(|s| s.success.load(Ordering::Relaxed)));
+    o.labeled("edgestat_forwarder_transactions_success_bytes_total", "counter", "Bytes of accepted transactions.", "forwarder", fwd(|s| s.success_bytes.load(Ordering::Relaxed)));
+    o.labeled("edgestat_forwarder_transactions_errors_total", "counter", "Failed attempts that will be retried.", "forwarder", fwd(|s| s.errors.load(Ordering::Relaxed)));
+    o.head("edgestat_forwarder_transactions_dropped_total", "counter", "Transactions dropped, by reason.");
+    for (n, s) in fw {
+        for (reason, v) in [
+            ("rejected", s.dropped_rejected.load(Ordering::Relaxed)),
+            ("retry_queue_full", s.dropped_retry_queue_full.load(Ordering::Relaxed)),
+            ("shutdown", s.dropped_shutdown.load(Ordering::Relaxed)),
+        ] {
+            let _ = writeln!(o.0, "edgestat_forwarder_transactions_dropped_total{{forwarder=\"{n}\",reason=\"{reason}\"}} {v}");
+        }
+    }
+
+    if let Some(api) = &src.api {
+        let st = &api.stats;
+        o.head("edgestat_api_requests_total", "counter", "Local API requests, by route and status.");
+        if let Ok(m) = st.requests.lock() {
+            for ((route, code), v) in m.iter() {
+                let _ = writeln!(o.0, "edgestat_api_requests_total{{route=\"{route}\",code=\"{code}\"}} {v}");
+            }
+        }
+        let accepted = st.accepted.lock().map(|m| m.clone()).unwrap_or_default();
+        o.labeled("edgestat_api_accepted_total", "counter", "Items accepted by the local API, by kind.", "kind", accepted.iter().map(|(k, v)| (*k, *v as f64)));
+        let dropped = st.dropped.lock().map(|m| m.clone()).unwrap_or_default();
+        o.labeled("edgestat_api_dropped_total", "counter", "Requests or items refused by the local API, by reason.", "reason", dropped.iter().map(|(k, v)| (*k, *v as f64)));
+        o.one("edgestat_api_manifests_sent_total", "counter", "Manifests handed to the orchestrator forwarder at flushes.", st.manifests_sent.load(Ordering::Relaxed) as f64);
+    }
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_has_types_and_labels() {
+        let mut r = FlushRecorder::new();
+        r.on_payload("series_v2", 100, 3);
+        r.on_payload("series_v2", 50, 2);
+        let mut summary = FlushSummary::default();
+        summary.stats.packets = 7;
+        summary.stats.parse_errors.insert("bad \"kind\"", 2);
+        r.publish(&summary, SerializerStats::default(), Duration::from_millis(3));
+        let text = render(&Sources { flush: r.shared(), forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))], api: None });
+        assert!(text.contains("edgestat_dogstatsd_packets_total 7\n"), "{text}");
+        assert!(text.contains("edgestat_serializer_payloads_total{kind=\"series_v2\"} 2\n"));
+        assert!(text.contains("edgestat_serializer_items_total{kind=\"series_v2\"} 5\n"));
+        assert!(text.contains("edgestat_dogstatsd_parse_errors_total{kind=\"bad \\\"kind\\\"\"} 2\n"));
+        assert!(text.contains("edgestat_flush_total 1\n"));
+        assert!(text.contains("# TYPE edgestat_flush_duration_seconds summary"));
+        assert!(text.contains("edgestat_forwarder_transactions_dropped_total{forwarder=\"metrics\",reason=\"shutdown\"} 0"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let v = line.rsplit(' ').next().unwrap();
+            assert!(v.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+}
