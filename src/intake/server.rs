@@ -217,41 +217,9 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Minimal `application/x-www-form-urlencoded` decoding of one component.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
+/// Query parameters (form-urlencoded), at most 64.
 fn query_params(q: Option<&str>) -> Vec<(String, String)> {
-    q.unwrap_or("")
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .take(64)
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) => (percent_decode(k), percent_decode(v)),
-            None => (percent_decode(kv), String::new()),
-        })
-        .collect()
+    form_urlencoded::parse(q.unwrap_or("").as_bytes()).into_owned().take(64).collect()
 }
 
 fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
@@ -518,9 +486,11 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode("%2Fapi%2fv2%2Fseries"), "/api/v2/series");
-        assert_eq!(percent_decode("a+b%"), "a b%");
-        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        let q = query_params(Some("path=%2Fapi%2fv2%2Fseries&x=a+b%&y=%zz%4&flag"));
+        assert_eq!(q[0], ("path".to_string(), "/api/v2/series".to_string()));
+        assert_eq!(q[1].1, "a b%");
+        assert_eq!(q[2].1, "%zz%4");
+        assert_eq!(q[3], ("flag".to_string(), String::new()));
         let q = parse_query(Some("path=%2Fapi%2Fv2%2Fseries&answered=202&x")).unwrap();
         assert_eq!(q.path.as_deref(), Some("/api/v2/series"));
         assert_eq!(q.answered, Some(202));
