@@ -58,14 +58,7 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
 
     let mut endpoints: Vec<Endpoint> = cfg.endpoint.iter().cloned().collect();
     endpoints.extend(cfg.additional_endpoints.iter().cloned());
-    let forwarder = Forwarder::start(ForwarderSettings {
-        endpoints,
-        timeout: cfg.forwarder_timeout,
-        retry_queue_max_bytes: cfg.retry_queue_max_bytes,
-        max_concurrent_requests: 10,
-        queue_payloads: cfg.forwarder_queue_payloads,
-        tls: cfg.tls.clone(),
-    })
+    let forwarder = Forwarder::start(ForwarderSettings::from_config(&cfg, endpoints))
     .map_err(|e| e.to_string())?;
 
     let mut udp = match cfg.udp_addr {

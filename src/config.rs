@@ -136,6 +136,33 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// `EDGESTAT_FORWARDER_QUEUE_PAYLOADS`: flushed payloads waiting for the forwarder.
     pub forwarder_queue_payloads: usize,
+    /// Backoff, concurrency, proxy and key-validation settings of the forwarder.
+    pub forwarder: ForwarderTuning,
+}
+
+/// The Agent's `forwarder_*` / `proxy.*` keys beyond timeout and queue size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwarderTuning {
+    /// `DD_FORWARDER_BACKOFF_BASE`, seconds (default 2).
+    pub backoff_base_s: f64,
+    /// `DD_FORWARDER_BACKOFF_MAX`, seconds (default 64).
+    pub backoff_max_s: f64,
+    /// `DD_FORWARDER_BACKOFF_FACTOR` (default 2; values < 2 become 2).
+    pub backoff_factor: f64,
+    /// `DD_FORWARDER_RECOVERY_INTERVAL`: errors forgiven per successful probe (default 2).
+    pub recovery_interval: u32,
+    /// `DD_FORWARDER_RECOVERY_RESET`: a successful probe forgives every error.
+    pub recovery_reset: bool,
+    /// `DD_FORWARDER_MAX_CONCURRENT_REQUESTS` per endpoint (default 10; <= 0 → 1).
+    pub max_concurrent_requests: usize,
+    /// `DD_FORWARDER_APIKEY_VALIDATION_INTERVAL`, minutes (default 60).
+    pub apikey_validation_interval: Duration,
+    /// `DD_PROXY_HTTPS` (or `HTTPS_PROXY`): CONNECT proxy for https endpoints.
+    pub proxy_https: Option<String>,
+    /// `DD_PROXY_HTTP` (or `HTTP_PROXY`): CONNECT proxy for http endpoints.
+    pub proxy_http: Option<String>,
+    /// `DD_PROXY_NO_PROXY` / `DD_NO_PROXY` (or `NO_PROXY`): hosts reached directly.
+    pub no_proxy: Vec<String>,
 }
 
 /// Histogram outputs (`histogram_aggregates`).
@@ -718,8 +745,82 @@ impl Config {
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,
+            forwarder: forwarder_tuning(src)?,
         })
     }
+}
+
+fn forwarder_tuning(src: &Sources) -> Result<ForwarderTuning, ConfigError> {
+    let secs = |key: &str, default: f64| -> Result<f64, ConfigError> {
+        match src.dd(key) {
+            Some((k, v)) => {
+                let s: f64 = parse_num(&k, &v, "a positive number of seconds")?;
+                if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
+                    return Err(bad(&k, &v, "a positive number of seconds"));
+                }
+                Ok(s)
+            }
+            None => Ok(default),
+        }
+    };
+    let backoff_base_s = secs("forwarder_backoff_base", 2.0)?;
+    let backoff_max_s = secs("forwarder_backoff_max", 64.0)?.max(backoff_base_s);
+    let backoff_factor = match src.dd("forwarder_backoff_factor") {
+        Some((k, v)) => {
+            let f: f64 = parse_num(&k, &v, "a number")?;
+            if !f.is_finite() {
+                return Err(bad(&k, &v, "a number"));
+            }
+            f.max(2.0)
+        }
+        None => 2.0,
+    };
+    let recovery_interval = match src.dd("forwarder_recovery_interval") {
+        Some((k, v)) => parse_num::<i64>(&k, &v, "an integer")?.clamp(1, 1_000) as u32,
+        None => 2,
+    };
+    let recovery_reset = match src.dd("forwarder_recovery_reset") {
+        Some((k, v)) => parse_bool(&k, &v)?,
+        None => false,
+    };
+    let max_concurrent_requests = match src.dd("forwarder_max_concurrent_requests") {
+        Some((k, v)) => parse_num::<i64>(&k, &v, "an integer")?.clamp(1, 1_000) as usize,
+        None => 10,
+    };
+    let apikey_validation_interval = match src.dd("forwarder_apikey_validation_interval") {
+        Some((k, v)) => {
+            let m: f64 = parse_num(&k, &v, "a positive number of minutes")?;
+            if !(m.is_finite() && m > 0.0 && m <= 525_600.0) {
+                return Err(bad(&k, &v, "a positive number of minutes"));
+            }
+            Duration::from_secs_f64(m * 60.0)
+        }
+        None => Duration::from_secs(3600),
+    };
+    let proxy = |key: &str, std_names: &[&str]| -> Result<Option<String>, ConfigError> {
+        match src.dd_alias(key, std_names) {
+            Some((k, v)) if !v.trim().is_empty() => Ok(Some(parse_url(&k, &v)?)),
+            _ => Ok(None),
+        }
+    };
+    let proxy_https = proxy("proxy.https", &["HTTPS_PROXY", "https_proxy"])?;
+    let proxy_http = proxy("proxy.http", &["HTTP_PROXY", "http_proxy"])?;
+    let no_proxy = src
+        .dd_alias("proxy.no_proxy", &["DD_NO_PROXY", "NO_PROXY", "no_proxy"])
+        .map(|(_, v)| split_list(&v))
+        .unwrap_or_default();
+    Ok(ForwarderTuning {
+        backoff_base_s,
+        backoff_max_s,
+        backoff_factor,
+        recovery_interval,
+        recovery_reset,
+        max_concurrent_requests,
+        apikey_validation_interval,
+        proxy_https,
+        proxy_http,
+        no_proxy,
+    })
 }
 
 fn parse_percentiles(v: &str) -> Vec<u32> {
