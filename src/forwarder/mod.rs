@@ -85,7 +85,11 @@ impl ForwarderSettings {
                 recovery_interval: f.recovery_interval,
                 recovery_reset: f.recovery_reset,
             },
-            storage_path: cfg.storage_path.clone(),
+            // The Agent defaults to `<run_path>/transactions_to_retry`.
+            storage_path: cfg
+                .storage_path
+                .clone()
+                .or_else(|| (cfg.storage_max_bytes > 0).then(|| cfg.data_dir.join("transactions_to_retry"))),
             storage_max_bytes: cfg.storage_max_bytes,
             proxy: connect::ProxySettings {
                 https: f.proxy_https.clone(),
@@ -238,6 +242,9 @@ impl Forwarder {
         let mut spills = Vec::new();
         let storage_on = settings.storage_max_bytes > 0 && settings.storage_path.is_some();
         let budget = spill::DiskBudget::new(settings.storage_max_bytes);
+        if let (Some(p), true) = (&settings.storage_path, storage_on) {
+            tracing::info!(path = %p.display(), max_bytes = settings.storage_max_bytes, "disk spill on");
+        }
         for ep in &settings.endpoints {
             let dir = match (&settings.storage_path, storage_on) {
                 (Some(root), true) => Some(spill::SpillDir::open(root, &ep.base_url, budget.clone()).map_err(|e| {

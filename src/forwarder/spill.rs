@@ -157,6 +157,8 @@ pub struct SpillDir {
     dir: PathBuf,
     budget: Arc<DiskBudget>,
     files: BTreeMap<String, FileInfo>,
+    /// Files not checked out (kept so `has_pending` is O(1)).
+    pending: usize,
     seq: u64,
 }
 
@@ -186,7 +188,8 @@ impl SpillDir {
                 files.insert(name, FileInfo { bytes: meta.len(), checked_out: false });
             }
         }
-        Ok(Self { dir, budget, files, seq: 0 })
+        let pending = files.len();
+        Ok(Self { dir, budget, files, pending, seq: 0 })
     }
 
     /// Files on disk (including those loaded in memory).
@@ -201,7 +204,7 @@ impl SpillDir {
 
     /// A stored file not yet loaded into memory exists.
     pub fn has_pending(&self) -> bool {
-        self.files.values().any(|f| !f.checked_out)
+        self.pending > 0
     }
 
     /// Writes one transaction, deleting this endpoint's oldest idle files
@@ -253,6 +256,7 @@ impl SpillDir {
             Ok(_) => {
                 if let Some(f) = self.files.get_mut(&name) {
                     f.checked_out = true;
+                    self.pending -= 1;
                 }
             }
             Err(_) => self.remove(&name),
@@ -263,13 +267,19 @@ impl SpillDir {
     /// Returns a loaded file to the pending set (it is no longer in memory).
     pub fn check_in(&mut self, name: &str) {
         if let Some(f) = self.files.get_mut(name) {
-            f.checked_out = false;
+            if f.checked_out {
+                f.checked_out = false;
+                self.pending += 1;
+            }
         }
     }
 
     /// Deletes a file whose transaction is done.
     pub fn remove(&mut self, name: &str) {
         if let Some(f) = self.files.remove(name) {
+            if !f.checked_out {
+                self.pending -= 1;
+            }
             let _ = fs::remove_file(self.dir.join(name));
             self.budget.release(f.bytes);
         }
@@ -329,12 +339,14 @@ mod tests {
         let budget = DiskBudget::new(one * 2);
         let mut d = SpillDir::open(root.path(), "https://x:1", budget.clone()).unwrap();
         assert_eq!(d.len(), 2);
+        assert!(d.has_pending());
         let (name, got) = d.load_oldest().unwrap();
         assert_eq!(name, b);
         assert_eq!(got.unwrap().0.created_ms, 2);
         let (_, got) = d.load_oldest().unwrap();
         assert_eq!(got.unwrap().0.created_ms, 3);
         assert!(d.load_oldest().is_none());
+        assert!(!d.has_pending());
         d.remove(&name);
         assert_eq!(d.len(), 1);
         assert_eq!(budget.used(), one);
