@@ -797,18 +797,27 @@ fn forwarder_tuning(src: &Sources) -> Result<ForwarderTuning, ConfigError> {
         }
         None => Duration::from_secs(3600),
     };
-    let proxy = |key: &str, std_names: &[&str]| -> Result<Option<String>, ConfigError> {
+    // Like Go's ProxyFromEnvironment, proxies taken from the standard
+    // variables never apply to loopback (the embedded intake, local tests).
+    let mut from_std_env = false;
+    let mut proxy = |key: &str, std_names: &[&str]| -> Result<Option<String>, ConfigError> {
         match src.dd_alias(key, std_names) {
-            Some((k, v)) if !v.trim().is_empty() => Ok(Some(parse_url(&k, &v)?)),
+            Some((k, v)) if !v.trim().is_empty() => {
+                from_std_env |= !k.starts_with("DD_") && !k.contains('.');
+                Ok(Some(parse_url(&k, &v)?))
+            }
             _ => Ok(None),
         }
     };
     let proxy_https = proxy("proxy.https", &["HTTPS_PROXY", "https_proxy"])?;
     let proxy_http = proxy("proxy.http", &["HTTP_PROXY", "http_proxy"])?;
-    let no_proxy = src
+    let mut no_proxy = src
         .dd_alias("proxy.no_proxy", &["DD_NO_PROXY", "NO_PROXY", "no_proxy"])
         .map(|(_, v)| split_list(&v))
         .unwrap_or_default();
+    if from_std_env {
+        no_proxy.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    }
     Ok(ForwarderTuning {
         backoff_base_s,
         backoff_max_s,
@@ -939,5 +948,34 @@ mod tests {
             .unwrap();
         assert_eq!(c.additional_endpoints.len(), 1);
         assert_eq!(c.additional_endpoints[0].api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn forwarder_knobs() {
+        let f = cfg(&[]).unwrap().forwarder;
+        assert_eq!((f.backoff_base_s, f.backoff_max_s, f.backoff_factor), (2.0, 64.0, 2.0));
+        assert_eq!((f.recovery_interval, f.recovery_reset, f.max_concurrent_requests), (2, false, 10));
+        assert_eq!(f.apikey_validation_interval, Duration::from_secs(3600));
+        let f = cfg(&[
+            ("DD_FORWARDER_BACKOFF_BASE", "0.5"),
+            ("DD_FORWARDER_BACKOFF_MAX", "8"),
+            ("DD_FORWARDER_BACKOFF_FACTOR", "1"),
+            ("DD_FORWARDER_RECOVERY_RESET", "true"),
+            ("DD_FORWARDER_MAX_CONCURRENT_REQUESTS", "0"),
+            ("DD_PROXY_HTTPS", "http://proxy:3128"),
+            ("DD_NO_PROXY", "localhost .internal"),
+        ])
+        .unwrap()
+        .forwarder;
+        assert_eq!((f.backoff_base_s, f.backoff_max_s, f.backoff_factor), (0.5, 8.0, 2.0));
+        assert!(f.recovery_reset);
+        assert_eq!(f.max_concurrent_requests, 1);
+        assert_eq!(f.proxy_https.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(f.no_proxy, vec!["localhost", ".internal"]);
+        let f = cfg(&[("HTTPS_PROXY", "http://std:1")]).unwrap().forwarder;
+        assert_eq!(f.proxy_https.as_deref(), Some("http://std:1"));
+        assert!(f.no_proxy.contains(&"127.0.0.1".to_string()), "standard proxy variables skip loopback");
+        assert_eq!(cfg(&[("DD_FORWARDER_BACKOFF_BASE", "x")]).unwrap_err().key, "DD_FORWARDER_BACKOFF_BASE");
+        assert_eq!(cfg(&[("DD_PROXY_HTTPS", "proxy:3128")]).unwrap_err().key, "DD_PROXY_HTTPS");
     }
 }
