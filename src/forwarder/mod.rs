@@ -296,6 +296,8 @@ impl Forwarder {
                     }
                     while workers.join_next().await.is_some() {}
                 });
+                // Do not wait for a resolver thread stuck in getaddrinfo.
+                rt.shutdown_timeout(Duration::from_millis(200));
             })
             .map_err(ForwarderError::Start)?;
         Ok(Self { inputs, deadline_tx, thread, stats })

@@ -134,6 +134,9 @@ impl DiskBudget {
     }
 }
 
+/// A file read back: its name and its contents, or why it was unreadable.
+pub type Loaded = (String, Result<(SpillHeader, Bytes), SpillError>);
+
 /// One stored file.
 #[derive(Debug, Clone, Copy)]
 struct FileInfo {
@@ -249,7 +252,7 @@ impl SpillDir {
 
     /// Loads the oldest file not yet in memory. `Ok(None)`: nothing left.
     /// A corrupt file is deleted and reported as `Err((name, Corrupt))`.
-    pub fn load_oldest(&mut self) -> Option<(String, Result<(SpillHeader, Bytes), SpillError>)> {
+    pub fn load_oldest(&mut self) -> Option<Loaded> {
         let name = self.files.iter().find(|(_, f)| !f.checked_out).map(|(k, _)| k.clone())?;
         let res = fs::read(self.dir.join(&name)).map_err(SpillError::from).and_then(|d| decode(&d));
         match &res {

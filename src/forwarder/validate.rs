@@ -36,13 +36,9 @@ pub fn api_domain(base_url: &str) -> String {
     let labels: Vec<&str> = h.split('.').collect();
     // ([a-z]{2,}\d{1,2}\.)?(datadoghq\.[a-z]+|ddog-gov\.com)$
     let n = labels.len();
-    let site = if n >= 2 && labels[n - 2] == "datadoghq" && labels[n - 1].chars().all(|c| c.is_ascii_lowercase()) {
-        Some(n - 2)
-    } else if n >= 2 && labels[n - 2] == "ddog-gov" && labels[n - 1] == "com" {
-        Some(n - 2)
-    } else {
-        None
-    };
+    let dd = n >= 2 && labels[n - 2] == "datadoghq" && labels[n - 1].chars().all(|c| c.is_ascii_lowercase());
+    let gov = n >= 2 && labels[n - 2] == "ddog-gov" && labels[n - 1] == "com";
+    let site = (dd || gov).then(|| n - 2);
     let Some(i) = site else { return base_url.to_string() };
     let region = |l: &str| {
         let letters = l.chars().take_while(|c| c.is_ascii_lowercase()).count();
