@@ -71,14 +71,7 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
 
     let mut endpoints: Vec<Endpoint> = cfg.endpoint.iter().cloned().collect();
     endpoints.extend(cfg.additional_endpoints.iter().cloned());
-    let forwarder = Forwarder::start(ForwarderSettings {
-        endpoints,
-        timeout: cfg.forwarder_timeout,
-        retry_queue_max_bytes: cfg.retry_queue_max_bytes,
-        max_concurrent_requests: 10,
-        queue_payloads: cfg.forwarder_queue_payloads,
-        tls: cfg.tls.clone(),
-    })
+    let forwarder = Forwarder::start(ForwarderSettings::from_config(&cfg, endpoints))
     .map_err(|e| e.to_string())?;
 
     // Local submission API + the orchestrator forwarder it feeds (a second
@@ -87,15 +80,15 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
     if let Some(addr) = cfg.api_addr {
         let main = cfg.endpoint.clone().unwrap_or(Endpoint { base_url: String::new(), api_keys: Vec::new() });
         let orch_url = cfg.orchestrator_base_url.clone().unwrap_or_else(|| main.base_url.clone());
-        let orch_forwarder = Forwarder::start(ForwarderSettings {
-            endpoints: vec![Endpoint { base_url: orch_url.trim_end_matches('/').to_string(), api_keys: main.api_keys.clone() }],
-            timeout: cfg.forwarder_timeout,
-            retry_queue_max_bytes: cfg.retry_queue_max_bytes,
-            max_concurrent_requests: 10,
-            queue_payloads: cfg.forwarder_queue_payloads,
-            tls: cfg.tls.clone(),
-        })
-        .map_err(|e| e.to_string())?;
+        let mut orch_settings = ForwarderSettings::from_config(
+            &cfg,
+            vec![Endpoint { base_url: orch_url.trim_end_matches('/').to_string(), api_keys: main.api_keys.clone() }],
+        );
+        // Like the Agent's orchestrator forwarder: no API key validation, and
+        // its own spill folder so the metrics forwarder never replays its files.
+        orch_settings.apikey_validation_interval = None;
+        orch_settings.storage_path = orch_settings.storage_path.map(|p| p.join("orchestrator"));
+        let orch_forwarder = Forwarder::start(orch_settings).map_err(|e| e.to_string())?;
         let orch_stats = orch_forwarder.stats.clone();
         let sender = crate::orchestrator::OrchestratorSender::start(orch_forwarder, cfg.orchestrator_queue_payloads, cfg.shutdown_timeout)
             .map_err(|e| format!("cannot start the orchestrator sender: {e}"))?;

@@ -153,6 +153,33 @@ pub struct Config {
     /// `EDGESTAT_MANIFEST_BUFFER_BYTES`: framed manifests buffered until the
     /// next flush; overflow answered 503 and counted.
     pub manifest_buffer_bytes: usize,
+    /// Backoff, concurrency, proxy and key-validation settings of the forwarder.
+    pub forwarder: ForwarderTuning,
+}
+
+/// The Agent's `forwarder_*` / `proxy.*` keys beyond timeout and queue size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwarderTuning {
+    /// `DD_FORWARDER_BACKOFF_BASE`, seconds (default 2).
+    pub backoff_base_s: f64,
+    /// `DD_FORWARDER_BACKOFF_MAX`, seconds (default 64).
+    pub backoff_max_s: f64,
+    /// `DD_FORWARDER_BACKOFF_FACTOR` (default 2; values < 2 become 2).
+    pub backoff_factor: f64,
+    /// `DD_FORWARDER_RECOVERY_INTERVAL`: errors forgiven per successful probe (default 2).
+    pub recovery_interval: u32,
+    /// `DD_FORWARDER_RECOVERY_RESET`: a successful probe forgives every error.
+    pub recovery_reset: bool,
+    /// `DD_FORWARDER_MAX_CONCURRENT_REQUESTS` per endpoint (default 10; <= 0 → 1).
+    pub max_concurrent_requests: usize,
+    /// `DD_FORWARDER_APIKEY_VALIDATION_INTERVAL`, minutes (default 60).
+    pub apikey_validation_interval: Duration,
+    /// `DD_PROXY_HTTPS` (or `HTTPS_PROXY`): CONNECT proxy for https endpoints.
+    pub proxy_https: Option<String>,
+    /// `DD_PROXY_HTTP` (or `HTTP_PROXY`): CONNECT proxy for http endpoints.
+    pub proxy_http: Option<String>,
+    /// `DD_PROXY_NO_PROXY` / `DD_NO_PROXY` (or `NO_PROXY`): hosts reached directly.
+    pub no_proxy: Vec<String>,
 }
 
 /// Histogram outputs (`histogram_aggregates`).
@@ -758,8 +785,91 @@ impl Config {
             api_queue_items: edge_usize("API_QUEUE_ITEMS", 100_000, 1)?,
             orchestrator_queue_payloads: edge_usize("ORCHESTRATOR_QUEUE_PAYLOADS", 1024, 1)?,
             manifest_buffer_bytes: edge_usize("MANIFEST_BUFFER_BYTES", 64 << 20, 1)?,
+            forwarder: forwarder_tuning(src)?,
         })
     }
+}
+
+fn forwarder_tuning(src: &Sources) -> Result<ForwarderTuning, ConfigError> {
+    let secs = |key: &str, default: f64| -> Result<f64, ConfigError> {
+        match src.dd(key) {
+            Some((k, v)) => {
+                let s: f64 = parse_num(&k, &v, "a positive number of seconds")?;
+                if !(s.is_finite() && s > 0.0 && s <= 86_400.0) {
+                    return Err(bad(&k, &v, "a positive number of seconds"));
+                }
+                Ok(s)
+            }
+            None => Ok(default),
+        }
+    };
+    let backoff_base_s = secs("forwarder_backoff_base", 2.0)?;
+    let backoff_max_s = secs("forwarder_backoff_max", 64.0)?.max(backoff_base_s);
+    let backoff_factor = match src.dd("forwarder_backoff_factor") {
+        Some((k, v)) => {
+            let f: f64 = parse_num(&k, &v, "a number")?;
+            if !f.is_finite() {
+                return Err(bad(&k, &v, "a number"));
+            }
+            f.max(2.0)
+        }
+        None => 2.0,
+    };
+    let recovery_interval = match src.dd("forwarder_recovery_interval") {
+        Some((k, v)) => parse_num::<i64>(&k, &v, "an integer")?.clamp(1, 1_000) as u32,
+        None => 2,
+    };
+    let recovery_reset = match src.dd("forwarder_recovery_reset") {
+        Some((k, v)) => parse_bool(&k, &v)?,
+        None => false,
+    };
+    let max_concurrent_requests = match src.dd("forwarder_max_concurrent_requests") {
+        Some((k, v)) => parse_num::<i64>(&k, &v, "an integer")?.clamp(1, 1_000) as usize,
+        None => 10,
+    };
+    let apikey_validation_interval = match src.dd("forwarder_apikey_validation_interval") {
+        Some((k, v)) => {
+            let m: f64 = parse_num(&k, &v, "a positive number of minutes")?;
+            if !(m.is_finite() && m > 0.0 && m <= 525_600.0) {
+                return Err(bad(&k, &v, "a positive number of minutes"));
+            }
+            Duration::from_secs_f64(m * 60.0)
+        }
+        None => Duration::from_secs(3600),
+    };
+    // Like Go's ProxyFromEnvironment, proxies taken from the standard
+    // variables never apply to loopback (the embedded intake, local tests).
+    let mut from_std_env = false;
+    let mut proxy = |key: &str, std_names: &[&str]| -> Result<Option<String>, ConfigError> {
+        match src.dd_alias(key, std_names) {
+            Some((k, v)) if !v.trim().is_empty() => {
+                from_std_env |= !k.starts_with("DD_") && !k.contains('.');
+                Ok(Some(parse_url(&k, &v)?))
+            }
+            _ => Ok(None),
+        }
+    };
+    let proxy_https = proxy("proxy.https", &["HTTPS_PROXY", "https_proxy"])?;
+    let proxy_http = proxy("proxy.http", &["HTTP_PROXY", "http_proxy"])?;
+    let mut no_proxy = src
+        .dd_alias("proxy.no_proxy", &["DD_NO_PROXY", "NO_PROXY", "no_proxy"])
+        .map(|(_, v)| split_list(&v))
+        .unwrap_or_default();
+    if from_std_env {
+        no_proxy.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+    }
+    Ok(ForwarderTuning {
+        backoff_base_s,
+        backoff_max_s,
+        backoff_factor,
+        recovery_interval,
+        recovery_reset,
+        max_concurrent_requests,
+        apikey_validation_interval,
+        proxy_https,
+        proxy_http,
+        no_proxy,
+    })
 }
 
 fn parse_percentiles(v: &str) -> Vec<u32> {
@@ -878,5 +988,34 @@ mod tests {
             .unwrap();
         assert_eq!(c.additional_endpoints.len(), 1);
         assert_eq!(c.additional_endpoints[0].api_keys, vec!["k1", "k2"]);
+    }
+
+    #[test]
+    fn forwarder_knobs() {
+        let f = cfg(&[]).unwrap().forwarder;
+        assert_eq!((f.backoff_base_s, f.backoff_max_s, f.backoff_factor), (2.0, 64.0, 2.0));
+        assert_eq!((f.recovery_interval, f.recovery_reset, f.max_concurrent_requests), (2, false, 10));
+        assert_eq!(f.apikey_validation_interval, Duration::from_secs(3600));
+        let f = cfg(&[
+            ("DD_FORWARDER_BACKOFF_BASE", "0.5"),
+            ("DD_FORWARDER_BACKOFF_MAX", "8"),
+            ("DD_FORWARDER_BACKOFF_FACTOR", "1"),
+            ("DD_FORWARDER_RECOVERY_RESET", "true"),
+            ("DD_FORWARDER_MAX_CONCURRENT_REQUESTS", "0"),
+            ("DD_PROXY_HTTPS", "http://proxy:3128"),
+            ("DD_NO_PROXY", "localhost .internal"),
+        ])
+        .unwrap()
+        .forwarder;
+        assert_eq!((f.backoff_base_s, f.backoff_max_s, f.backoff_factor), (0.5, 8.0, 2.0));
+        assert!(f.recovery_reset);
+        assert_eq!(f.max_concurrent_requests, 1);
+        assert_eq!(f.proxy_https.as_deref(), Some("http://proxy:3128"));
+        assert_eq!(f.no_proxy, vec!["localhost", ".internal"]);
+        let f = cfg(&[("HTTPS_PROXY", "http://std:1")]).unwrap().forwarder;
+        assert_eq!(f.proxy_https.as_deref(), Some("http://std:1"));
+        assert!(f.no_proxy.contains(&"127.0.0.1".to_string()), "standard proxy variables skip loopback");
+        assert_eq!(cfg(&[("DD_FORWARDER_BACKOFF_BASE", "x")]).unwrap_err().key, "DD_FORWARDER_BACKOFF_BASE");
+        assert_eq!(cfg(&[("DD_PROXY_HTTPS", "proxy:3128")]).unwrap_err().key, "DD_PROXY_HTTPS");
     }
 }

@@ -254,20 +254,16 @@ pub fn render(src: &Sources) -> String {
         o.one(&format!("edgestat_serializer_{name}_total"), "counter", help, v as f64);
     }
 
+    // Every forwarder counter, named after the Agent's `transactions.*`.
     let fw = &src.forwarders;
-    let fwd = |f: fn(&ForwarderStats) -> u64| fw.iter().map(move |(n, s)| (*n, f(s) as f64));
-    o.labeled("edgestat_forwarder_transactions_input_total", "counter", "Transactions created (payload x endpoint x key).", "forwarder", fwd(|s| s.input.load(Ordering::Relaxed)));
-    o.labeled("edgestat_forwarder_transactions_success_total", "counter", "Transactions accepted by an intake.", "forwarder", fwd(|s| s.success.load(Ordering::Relaxed)));
-    o.labeled("edgestat_forwarder_transactions_success_bytes_total", "counter", "Bytes of accepted transactions.", "forwarder", fwd(|s| s.success_bytes.load(Ordering::Relaxed)));
-    o.labeled("edgestat_forwarder_transactions_errors_total", "counter", "Failed attempts that will be retried.", "forwarder", fwd(|s| s.errors.load(Ordering::Relaxed)));
-    o.head("edgestat_forwarder_transactions_dropped_total", "counter", "Transactions dropped, by reason.");
-    for (n, s) in fw {
-        for (reason, v) in [
-            ("rejected", s.dropped_rejected.load(Ordering::Relaxed)),
-            ("retry_queue_full", s.dropped_retry_queue_full.load(Ordering::Relaxed)),
-            ("shutdown", s.dropped_shutdown.load(Ordering::Relaxed)),
-        ] {
-            let _ = writeln!(o.0, "edgestat_forwarder_transactions_dropped_total{{forwarder=\"{n}\",reason=\"{reason}\"}} {v}");
+    if let Some((_, first)) = fw.first() {
+        for (i, (field, _)) in first.fields().into_iter().enumerate() {
+            let (name, kind) = match field {
+                "retry_queue_bytes" | "retry_queue_payloads" => (format!("edgestat_forwarder_{field}"), "gauge"),
+                f => (format!("edgestat_forwarder_transactions_{f}_total"), "counter"),
+            };
+            let rows: Vec<(&str, f64)> = fw.iter().map(|(n, s)| (*n, s.fields()[i].1 as f64)).collect();
+            o.labeled(&name, kind, "Forwarder counter (see docs/delivery.md).", "forwarder", rows.into_iter());
         }
     }
 
@@ -308,7 +304,8 @@ mod tests {
         assert!(text.contains("edgestat_dogstatsd_parse_errors_total{kind=\"bad \\\"kind\\\"\"} 2\n"));
         assert!(text.contains("edgestat_flush_total 1\n"));
         assert!(text.contains("# TYPE edgestat_flush_duration_seconds summary"));
-        assert!(text.contains("edgestat_forwarder_transactions_dropped_total{forwarder=\"metrics\",reason=\"shutdown\"} 0"));
+        assert!(text.contains("edgestat_forwarder_transactions_dropped_shutdown_total{forwarder=\"metrics\"} 0"));
+        assert!(text.contains("# TYPE edgestat_forwarder_retry_queue_bytes gauge"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let v = line.rsplit(' ').next().unwrap();
             assert!(v.parse::<f64>().is_ok(), "{line}");

@@ -61,6 +61,36 @@ pub struct Intake {
 }
 
 impl Intake {
+    /// HTTPS intake on a fixed `listen` address; the self-signed pair lives
+    /// in `dir/tls` (reused on restart, so one `SSL_CERT_FILE` stays valid).
+    pub fn start_tls_at(listen: &str, dir: tempfile::TempDir) -> Intake {
+        let tls_dir = dir.path().join("tls");
+        let (child, url) = spawn_intake(listen, &tls_dir);
+        let cert = tls_dir.join("cert.pem");
+        let agent = tls_agent(&cert);
+        Intake { child, url, cert, dir, agent }
+    }
+
+    /// Port the intake listens on.
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
+    /// Kills the intake (the port stops answering).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same certificate.
+    pub fn restart(&mut self) {
+        self.kill();
+        let listen = format!("127.0.0.1:{}", self.port());
+        let (child, url) = spawn_intake(&listen, &self.dir.path().join("tls"));
+        self.child = child;
+        assert_eq!(url, self.url);
+    }
+
     pub fn start_tls() -> Intake {
         let dir = tempfile::tempdir().unwrap();
         let tls_dir = dir.path().join("tls");
@@ -111,6 +141,47 @@ impl Drop for Intake {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn_intake(listen: &str, tls_dir: &Path) -> (Child, String) {
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut child = Command::new(BIN)
+            .args(["intake", "--listen", listen, "--tls-self-signed"])
+            .arg(tls_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn intake");
+        let out = Lines::follow(child.stdout.take().unwrap());
+        if let Some(line) = out.wait_for("listening on", Duration::from_secs(5)) {
+            return (child, line.rsplit(' ').next().unwrap().trim().to_string());
+        }
+        // The port may still be held briefly by the previous instance.
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(Instant::now() < end, "intake did not start on {listen}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A free TCP port on loopback (bound then released).
+pub fn free_tcp_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral");
+    l.local_addr().expect("addr").port()
+}
+
+/// Counters from the forwarder's shutdown line (`forwarder stopped: k=v ...`).
+pub fn forwarder_stats(stderr: &[String]) -> std::collections::HashMap<String, u64> {
+    let line = stderr
+        .iter()
+        .find(|l| l.contains("forwarder stopped:"))
+        .unwrap_or_else(|| panic!("no forwarder summary in stderr:\n{}", stderr.join("\n")));
+    let tail = line.split("forwarder stopped:").nth(1).unwrap();
+    tail.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)))
+        .collect()
 }
 
 fn tls_agent(cert: &Path) -> ureq::Agent {
@@ -314,12 +385,6 @@ pub fn one<'a>(series: &'a [S], metric: &str) -> &'a S {
     let f = find(series, metric);
     assert_eq!(f.len(), 1, "expected exactly one series {metric}, got {f:#?}");
     f[0]
-}
-
-/// A free TCP port on loopback (bound then released; edgestat binds it next).
-pub fn free_tcp_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind ephemeral");
-    l.local_addr().expect("addr").port()
 }
 
 /// Plain-HTTP POST (local API); returns status and body, whatever the status.
