@@ -108,8 +108,8 @@ impl ProcessMessageEncoder {
 }
 
 /// The Agent's orchestrator payload headers (no `Content-Encoding`: the
-/// body carries its own zstd). `X-DD-Agent-Attempts` is `1` here; counting
-/// retries up is the forwarder's job.
+/// body carries its own zstd). `X-DD-Agent-Attempts` starts at `1`; the
+/// forwarder rewrites it on every retry.
 pub fn headers(hostname: &str, cluster_id: &str, now_unix: i64) -> Vec<(&'static str, String)> {
     vec![
         ("X-Dd-Hostname", hostname.to_string()),

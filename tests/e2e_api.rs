@@ -568,3 +568,26 @@ fn api_answers_503_while_shutting_down() {
     };
     assert_eq!(status.code(), Some(0), "{}", agent.stderr.all().join("\n"));
 }
+
+#[test]
+fn orchestrator_retries_count_up_the_attempts_header() {
+    let intake = Intake::start_tls();
+    intake.fail(serde_json::json!({"status": 503, "count": 2, "path": "/api/v2/orch"}));
+    let api_port = free_tcp_port();
+    let agent = Agent::start(
+        Some(&intake),
+        &[("EDGESTAT_API_ADDR", &api_env(api_port)), ("DD_FORWARDER_BACKOFF_BASE", "0.1"), ("DD_FORWARDER_BACKOFF_MAX", "0.4")],
+    );
+    let url = format!("http://127.0.0.1:{api_port}/v1/orchestrator?type=41&cluster_id=uid-3");
+    let (code, resp) = http_post(&url, "application/x-protobuf", &collector_pod("n", "uid-3", 1));
+    assert_eq!(code, 202, "{resp}");
+    intake.wait_until(Duration::from_secs(20), |_| intake.payloads(Some("/api/v2/orch")).len() >= 3);
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    let attempts: Vec<(String, i64)> = intake
+        .payloads(Some("/api/v2/orch"))
+        .iter()
+        .map(|p| (p["headers"]["x-dd-agent-attempts"].as_str().unwrap_or("").to_string(), p["answered"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(attempts, vec![("1".into(), 503), ("2".into(), 503), ("3".into(), 202)]);
+}

@@ -381,7 +381,11 @@ pub(crate) enum Outcome {
     Retry(ErrorKind, String),
 }
 
-async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&str>, timeout: Duration) -> Outcome {
+/// `X-DD-Agent-Attempts`: present on process-like payloads (orchestrator);
+/// the forwarder rewrites it with the number of this attempt, as the Agent.
+const ATTEMPTS_HEADER: &str = "X-DD-Agent-Attempts";
+
+async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&str>, timeout: Duration, attempt: u32) -> Outcome {
     let mut req = hyper::Request::post(url)
         .header("DD-Agent-Version", AGENT_VERSION)
         .header("User-Agent", format!("datadog-agent/{AGENT_VERSION}"));
@@ -389,7 +393,11 @@ async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&st
         req = req.header("DD-Api-Key", k);
     }
     for (name, value) in &p.headers {
-        req = req.header(name.as_ref(), value);
+        if name.as_ref().eq_ignore_ascii_case(ATTEMPTS_HEADER) {
+            req = req.header(name.as_ref(), attempt.to_string());
+        } else {
+            req = req.header(name.as_ref(), value);
+        }
     }
     let req = match req.body(Full::new(p.body.clone())) {
         Ok(r) => r,

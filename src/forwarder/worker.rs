@@ -207,9 +207,10 @@ impl Worker {
                 let key = t.key_index.and_then(|i| self.endpoint.api_keys.get(i as usize).cloned());
                 let payload = t.payload.clone();
                 let timeout = self.s.timeout;
+                let attempt = t.attempts + 1;
                 self.in_flight.insert(id, t);
                 tasks.spawn(async move {
-                    let outcome = send(&client, &url, &payload, key.as_deref(), timeout).await;
+                    let outcome = send(&client, &url, &payload, key.as_deref(), timeout, attempt).await;
                     (id, probe, outcome)
                 });
                 if probe {
