@@ -4,6 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use edgestat::model::{MetricType, Origin, Point, Series};
+use edgestat::serializer::builder::{AddError, PayloadBuilder};
 use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig};
 
 fn make_series(n: usize) -> Vec<Series> {
@@ -32,8 +33,11 @@ fn make_series(n: usize) -> Vec<Series> {
 fn bench(c: &mut Criterion) {
     let series = make_series(100_000);
     let mut raw = Vec::new();
+    let mut items = Vec::with_capacity(series.len());
     for s in &series {
+        let start = raw.len();
         proto::encode_series(&mut raw, s);
+        items.push(start..raw.len());
     }
     let mut g = c.benchmark_group("series_v2_100k");
     g.throughput(Throughput::Bytes(raw.len() as u64));
@@ -74,6 +78,34 @@ fn bench(c: &mut Criterion) {
             total,
             raw.len() as f64 / total as f64
         );
+    }
+
+    // The builder alone on the same bytes (items already encoded): what the
+    // size-limit bookkeeping and chunked flushes cost over one-shot compression.
+    for (name, comp) in [("zstd1", Compression::Zstd { level: 1 }), ("zlib", Compression::Zlib)] {
+        let limits = SerializerConfig::default().series_limits();
+        let mut b = PayloadBuilder::new(comp).expect("builder");
+        b.configure(b"", b"", b"", limits);
+        let mut payloads = 0usize;
+        g.bench_function(format!("builder_items_{name}"), |bench| {
+            bench.iter(|| {
+                payloads = 0;
+                for r in &items {
+                    let item = &raw[r.clone()];
+                    match b.add_item(item, 1) {
+                        Ok(()) => {}
+                        Err(AddError::PayloadFull) => {
+                            black_box(b.close().expect("close").body.len());
+                            payloads += 1;
+                            b.add_item(item, 1).expect("fits in an empty payload");
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+                black_box(b.close().expect("close").body.len());
+                payloads + 1
+            })
+        });
     }
 
     {
