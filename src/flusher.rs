@@ -229,7 +229,7 @@ impl Flusher {
             self.serializer.events(&mut events, &host, &mut built);
             self.ship(PayloadKind::Events, &mut built, &mut summary);
         }
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, payloads = summary.payloads, "flush done");
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, elapsed_us = started.elapsed().as_micros() as u64, payloads = summary.payloads, "flush done");
         (self.on_flush)(&summary);
     }
 

@@ -8,6 +8,7 @@
 
 pub mod aggregator;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod flusher;
 pub mod forwarder;
