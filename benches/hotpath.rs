@@ -15,8 +15,8 @@ use edgestat::shard::{ShardSettings, ShardState};
 fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, u64) {
     let mut w = Workload::new(WorkloadConfig {
         contexts,
-        min_tags: 2,
-        max_tags: if single { 6 } else { 50 },
+        min_tags: if single { 8 } else { 2 },
+        max_tags: if single { 12 } else { 50 },
         packet_bytes: 8192,
         single,
         multi_value_pct: 8,

@@ -30,7 +30,7 @@ use workload::{Workload, WorkloadConfig};
 pub enum Profile {
     /// Lines packed into ~8 KB datagrams, 2–50 tags per context.
     Packed,
-    /// One metric per datagram (~150 B), 2–6 tags per context.
+    /// One metric per datagram (~150 B), 8–12 tags per context.
     Single,
 }
 
@@ -58,7 +58,10 @@ pub struct BenchArgs {
     /// Largest datagram (packed profile; default 8192).
     #[arg(long, value_name = "BYTES")]
     pub packet_bytes: Option<usize>,
-    /// Most tags per context (default 50 packed, 6 single; at least 2).
+    /// Fewest tags per context (default 2 packed, 8 single).
+    #[arg(long)]
+    pub min_tags: Option<usize>,
+    /// Most tags per context (default 50 packed, 12 single).
     #[arg(long)]
     pub max_tags: Option<usize>,
     /// Percent of lines carrying 2–5 values.
@@ -266,8 +269,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     let single = args.profile == Profile::Single;
     let wcfg = WorkloadConfig {
         contexts: args.contexts,
-        min_tags: 2,
-        max_tags: args.max_tags.unwrap_or(if single { 6 } else { 50 }).max(2),
+        min_tags: args.min_tags.unwrap_or(if single { 8 } else { 2 }).max(1),
+        max_tags: args.max_tags.unwrap_or(if single { 12 } else { 50 }).max(2),
         packet_bytes: args.packet_bytes.unwrap_or(8192).max(64),
         single,
         multi_value_pct: args.multi_value_pct.min(100),
