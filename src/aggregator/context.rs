@@ -164,6 +164,13 @@ impl ContextTable {
         Ok(id)
     }
 
+    /// Marks a live context seen at `now` (the fast path of a cached line).
+    pub fn touch(&mut self, id: u32, now: i64) {
+        if let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+            slot.last_seen = slot.last_seen.max(now);
+        }
+    }
+
     /// The slot of a live context.
     pub fn get(&self, id: u32) -> Option<&ContextSlot> {
         self.slots.get(id as usize).and_then(Option::as_ref)
