@@ -258,7 +258,7 @@ impl Flusher {
         if let Some(api) = &self.api {
             api.send_manifests(now);
         }
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, payloads = summary.payloads, "flush done");
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, elapsed_us = started.elapsed().as_micros() as u64, payloads = summary.payloads, "flush done");
         if let Some(t) = &mut self.telemetry {
             t.publish(&summary, self.serializer.stats(), started.elapsed());
         }

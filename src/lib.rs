@@ -9,6 +9,7 @@
 pub mod aggregator;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod filter;
 pub mod flusher;

@@ -42,12 +42,8 @@ enum Command {
         #[arg(long, value_name = "N", default_value_t = 100_000)]
         max_stored_payloads: usize,
     },
-    /// Benchmark harness (load generator + intake + report). Not implemented yet.
-    Bench {
-        /// DogStatsD server to drive (default: start one).
-        #[arg(long, value_name = "ADDR")]
-        target: Option<String>,
-    },
+    /// Benchmark harness: load generator + intake + report (JSON, table, SVG plot).
+    Bench(edgestat::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,10 +66,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bench { .. } => {
-            eprintln!("edgestat bench: not implemented yet (tracked by the benchmark issue)");
-            2
-        }
+        Command::Bench(args) => edgestat::bench::run(args),
     };
     ExitCode::from(code as u8)
 }

@@ -326,6 +326,10 @@ async fn read_loop(
                 if n > 0 {
                     state.borrow_mut().handle_datagram(&buf[..n], unix_now(), mono_nanos());
                 }
+                // A saturated socket always has a datagram ready, so the
+                // read never suspends: give the control task (flush
+                // requests) its turn when the task quota is used up.
+                glommio::executor().yield_if_needed().await;
                 if stopping.get() && drained > drain_budget {
                     return;
                 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::aggregator::sampler::RawKey;
 use crate::aggregator::{FlushEntry, KeyView, SampleDrop, SampleKind, ShardSampler, SketchEntry};
 use crate::model::{Event, MetricType, Origin, Point, Series, ServiceCheck};
 use crate::protocol::{self, Message, MetricKind, MetricSample, ParseOptions, Tags};
@@ -127,6 +128,24 @@ fn split_special_tags<'a>(tags: Tags<'a>, out: &mut Vec<&'a [u8]>) -> Option<&'a
     host
 }
 
+/// Hash of a line's name and raw tag text (two independently seeded
+/// 64-bit hashes), the key of the sampler's raw-line cache.
+fn raw_key(name: &[u8], tags: &[u8]) -> RawKey {
+    use std::hash::{BuildHasher, Hasher};
+    static SEEDS: std::sync::OnceLock<(foldhash::fast::FixedState, foldhash::fast::FixedState)> = std::sync::OnceLock::new();
+    let (a, b) = SEEDS.get_or_init(|| {
+        (foldhash::fast::FixedState::with_seed(fastrand::u64(..)), foldhash::fast::FixedState::with_seed(fastrand::u64(..)))
+    });
+    let h = |s: &foldhash::fast::FixedState| {
+        let mut h = s.build_hasher();
+        h.write_usize(name.len());
+        h.write(name);
+        h.write(tags);
+        h.finish()
+    };
+    (h(a), h(b))
+}
+
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -188,6 +207,22 @@ impl ShardState {
             MetricKind::Histogram | MetricKind::Timing => SampleKind::Histogram,
             MetricKind::Distribution => SampleKind::Distribution,
         };
+        // Fast path: the same name and tag text was resolved before (the
+        // context depends only on them; host, namespace and extra tags are
+        // derived from them or fixed per shard).
+        let raw = raw_key(m.name, m.tags.raw());
+        if let Some(id) = self.sampler.cached(raw) {
+            if let Some(member) = m.set_member() {
+                let r = self.sampler.add_id(id, kind, 0.0, Some(member), m.sample_rate, now, seq);
+                record(&mut self.stats, r);
+            } else {
+                for v in m.values() {
+                    let r = self.sampler.add_id(id, kind, v, None, m.sample_rate, now, seq);
+                    record(&mut self.stats, r);
+                }
+            }
+            return;
+        }
         // Reuse `tag_buf`'s allocation for this line's borrowed tags: an
         // empty Vec collected in place keeps its capacity, so steady-state
         // lines allocate nothing.
@@ -213,13 +248,29 @@ impl ShardState {
             return;
         }
         let view = KeyView { name, host: host.unwrap_or(&self.hostname), tags: &tags };
-        if let Some(member) = m.set_member() {
-            let r = self.sampler.add(&view, kind, 0.0, Some(member), m.sample_rate, now, seq);
-            record(&mut self.stats, r);
-        } else {
-            for v in m.values() {
-                let r = self.sampler.add(&view, kind, v, None, m.sample_rate, now, seq);
+        let is_set = m.set_member().is_some();
+        // The Agent tracks a context even for a non-finite value, so
+        // resolve first; a context beyond the limit drops every sample.
+        let resolved = self.sampler.resolve(&view, now);
+        if let Ok(id) = resolved {
+            self.sampler.remember(raw, id);
+        }
+        match (resolved, m.set_member()) {
+            (Ok(id), Some(member)) => {
+                let r = self.sampler.add_id(id, kind, 0.0, Some(member), m.sample_rate, now, seq);
                 record(&mut self.stats, r);
+            }
+            (Ok(id), None) => {
+                for v in m.values() {
+                    let r = self.sampler.add_id(id, kind, v, None, m.sample_rate, now, seq);
+                    record(&mut self.stats, r);
+                }
+            }
+            (Err(e), _) if is_set => record(&mut self.stats, Err(e)),
+            (Err(e), _) => {
+                for v in m.values() {
+                    record(&mut self.stats, Err(if v.is_finite() { e } else { SampleDrop::NonFinite }));
+                }
             }
         }
         tags.clear();

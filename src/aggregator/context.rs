@@ -116,6 +116,11 @@ impl ContextBudget {
         Arc::new(Self { live: std::sync::atomic::AtomicUsize::new(0), max })
     }
 
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
     /// Live contexts over all shards.
     pub fn live(&self) -> usize {
         self.live.load(std::sync::atomic::Ordering::Relaxed)
@@ -195,6 +200,13 @@ impl ContextTable {
         self.index.insert_unique(hash, id, |&i| slots[i as usize].as_ref().map_or(0, |s| s.key.hash));
         self.live += 1;
         Ok(id)
+    }
+
+    /// Marks a live context seen at `now` (the fast path of a cached line).
+    pub fn touch(&mut self, id: u32, now: i64) {
+        if let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+            slot.last_seen = slot.last_seen.max(now);
+        }
     }
 
     /// The slot of a live context.

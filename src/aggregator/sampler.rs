@@ -139,9 +139,19 @@ pub enum SampleDrop {
     ContextLimit,
 }
 
+/// 128-bit hash of a line's raw context bytes (name and the tag field as
+/// received, before sorting): the key of [`ShardSampler`]'s line cache.
+pub type RawKey = (u64, u64);
+
 /// The shard's time sampler partition.
 pub struct ShardSampler {
     contexts: ContextTable,
+    /// Raw-line cache: lines whose name and tag text were seen before skip
+    /// tag splitting, sorting and key hashing. Like the Agent's 64-bit
+    /// context keys, a (128-bit) hash is trusted. Cleared whenever a context
+    /// is forgotten (ids are reused), and when it reaches its bound.
+    raw_cache: HashMap<RawKey, u32>,
+    max_raw_cache: usize,
     buckets: Vec<Bucket>,
     spare: Vec<Bucket>,
     /// Bound on open buckets, against a wildly jumping clock.
@@ -151,7 +161,33 @@ pub struct ShardSampler {
 impl ShardSampler {
     /// A sampler drawing its contexts from the node-wide `budget`.
     pub fn new(budget: Arc<ContextBudget>) -> Self {
-        Self { contexts: ContextTable::new(budget), buckets: Vec::new(), spare: Vec::new(), max_buckets: 64 }
+        Self {
+            max_raw_cache: budget.max().saturating_mul(2).max(1024),
+            contexts: ContextTable::new(budget),
+            raw_cache: HashMap::new(),
+            buckets: Vec::new(),
+            spare: Vec::new(),
+            max_buckets: 64,
+        }
+    }
+
+    /// The context a raw line key was resolved to before, if still valid.
+    #[inline]
+    pub fn cached(&self, raw: RawKey) -> Option<u32> {
+        self.raw_cache.get(&raw).copied()
+    }
+
+    /// Remembers that lines with `raw` resolve to context `id`.
+    pub fn remember(&mut self, raw: RawKey, id: u32) {
+        if self.raw_cache.len() >= self.max_raw_cache {
+            self.raw_cache.clear();
+        }
+        self.raw_cache.insert(raw, id);
+    }
+
+    /// Finds or creates the context of `view` (seen at `now`).
+    pub fn resolve(&mut self, view: &KeyView<'_>, now: i64) -> Result<u32, SampleDrop> {
+        self.contexts.resolve(view, now).map_err(|ContextError::LimitReached| SampleDrop::ContextLimit)
     }
 
     /// Live contexts.
@@ -176,7 +212,27 @@ impl ShardSampler {
             let _ = self.contexts.resolve(view, now);
             return Err(SampleDrop::NonFinite);
         }
-        let id = self.contexts.resolve(view, now).map_err(|ContextError::LimitReached| SampleDrop::ContextLimit)?;
+        let id = self.resolve(view, now)?;
+        self.add_id(id, kind, value, member, rate, now, seq)
+    }
+
+    /// Adds one sample to an already resolved live context `id` (from
+    /// [`ShardSampler::resolve`] or [`ShardSampler::cached`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_id(
+        &mut self,
+        id: u32,
+        kind: SampleKind,
+        value: f64,
+        member: Option<&[u8]>,
+        rate: f64,
+        now: i64,
+        seq: u64,
+    ) -> Result<(), SampleDrop> {
+        self.contexts.touch(id, now);
+        if kind != SampleKind::Set && !value.is_finite() {
+            return Err(SampleDrop::NonFinite);
+        }
         let start = bucket_start(now);
         let bucket = self.bucket_mut(start);
         let rate = if rate > 0.0 && rate.is_finite() { rate } else { 1.0 };
@@ -239,10 +295,15 @@ impl ShardSampler {
             self.spare.push(b);
         }
         let buckets = &self.buckets;
+        let before = self.contexts.len();
         self.contexts.retain(|id, slot| {
             slot.last_seen + ttl_seconds >= now
                 || buckets.iter().any(|b| b.metrics.contains_key(&id) || b.sketches.contains_key(&id))
         });
+        if self.contexts.len() != before {
+            // Forgotten ids get reused: cached raw keys may point at them.
+            self.raw_cache.clear();
+        }
     }
 }
 

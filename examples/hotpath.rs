@@ -1,0 +1,57 @@
+//! Fixed-corpus hot path for instruction counting (callgrind): parse +
+//! enrich + aggregate of the `edgestat bench` workload (seed 1, 3000
+//! contexts) in steady state. Setup and the warm-up pass are excluded by
+//! collecting only inside `hot_loop` (`--toggle-collect`).
+//!
+//! `cargo build --release --example hotpath && valgrind --tool=callgrind
+//!  --toggle-collect='*hot_loop*' target/release/examples/hotpath packed`
+
+use edgestat::bench::workload::{Workload, WorkloadConfig};
+use edgestat::protocol::ParseOptions;
+use edgestat::shard::{ShardSettings, ShardState};
+
+#[inline(never)]
+fn hot_loop(s: &mut ShardState, packets: &[Vec<u8>]) {
+    for (i, p) in packets.iter().enumerate() {
+        s.handle_datagram(std::hint::black_box(p), 1_700_000_001, i as u64);
+    }
+}
+
+fn main() {
+    let profile = std::env::args().nth(1).unwrap_or_else(|| "packed".into());
+    let single = profile == "single";
+    let packets_n = if single { 20_000 } else { 600 };
+    let mut w = Workload::new(WorkloadConfig {
+        contexts: 3000,
+        min_tags: if single { 8 } else { 2 },
+        max_tags: if single { 12 } else { 50 },
+        packet_bytes: 8192,
+        single,
+        multi_value_pct: 8,
+        seed: 1,
+    });
+    let packets: Vec<Vec<u8>> = (0..packets_n)
+        .map(|_| {
+            let mut b = Vec::new();
+            w.next_packet(&mut b);
+            b
+        })
+        .collect();
+    let mut s = ShardState::new(ShardSettings {
+        hostname: "bench-host".into(),
+        extra_tags: vec![],
+        namespace: String::new(),
+        namespace_blacklist: vec![],
+        context_budget: edgestat::aggregator::ContextBudget::new(1_000_000),
+        blocklist: Default::default(),
+        max_queued: 100_000,
+        context_expiry_seconds: 300,
+        parse: ParseOptions::default(),
+    });
+    // Warm-up: create every context and bucket entry.
+    for p in &packets {
+        s.handle_datagram(p, 1_700_000_001, 0);
+    }
+    hot_loop(&mut s, &packets);
+    println!("profile={profile} packets={} lines={} bytes={}", packets.len(), w.generated.total_lines(), w.generated.bytes);
+}

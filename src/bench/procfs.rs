@@ -1,0 +1,130 @@
+//! What the harness reads from `/proc`: a process's CPU time and memory,
+//! and the kernel's per-socket UDP counters (queue and drops).
+
+use std::time::Duration;
+
+/// CPU time (user + system) of `pid`.
+pub fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may contain spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 (1-based), i.e. 11 and 12 here.
+    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = if hz > 0 { hz as u64 } else { 100 };
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// Current and peak resident set size of `pid`, in bytes.
+pub fn rss(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    Some((field("VmRSS:")?, field("VmHWM:").unwrap_or(0)))
+}
+
+/// Kernel counters of every UDP socket bound to a port (summed over
+/// `SO_REUSEPORT` sockets and IPv4/IPv6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UdpCounters {
+    /// Sockets found.
+    pub sockets: u32,
+    /// Bytes waiting in receive queues.
+    pub rx_queue_bytes: u64,
+    /// Datagrams the kernel dropped (receive buffer full).
+    pub drops: u64,
+}
+
+/// Parses `/proc/net/udp`-format text for sockets on local `port`.
+pub fn parse_udp_table(text: &str, port: u16, acc: &mut UdpCounters, inodes: &mut Vec<u64>) {
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 13 {
+            continue;
+        }
+        let Some(p) = f[1].rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok()) else { continue };
+        if p != port {
+            continue;
+        }
+        acc.sockets += 1;
+        if let Some(rx) = f[4].split(':').nth(1).and_then(|h| u64::from_str_radix(h, 16).ok()) {
+            acc.rx_queue_bytes += rx;
+        }
+        acc.drops += f[12].parse::<u64>().unwrap_or(0);
+        if let Ok(inode) = f[9].parse::<u64>() {
+            inodes.push(inode);
+        }
+    }
+}
+
+/// Counters of the UDP sockets on `port`, and their inodes.
+pub fn udp_counters(port: u16) -> (UdpCounters, Vec<u64>) {
+    let mut acc = UdpCounters::default();
+    let mut inodes = Vec::new();
+    for file in ["/proc/net/udp", "/proc/net/udp6"] {
+        if let Ok(t) = std::fs::read_to_string(file) {
+            parse_udp_table(&t, port, &mut acc, &mut inodes);
+        }
+    }
+    (acc, inodes)
+}
+
+/// The process owning a UDP socket on `port` (only processes we may
+/// inspect, i.e. our user's), for targets the harness did not start.
+pub fn pid_of_udp_port(port: u16) -> Option<u32> {
+    let (_, inodes) = udp_counters(port);
+    let wanted: Vec<String> = inodes.iter().filter(|i| **i != 0).map(|i| format!("socket:[{i}]")).collect();
+    if wanted.is_empty() {
+        return None;
+    }
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if let Ok(link) = std::fs::read_link(fd.path()) {
+                if wanted.iter().any(|w| link.as_os_str() == w.as_str()) {
+                    return Some(pid);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_udp_table() {
+        let t = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  312: 0100007F:1FA5 00000000:0000 07 00000000:00000A00 00:00000000 00000000  1000        0 4242 2 0000000000000000 17\n\
+  313: 0100007F:1FA5 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 4243 2 0000000000000000 3\n\
+  314: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 99 2 0000000000000000 5\n";
+        let mut acc = UdpCounters::default();
+        let mut inodes = Vec::new();
+        parse_udp_table(t, 0x1FA5, &mut acc, &mut inodes);
+        assert_eq!(acc, UdpCounters { sockets: 2, rx_queue_bytes: 0xA00, drops: 20 });
+        assert_eq!(inodes, vec![4242, 4243]);
+    }
+
+    #[test]
+    fn own_process_is_readable() {
+        let pid = std::process::id();
+        assert!(cpu_time(pid).is_some());
+        let (rss, hwm) = rss(pid).unwrap();
+        assert!(rss > 0 && hwm >= rss);
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = s.local_addr().unwrap().port();
+        assert_eq!(udp_counters(port).0.sockets, 1);
+        assert_eq!(pid_of_udp_port(port), Some(pid));
+    }
+}

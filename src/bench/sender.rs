@@ -1,0 +1,152 @@
+//! The load generator's send loop: batches of datagrams per `sendmmsg(2)`,
+//! paced to a line rate or unpaced, spread over several source sockets so
+//! `SO_REUSEPORT` targets spread them over their shards.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::workload::{Generated, Workload};
+
+/// Datagrams per `sendmmsg` call.
+pub const BATCH: usize = 32;
+
+/// Progress shared with the sampler thread.
+#[derive(Default)]
+pub struct Progress {
+    /// Lines handed to the kernel.
+    pub lines: AtomicU64,
+    /// Datagrams handed to the kernel.
+    pub packets: AtomicU64,
+    /// Failed send calls.
+    pub send_errors: AtomicU64,
+    /// Set to stop early.
+    pub stop: AtomicBool,
+}
+
+/// Opens `n` sockets connected to `target`.
+pub fn connect(target: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
+    let local: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse().expect("addr") } else { "[::]:0".parse().expect("addr") };
+    (0..n.max(1))
+        .map(|_| {
+            let s = UdpSocket::bind(local)?;
+            s.connect(target)?;
+            // A large send buffer keeps sendmmsg from blocking on bursts.
+            let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
+            Ok(s)
+        })
+        .collect()
+}
+
+/// Sends `workload` to the connected `sockets` for `duration` at
+/// `rate_lines` lines/s (`None`: as fast as possible). Returns what was
+/// sent (datagrams the kernel refused are not counted).
+pub fn run(
+    workload: &mut Workload,
+    sockets: &[UdpSocket],
+    rate_lines: Option<f64>,
+    duration: Duration,
+    progress: &Arc<Progress>,
+) -> Generated {
+    let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(16 * 1024)).collect();
+    let mut sent = Generated::default();
+    let start = Instant::now();
+    let mut which = 0usize;
+    let mut batch_lines = [0u64; BATCH];
+    let mut batch_gen: Vec<Generated> = vec![Generated::default(); BATCH];
+    // Pacing granularity: a small batch at low rates keeps the rate smooth.
+    let per_batch = match rate_lines {
+        Some(r) if r < 50_000.0 => 1,
+        Some(r) if r < 500_000.0 => 8,
+        _ => BATCH,
+    };
+    while !progress.stop.load(Ordering::Relaxed) {
+        let elapsed = start.elapsed();
+        if elapsed >= duration {
+            break;
+        }
+        if let Some(r) = rate_lines {
+            let due = elapsed.as_secs_f64() * r;
+            let ahead = sent.total_lines() as f64 - due;
+            if ahead > 0.0 {
+                let wait = Duration::from_secs_f64(ahead / r);
+                std::thread::sleep(wait.min(Duration::from_millis(20)));
+                continue;
+            }
+        }
+        for i in 0..per_batch {
+            let before = workload.generated.clone();
+            workload.next_packet(&mut bufs[i]);
+            let g = &workload.generated;
+            let mut d = Generated { packets: 1, bytes: bufs[i].len() as u64, ..Default::default() };
+            for k in 0..5 {
+                d.lines[k] = g.lines[k] - before.lines[k];
+                d.samples[k] = g.samples[k] - before.samples[k];
+            }
+            batch_lines[i] = d.total_lines();
+            batch_gen[i] = d;
+        }
+        let sock = &sockets[which % sockets.len()];
+        which = which.wrapping_add(1);
+        let mut done = 0;
+        let mut retries = 0;
+        while done < per_batch {
+            match sendmmsg(sock, &bufs[done..per_batch]) {
+                Ok(n) => {
+                    for d in &batch_gen[done..done + n] {
+                        add(&mut sent, d);
+                    }
+                    let lines: u64 = batch_lines[done..done + n].iter().sum();
+                    progress.lines.fetch_add(lines, Ordering::Relaxed);
+                    progress.packets.fetch_add(n as u64, Ordering::Relaxed);
+                    done += n;
+                }
+                Err(_) => {
+                    progress.send_errors.fetch_add(1, Ordering::Relaxed);
+                    retries += 1;
+                    if retries > 100 {
+                        // Give up on this batch; what was not sent is not counted.
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        }
+    }
+    sent
+}
+
+fn add(acc: &mut Generated, d: &Generated) {
+    for k in 0..5 {
+        acc.lines[k] += d.lines[k];
+        acc.samples[k] += d.samples[k];
+    }
+    acc.packets += d.packets;
+    acc.bytes += d.bytes;
+}
+
+/// One `sendmmsg(2)` of `bufs` on a connected socket; returns how many
+/// datagrams the kernel took.
+fn sendmmsg(sock: &UdpSocket, bufs: &[Vec<u8>]) -> std::io::Result<usize> {
+    let mut iov: [libc::iovec; BATCH] =
+        [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+    // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+    let n = bufs.len().min(BATCH);
+    for i in 0..n {
+        iov[i].iov_base = bufs[i].as_ptr() as *mut libc::c_void;
+        iov[i].iov_len = bufs[i].len();
+        msgs[i].msg_hdr.msg_iov = &mut iov[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: `msgs` points at `n` initialised headers whose iovecs point
+    // into `bufs`, all alive for the duration of the call.
+    let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), msgs.as_mut_ptr(), n as libc::c_uint, 0) };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}

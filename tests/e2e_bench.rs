@@ -1,0 +1,82 @@
+//! `edgestat bench` end to end: the harness starts the real `edgestat run`,
+//! drives it over UDP at a modest fixed rate, and its JSON report must show
+//! every line processed, no loss and every field filled. No timing asserts.
+
+use std::process::Command;
+use std::time::Duration;
+
+mod common;
+
+#[test]
+fn bench_against_started_edgestat_reports_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let svg = dir.path().join("plot.svg");
+    let mut child = Command::new(common::BIN)
+        .args(["bench", "--duration", "3", "--rate", "20000", "--contexts", "300", "--shards", "2", "--no-progress"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--plot")
+        .arg(&svg)
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn edgestat bench");
+    let end = std::time::Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            panic!("edgestat bench did not finish in 120 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut table = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut table).unwrap();
+    assert!(status.success(), "bench failed: {status}\n{table}");
+    assert!(table.contains("lines processed"), "{table}");
+
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let sent = r["lines_sent"].as_u64().unwrap();
+    // ~60k lines at 20k/s; a loaded machine may send fewer, never zero.
+    assert!(sent > 5_000 && sent <= 61_000, "lines_sent {sent}");
+    assert_eq!(r["lines_processed"].as_u64(), Some(sent), "{r:#}");
+    assert_eq!(r["samples_processed"], r["samples_sent"]);
+    assert_eq!(r["loss_ratio"].as_f64(), Some(0.0));
+    assert_eq!(r["kernel_drops"].as_u64(), Some(0));
+    for k in ["c", "g", "d", "s", "h"] {
+        let kind = &r["by_kind"][k];
+        assert!(kind["lines_sent"].as_u64().unwrap() > 0, "no {k} lines: {kind}");
+        if k == "g" {
+            // A gauge's last value across two shards is the sample stamped
+            // last, which need not be the one sent last: only close.
+            let (p, s) = (kind["samples_processed"].as_f64().unwrap(), kind["samples_sent"].as_f64().unwrap());
+            assert!((p - s).abs() <= s * 0.01, "{k}: {kind}");
+        } else {
+            assert_eq!(kind["samples_processed"], kind["samples_sent"], "{k}: {kind}");
+        }
+    }
+    assert!(r["packets_sent"].as_u64().unwrap() > 0);
+    assert!(r["target_pid"].as_u64().is_some());
+    assert!(r["target_cpu_s"].as_f64().is_some());
+    assert!(r["rss_peak_bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(r["flush_latency"]["count"].as_u64().unwrap() >= 1, "{:#}", r["flush_latency"]);
+    assert!(r["intake"]["payloads"].as_u64().unwrap() >= 1);
+    assert!(r["compression_ratio"].as_f64().unwrap() > 1.0);
+    // Processed contexts: every one of the 300 was hit at 60k lines.
+    assert_eq!(r["intake"]["contexts"].as_u64(), Some(300), "{:#}", r["intake"]);
+    assert!(r["timeline"].as_array().unwrap().len() >= 5);
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg") && plot.contains("<polyline"), "{plot}");
+}
+
+#[test]
+fn bench_rejects_bad_arguments() {
+    let out = Command::new(common::BIN).args(["bench", "--duration", "0", "--no-progress"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--duration"), "{err}");
+}
