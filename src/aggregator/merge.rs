@@ -2,6 +2,7 @@
 //! context, applies counter zero-fill and expiry, and renders series and
 //! sketches exactly as the Agent's time sampler flush does.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use hashbrown::HashMap;
@@ -78,7 +79,7 @@ impl FlushMerger {
         let cutoff = now - now.rem_euclid(BUCKET_SECONDS);
 
         // 1. Fold shards together: context -> bucket -> aggregate.
-        let mut merged: HashMap<Ctx, Vec<(i64, Agg)>> = HashMap::new();
+        let mut merged: HashMap<Ctx, Vec<(i64, Agg)>> = HashMap::with_capacity(entries.len() + self.counters.len());
         let mut buckets: Vec<i64> = Vec::new();
         for e in entries {
             if matches!(e.agg, Agg::Counter(_)) {
@@ -101,7 +102,7 @@ impl FlushMerger {
                 None => slot.push((e.bucket, e.agg)),
             }
         }
-        let mut merged_sketches: HashMap<Ctx, Vec<(i64, Sketch)>> = HashMap::new();
+        let mut merged_sketches: HashMap<Ctx, Vec<(i64, Sketch)>> = HashMap::with_capacity(sketches.len());
         for e in sketches {
             if !buckets.contains(&e.bucket) {
                 buckets.push(e.bucket);
@@ -134,7 +135,7 @@ impl FlushMerger {
         self.counters.retain(|_, last| *last + ttl >= now);
 
         // 4. Render.
-        let mut out = FlushOutput::default();
+        let mut out = FlushOutput { series: Vec::with_capacity(merged.len()), sketches: Vec::with_capacity(merged_sketches.len()) };
         for (ctx, mut points) in merged {
             points.sort_by_key(|(b, _)| *b);
             self.render(&ctx.0, points, &mut out.series);
@@ -158,21 +159,21 @@ impl FlushMerger {
 
     fn render(&self, key: &ContextKey, buckets: Vec<(i64, Agg)>, out: &mut Vec<Series>) {
         // One series per (output type, suffix), several points.
-        let mut rendered: Vec<(String, MetricType, Vec<Point>)> = Vec::new();
-        let mut push = |suffix: &str, t: MetricType, ts: i64, value: f64| {
+        let mut rendered: Vec<(Cow<'static, str>, MetricType, Vec<Point>)> = Vec::new();
+        let mut push = |suffix: Cow<'static, str>, t: MetricType, ts: i64, value: f64| {
             if !value.is_finite() {
                 return;
             }
-            match rendered.iter_mut().find(|(s, ty, _)| s == suffix && *ty == t) {
+            match rendered.iter_mut().find(|(s, ty, _)| *s == suffix && *ty == t) {
                 Some((_, _, pts)) => pts.push(Point { timestamp: ts, value }),
-                None => rendered.push((suffix.to_string(), t, vec![Point { timestamp: ts, value }])),
+                None => rendered.push((suffix, t, vec![Point { timestamp: ts, value }])),
             }
         };
         for (ts, agg) in buckets {
             match agg {
-                Agg::Counter(sum) => push("", MetricType::Rate, ts, sum / BUCKET_SECONDS as f64),
-                Agg::Gauge { value, .. } => push("", MetricType::Gauge, ts, value),
-                Agg::Set(members) => push("", MetricType::Gauge, ts, members.len() as f64),
+                Agg::Counter(sum) => push(Cow::Borrowed(""), MetricType::Rate, ts, sum / BUCKET_SECONDS as f64),
+                Agg::Gauge { value, .. } => push(Cow::Borrowed(""), MetricType::Gauge, ts, value),
+                Agg::Set(members) => push(Cow::Borrowed(""), MetricType::Gauge, ts, members.len() as f64),
                 Agg::Histogram(mut samples) => {
                     if samples.is_empty() {
                         continue;
@@ -188,27 +189,34 @@ impl FlushMerger {
                             HistogramAggregate::Sum => (MetricType::Gauge, h.sum),
                             HistogramAggregate::Count => (MetricType::Rate, h.weight / BUCKET_SECONDS as f64),
                         };
-                        push(agg.suffix(), t, ts, v);
+                        push(Cow::Borrowed(agg.suffix()), t, ts, v);
                     }
                     for &p in &self.settings.histogram_percentiles {
-                        let suffix = format!(".{p}percentile");
-                        push(&suffix, MetricType::Gauge, ts, h.pick(&samples, (p as f64 * h.weight - 1.0) / 100.0));
+                        push(Cow::Owned(format!(".{p}percentile")), MetricType::Gauge, ts, h.pick(&samples, (p as f64 * h.weight - 1.0) / 100.0));
                     }
                 }
             }
         }
-        let name = key.name_string();
-        let host = key.host_string();
-        let tags = key.tag_strings();
-        for (suffix, t, points) in rendered {
-            let full = format!("{name}{suffix}");
+        let mut name = key.name_string();
+        let mut host = key.host_string();
+        let mut tags = key.tag_strings();
+        let last = rendered.len().saturating_sub(1);
+        for (i, (suffix, t, points)) in rendered.into_iter().enumerate() {
+            let full = match (suffix.is_empty(), i == last) {
+                (true, true) => std::mem::take(&mut name),
+                (true, false) => name.clone(),
+                (false, _) => format!("{name}{suffix}"),
+            };
             if !suffix.is_empty() && !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(full.as_bytes()) {
                 continue;
             }
+            // Most contexts render one series: move the strings into the
+            // last one instead of cloning them (flush cost is allocation-bound).
+            let (h, tg) = if i == last { (std::mem::take(&mut host), std::mem::take(&mut tags)) } else { (host.clone(), tags.clone()) };
             out.push(Series {
                 name: full,
-                host: host.clone(),
-                tags: tags.clone(),
+                host: h,
+                tags: tg,
                 points,
                 metric_type: t,
                 interval: BUCKET_SECONDS,
