@@ -591,3 +591,28 @@ fn orchestrator_retries_count_up_the_attempts_header() {
         .collect();
     assert_eq!(attempts, vec![("1".into(), 503), ("2".into(), 503), ("3".into(), 202)]);
 }
+
+#[test]
+fn a_full_api_queue_answers_503_and_keeps_what_it_accepted() {
+    let intake = Intake::start_tls();
+    let api_port = free_tcp_port();
+    let agent = Agent::start(Some(&intake), &[("EDGESTAT_API_ADDR", &api_env(api_port)), ("EDGESTAT_API_QUEUE_ITEMS", "3")]);
+    let url = format!("http://127.0.0.1:{api_port}/v1/events");
+    let (code, body) = http_post(&url, "application/json", br#"[{"title":"q1"},{"title":"q2"}]"#);
+    assert_eq!(code, 202, "{body}");
+    // Two more do not fit in the remaining room of one: refused as a whole.
+    let (code, body) = http_post(&url, "application/json", br#"[{"title":"q3"},{"title":"q4"}]"#);
+    assert_eq!(code, 503, "{body}");
+    let (code, body) = http_post(&url, "application/json", br#"{"title":"q5"}"#);
+    assert_eq!(code, 202, "{body}");
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    let titles: Vec<String> = intake_events(&intake)
+        .iter()
+        .filter_map(|(_, e)| e["msg_title"].as_str().map(String::from))
+        .filter(|t| t.starts_with('q'))
+        .collect();
+    let mut sorted = titles.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec!["q1", "q2", "q5"], "accepted events arrive exactly once, refused ones never");
+}
