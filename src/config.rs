@@ -140,6 +140,10 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// `EDGESTAT_FORWARDER_QUEUE_PAYLOADS`: flushed payloads waiting for the forwarder.
     pub forwarder_queue_payloads: usize,
+    /// `EDGESTAT_RECV_BATCH_DATAGRAMS`: datagrams per `recvmmsg` on UDP
+    /// (1 = one read per datagram); each shard preallocates this many
+    /// `DD_DOGSTATSD_BUFFER_SIZE` buffers.
+    pub recv_batch_datagrams: usize,
     /// Base URL of the orchestrator forwarder (no version prefix):
     /// `orchestrator_dd_url`, else `DD_DD_URL`, else `https://orchestrator.<site>`;
     /// `None` only with the embedded intake (the app fills it in).
@@ -781,6 +785,10 @@ impl Config {
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,
+            recv_batch_datagrams: match edge_usize("RECV_BATCH_DATAGRAMS", 32, 1)? {
+                n if n > 1024 => return Err(bad("EDGESTAT_RECV_BATCH_DATAGRAMS", &n.to_string(), "between 1 and 1024")),
+                n => n,
+            },
             orchestrator_base_url,
             api_queue_items: edge_usize("API_QUEUE_ITEMS", 100_000, 1)?,
             orchestrator_queue_payloads: edge_usize("ORCHESTRATOR_QUEUE_PAYLOADS", 1024, 1)?,

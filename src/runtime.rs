@@ -130,6 +130,7 @@ pub fn spawn_shard(
     sockets: ShardSockets,
     buffer_size: usize,
     io_memory: usize,
+    recv_batch: usize,
 ) -> Result<ShardHandle, RuntimeError> {
     let (control_tx, control_rx) = crossbeam_channel::bounded::<Control>(4);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(1);
@@ -140,7 +141,7 @@ pub fn spawn_shard(
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {
-            run_shard(settings, udp, unix, buffer_size, control_rx, ready_tx).await;
+            run_shard(settings, udp, unix, buffer_size, recv_batch, control_rx, ready_tx).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -176,6 +177,7 @@ async fn run_shard(
     udp: Option<std::net::UdpSocket>,
     unix: Option<PathBuf>,
     buffer_size: usize,
+    recv_batch: usize,
     control: Receiver<Control>,
     ready: Sender<Result<(), String>>,
 ) {
@@ -197,7 +199,8 @@ async fn run_shard(
         if let Err(e) = sock.set_read_timeout(Some(IDLE_READ_TIMEOUT)) {
             tracing::warn!(error = %e, "cannot set the UDP read timeout");
         }
-        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), buffer_size, budget, None)));
+        let batch = (recv_batch > 1).then(|| BatchRecv::new(fd, recv_batch, buffer_size));
+        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), buffer_size, budget, None, batch)));
     }
     if let Some(path) = &unix {
         match glommio::net::UnixDatagram::bind(path) {
@@ -208,7 +211,7 @@ async fn run_shard(
                     tracing::warn!(error = %e, path = %path.display(), "cannot set the unix socket mode");
                 }
                 sock.set_buffer_size(buffer_size);
-                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), buffer_size, u64::MAX, Some(marker))));
+                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), buffer_size, u64::MAX, Some(marker), None)));
             }
             Err(e) => {
                 let _ = ready.send(Err(format!("cannot listen on unix socket {}: {e}", path.display())));
@@ -303,6 +306,70 @@ impl Reader {
     }
 }
 
+/// Single reads before trying a batch again after one found nothing queued.
+const BATCH_SKIP_AFTER_EMPTY: u32 = 16;
+
+/// Non-blocking `recvmmsg` into preallocated buffers: one syscall for up to
+/// `capacity` datagrams. Used after the io_uring read returned one datagram,
+/// while the socket keeps having more.
+struct BatchRecv {
+    fd: RawFd,
+    size: usize,
+    bufs: Vec<u8>,
+    iovs: Vec<libc::iovec>,
+    hdrs: Vec<libc::mmsghdr>,
+}
+
+impl BatchRecv {
+    fn new(fd: RawFd, capacity: usize, size: usize) -> Self {
+        let mut bufs = vec![0u8; capacity * size];
+        let base = bufs.as_mut_ptr();
+        let iovs: Vec<libc::iovec> = (0..capacity)
+            // SAFETY: `i * size` is within `bufs` (capacity * size bytes).
+            .map(|i| libc::iovec { iov_base: unsafe { base.add(i * size) }.cast(), iov_len: size })
+            .collect();
+        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
+        let hdrs = (0..capacity).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }).collect();
+        Self { fd, size, bufs, iovs, hdrs }
+    }
+
+    fn capacity(&self) -> usize {
+        self.hdrs.len()
+    }
+
+    /// Datagrams read (0 when none is queued).
+    fn recv(&mut self) -> std::io::Result<usize> {
+        for (h, iov) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()) {
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_name = std::ptr::null_mut();
+            h.msg_hdr.msg_namelen = 0;
+            h.msg_hdr.msg_control = std::ptr::null_mut();
+            h.msg_hdr.msg_controllen = 0;
+            h.msg_len = 0;
+        }
+        // SAFETY: every header points at its own iovec, every iovec at a
+        // disjoint `size`-byte slice of `bufs`; all live as long as `self`,
+        // which this `&mut` borrow keeps in place for the call.
+        let r = unsafe {
+            libc::recvmmsg(self.fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(0),
+                _ => Err(e),
+            };
+        }
+        Ok(r as usize)
+    }
+
+    fn datagram(&self, i: usize) -> &[u8] {
+        let len = (self.hdrs[i].msg_len as usize).min(self.size);
+        &self.bufs[i * self.size..i * self.size + len]
+    }
+}
+
 async fn read_loop(
     sock: Reader,
     state: Rc<RefCell<ShardState>>,
@@ -310,8 +377,10 @@ async fn read_loop(
     buffer_size: usize,
     drain_budget: u64,
     marker: Option<[u8; 16]>,
+    mut batch: Option<BatchRecv>,
 ) {
     let mut buf = vec![0u8; buffer_size];
+    let mut skip_batches = 0u32;
     let mut drained: u64 = 0;
     let mut errors_logged = 0u32;
     loop {
@@ -325,6 +394,43 @@ async fn read_loop(
                 }
                 if n > 0 {
                     state.borrow_mut().handle_datagram(&buf[..n], unix_now(), mono_nanos());
+                }
+                // Under load more datagrams are queued: take them in
+                // batches with one recvmmsg each instead of one read each.
+                // When a batch finds the queue empty, the next few reads
+                // skip it (an empty recvmmsg is a wasted syscall).
+                if skip_batches > 0 {
+                    skip_batches -= 1;
+                } else if let Some(b) = batch.as_mut() {
+                    loop {
+                        let got = match b.recv() {
+                            Ok(got) => got,
+                            Err(e) => {
+                                state.borrow_mut().count_read_error();
+                                if errors_logged < 10 {
+                                    errors_logged += 1;
+                                    tracing::warn!(error = %e, "DogStatsD socket batch read error");
+                                }
+                                0
+                            }
+                        };
+                        if got > 0 {
+                            let (now, seq) = (unix_now(), mono_nanos());
+                            let mut st = state.borrow_mut();
+                            for i in 0..got {
+                                let d = b.datagram(i);
+                                drained += if stopping.get() { d.len() as u64 } else { 0 };
+                                st.handle_datagram(d, now, seq);
+                            }
+                        }
+                        if got == 0 {
+                            skip_batches = BATCH_SKIP_AFTER_EMPTY;
+                        }
+                        glommio::executor().yield_if_needed().await;
+                        if got < b.capacity() || (stopping.get() && drained > drain_budget) {
+                            break;
+                        }
+                    }
                 }
                 // A saturated socket always has a datagram ready, so the
                 // read never suspends: give the control task (flush
