@@ -2,39 +2,15 @@
 //! enriching and aggregating lines of known contexts allocates nothing.
 //! Counting global allocator in its own test binary; counts per thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use edgestat::aggregator::ContextBudget;
 use edgestat::protocol::ParseOptions;
 use edgestat::shard::{ShardSettings, ShardState};
 
-struct Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr was allocated by System with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocations(f: impl FnOnce()) -> usize {
-    let before = ALLOCS.with(|c| c.get());
-    f();
-    ALLOCS.with(|c| c.get()) - before
-}
 
 fn shard() -> ShardState {
     ShardState::new(ShardSettings {

@@ -4,38 +4,14 @@
 //! except sets, whose new members must be stored. Counted with a
 //! per-thread counting allocator (own test binary).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 
 use edgestat::bench::workload::{Workload, WorkloadConfig};
 use edgestat::protocol::ParseOptions;
 use edgestat::shard::{ShardSettings, ShardState};
 
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarding the caller's layout to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr was allocated by System with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.with(|c| c.set(c.get() + 1));
-        // SAFETY: forwarding to the system allocator with the same contract.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: Counting = Counting;
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::allocations;
 
 fn shard() -> ShardState {
     ShardState::new(ShardSettings {
@@ -83,11 +59,11 @@ fn steady_state_lines_do_not_allocate() {
                 s.handle_datagram(p, 1_700_000_001, 1);
             }
         }
-        let before = ALLOCS.with(|c| c.get());
-        for p in &packets {
-            s.handle_datagram(p, 1_700_000_002, 2);
-        }
-        let n = ALLOCS.with(|c| c.get()) - before;
+        let n = allocations(|| {
+            for p in &packets {
+                s.handle_datagram(p, 1_700_000_002, 2);
+            }
+        });
         // Histograms keep every sample until flush, so their Vec grows
         // (amortised doubling, not per line): allow the few regrowths.
         assert!(n <= 64, "single={single}: {n} allocations for {} datagrams", packets.len());
