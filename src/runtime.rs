@@ -190,7 +190,7 @@ async fn run_shard(
 
     if let Some(std_sock) = udp {
         let fd = std_sock.as_raw_fd();
-        let budget = drain_budget(fd, buffer_size);
+        let budget = drain_budget(&std_sock, buffer_size);
         let mut sock = glommio::net::UdpSocket::from(glommio_socket2::Socket::from(std_sock));
         sock.set_buffer_size(buffer_size);
         // An idle read wakes up now and then so shutdown can end the loop
@@ -235,7 +235,13 @@ async fn run_shard(
                 for r in readers.drain(..) {
                     // Bounded: a reader that cannot finish its drain (marker
                     // never delivered) must not keep the process alive.
-                    if glommio::timer::timeout(READER_DRAIN_TIMEOUT, async { Ok(r.await) }).await.is_err() {
+                    if glommio::timer::timeout(READER_DRAIN_TIMEOUT, async {
+                        r.await;
+                        Ok(())
+                    })
+                    .await
+                    .is_err()
+                    {
                         tracing::warn!("a socket reader did not finish draining in time");
                     }
                 }
@@ -258,19 +264,9 @@ const IDLE_READ_TIMEOUT: Duration = Duration::from_millis(50);
 /// After SIGTERM a reader keeps going until the queue is empty, but at most
 /// this many bytes, so a sender that never stops cannot hold shutdown
 /// hostage: everything queued before the signal is at most SO_RCVBUF bytes.
-fn drain_budget(fd: RawFd, buffer_size: usize) -> u64 {
-    let b = BorrowedRaw(fd);
-    let sock = socket2::SockRef::from(&b);
-    let rcvbuf = sock.recv_buffer_size().unwrap_or(1 << 20);
+fn drain_budget(sock: &std::net::UdpSocket, buffer_size: usize) -> u64 {
+    let rcvbuf = socket2::SockRef::from(sock).recv_buffer_size().unwrap_or(1 << 20);
     (rcvbuf as u64) * 2 + buffer_size as u64
-}
-
-struct BorrowedRaw(RawFd);
-impl std::os::fd::AsFd for BorrowedRaw {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        // SAFETY: the fd is owned by a socket that outlives this borrow.
-        unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0) }
-    }
 }
 
 /// Sends the drain marker to our own Unix socket (non-blocking, retried
@@ -323,11 +319,10 @@ struct BatchRecv {
 impl BatchRecv {
     fn new(fd: RawFd, capacity: usize, size: usize) -> Self {
         let mut bufs = vec![0u8; capacity * size];
-        let base = bufs.as_mut_ptr();
-        let iovs: Vec<libc::iovec> = (0..capacity)
-            // SAFETY: `i * size` is within `bufs` (capacity * size bytes).
-            .map(|i| libc::iovec { iov_base: unsafe { base.add(i * size) }.cast(), iov_len: size })
-            .collect();
+        // The iovecs point into `bufs`, whose heap block never moves: it is
+        // never resized, and moving the Vec does not move its contents.
+        let iovs: Vec<libc::iovec> =
+            bufs.chunks_mut(size).map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() }).collect();
         // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
         let hdrs = (0..capacity).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }).collect();
         Self { fd, size, bufs, iovs, hdrs }

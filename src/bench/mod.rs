@@ -403,7 +403,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         s.stop()?;
         // The stderr reader sees the final flush line just after exit.
         std::thread::sleep(Duration::from_millis(200));
-        flush_latency = s.flushes.lock().ok().filter(|h| h.len() > 0).map(|h| FlushLatency::of(&h));
+        flush_latency = s.flushes.lock().ok().filter(|h| !h.is_empty()).map(|h| FlushLatency::of(&h));
     } else if intake.is_some() {
         std::thread::sleep(Duration::from_secs_f64(args.drain.max(0.0)));
     }
