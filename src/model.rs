@@ -110,7 +110,7 @@ impl SeriesId {
     pub fn name_parts(&self) -> (Cow<'_, str>, &str) {
         match self {
             SeriesId::Owned { name, .. } => (Cow::Borrowed(name.as_str()), ""),
-            SeriesId::Context { key, suffix } => (String::from_utf8_lossy(&key.name), suffix),
+            SeriesId::Context { key, suffix } => (lossy(&key.name), suffix),
         }
     }
 
@@ -126,17 +126,24 @@ impl SeriesId {
     pub fn host(&self) -> Cow<'_, str> {
         match self {
             SeriesId::Owned { host, .. } => Cow::Borrowed(host.as_str()),
-            SeriesId::Context { key, .. } => String::from_utf8_lossy(&key.host),
+            SeriesId::Context { key, .. } => lossy(&key.host),
         }
     }
 
     /// The tags in order (lossy UTF-8; no allocation for valid UTF-8).
     pub fn tags(&self) -> impl DoubleEndedIterator<Item = Cow<'_, str>> + Clone + '_ {
+        self.tag_bytes().map(lossy)
+    }
+
+    /// The tags in order as stored (for prefix checks before converting:
+    /// every prefix the encoders look for is ASCII, so checking the raw
+    /// bytes gives the same answer as checking the lossy string).
+    pub fn tag_bytes(&self) -> impl DoubleEndedIterator<Item = &[u8]> + Clone + '_ {
         let (owned, raw): (&[String], &[Box<[u8]>]) = match self {
             SeriesId::Owned { tags, .. } => (tags, &[]),
             SeriesId::Context { key, .. } => (&[], &key.tags),
         };
-        owned.iter().map(|t| Cow::Borrowed(t.as_str())).chain(raw.iter().map(|t| String::from_utf8_lossy(t)))
+        owned.iter().map(|t| t.as_bytes()).chain(raw.iter().map(|t| &t[..]))
     }
 
     /// Number of tags.
@@ -145,6 +152,15 @@ impl SeriesId {
             SeriesId::Owned { tags, .. } => tags.len(),
             SeriesId::Context { key, .. } => key.tags.len(),
         }
+    }
+}
+
+/// `String::from_utf8_lossy`, with the faster validity check first (the
+/// common case: valid UTF-8, borrowed as is).
+pub fn lossy(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
     }
 }
 

@@ -143,13 +143,18 @@ fn render_series_v1_inner(buf: &mut Vec<u8>, s: &Series) -> Result<(), RenderErr
         buf.push(b']');
     }
     buf.extend_from_slice(b"],\"tags\":");
-    let device = s.id.tags().rev().find(|t| t.starts_with(DEVICE_TAG));
-    write_str_array(buf, s.id.tags().filter(|t| !t.starts_with(DEVICE_TAG) && !t.starts_with(RESOURCE_TAG)));
+    let device = s.id.tag_bytes().rev().find_map(|t| t.strip_prefix(DEVICE_TAG.as_bytes())).map(crate::model::lossy);
+    write_str_array(
+        buf,
+        s.id.tag_bytes()
+            .filter(|t| !t.starts_with(DEVICE_TAG.as_bytes()) && !t.starts_with(RESOURCE_TAG.as_bytes()))
+            .map(crate::model::lossy),
+    );
     buf.extend_from_slice(b",\"host\":");
     write_str(buf, &s.id.host());
     if let Some(d) = device {
         buf.extend_from_slice(b",\"device\":");
-        write_str(buf, &d[DEVICE_TAG.len()..]);
+        write_str(buf, &d);
     }
     buf.extend_from_slice(b",\"type\":\"");
     buf.extend_from_slice(s.metric_type.as_str().as_bytes());

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use crate::model::{Dogsketch, MetricType, Origin, Series, SketchSeries};
+use crate::model::{lossy, Dogsketch, MetricType, Origin, Series, SketchSeries};
 
 use super::json::{DEVICE_TAG, RESOURCE_TAG};
 
@@ -136,14 +136,18 @@ fn resource_tag(tag: &str) -> Option<Option<(&str, &str)>> {
 
 /// Tags kept as `MetricSeries.tags` (device and resource tags removed).
 fn plain_tags(s: &Series) -> impl Iterator<Item = Cow<'_, str>> {
-    s.id.tags().filter(|t| !t.starts_with(DEVICE_TAG) && !t.starts_with(RESOURCE_TAG))
+    s.id.tag_bytes()
+        .filter(|t| !t.starts_with(DEVICE_TAG.as_bytes()) && !t.starts_with(RESOURCE_TAG.as_bytes()))
+        .map(lossy)
 }
 
 fn device_of(s: &Series) -> Option<Cow<'_, str>> {
-    s.id.tags().rev().find(|t| t.starts_with(DEVICE_TAG)).map(|t| match t {
-        Cow::Borrowed(b) => Cow::Borrowed(&b[DEVICE_TAG.len()..]),
-        Cow::Owned(o) => Cow::Owned(o[DEVICE_TAG.len()..].to_owned()),
-    })
+    s.id.tag_bytes().rev().find_map(|t| t.strip_prefix(DEVICE_TAG.as_bytes())).map(lossy)
+}
+
+/// `dd.internal.resource:` tags (checked on bytes, converted only when one).
+fn resource_tags(s: &Series) -> impl Iterator<Item = Cow<'_, str>> {
+    s.id.tag_bytes().filter(|t| t.starts_with(RESOURCE_TAG.as_bytes())).map(lossy)
 }
 
 /// `str_len` of a name stored as base + suffix.
@@ -210,7 +214,7 @@ fn series_body_len(s: &Series) -> usize {
     if let Some(d) = device_of(s) {
         n += len_field(1, resource_len("device", &d));
     }
-    for t in s.id.tags() {
+    for t in resource_tags(s) {
         if let Some(Some((rt, rn))) = resource_tag(&t) {
             n += len_field(1, resource_len(rt, rn));
         }
@@ -238,7 +242,7 @@ pub fn encode_series(buf: &mut Vec<u8>, s: &Series) {
     if let Some(d) = device_of(s) {
         put_resource(buf, "device", &d);
     }
-    for t in s.id.tags() {
+    for t in resource_tags(s) {
         if let Some(Some((rt, rn))) = resource_tag(&t) {
             put_resource(buf, rt, rn);
         }
@@ -432,5 +436,52 @@ mod tests {
         let mut b = Vec::new();
         put_int(&mut b, 8, (-1i64) as u64);
         assert_eq!(b.len(), 11);
+    }
+
+    /// A series borrowing a context encodes byte for byte like the same
+    /// series with owned (lossy) strings, in proto and v1 JSON, including
+    /// invalid UTF-8, escapes, device and resource tags and a name suffix.
+    #[test]
+    fn context_identity_encodes_like_owned_strings() {
+        use crate::model::{ContextKey, Dogsketch};
+        use std::borrow::Cow;
+        use std::sync::Arc;
+        let raw_tags: Vec<&[u8]> = vec![b"a:\xff\"q\"", b"dd.internal.resource:db:x", b"dd.internal.resource:bad", b"device:sd\xfe", b"device:sdb", b"z:\n1"];
+        let key = Arc::new(ContextKey {
+            hash: 0,
+            name: b"m\xc3.x\t"[..].into(),
+            host: b"h\x80"[..].into(),
+            tags: raw_tags.iter().map(|t| Box::<[u8]>::from(*t)).collect(),
+        });
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let owned_tags: Vec<String> = raw_tags.iter().map(|t| lossy(t)).collect();
+        for suffix in ["", ".95percentile"] {
+            let mk = |id: SeriesId| Series {
+                id,
+                points: vec![Point { timestamp: 1_700_000_000, value: 0.5 }, Point { timestamp: 1_700_000_010, value: 0.0 }],
+                metric_type: MetricType::Rate,
+                interval: 10,
+                source_type_name: String::new(),
+                origin: Origin::DogStatsD,
+            };
+            let ctx = mk(SeriesId::context(key.clone(), Cow::Borrowed(suffix)));
+            let own = mk(SeriesId::owned(format!("{}{suffix}", lossy(&key.name)), lossy(&key.host), owned_tags.clone()));
+            assert_eq!(ctx, own);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode_series(&mut a, &ctx);
+            encode_series(&mut b, &own);
+            assert_eq!(a, b, "proto, suffix {suffix:?}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            crate::serializer::json::render_series_v1(&mut a, &ctx).unwrap();
+            crate::serializer::json::render_series_v1(&mut b, &own).unwrap();
+            assert_eq!(a, b, "json, suffix {suffix:?}");
+        }
+        let d = Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
+        let ctx = SketchSeries { id: SeriesId::context(key.clone(), Cow::Borrowed("")), dogsketches: vec![d.clone()] };
+        let own = SketchSeries { id: SeriesId::owned(lossy(&key.name), lossy(&key.host), owned_tags), dogsketches: vec![d] };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_sketch(&mut a, &ctx);
+        encode_sketch(&mut b, &own);
+        assert_eq!(a, b);
     }
 }
