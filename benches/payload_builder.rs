@@ -3,21 +3,19 @@
 //! uncompressed bytes, so builder/raw MB/s can be compared directly.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use edgestat::model::{MetricType, Origin, Point, Series};
+use edgestat::model::{MetricType, Origin, Point, Series, SeriesId};
 use edgestat::serializer::builder::{AddError, PayloadBuilder};
 use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig};
 
 fn make_series(n: usize) -> Vec<Series> {
     (0..n)
         .map(|i| Series {
-            name: format!("app.request.latency.{}", i % 300),
-            host: format!("host-{}", i % 7),
-            tags: vec![
+            id: SeriesId::owned(format!("app.request.latency.{}", i % 300), format!("host-{}", i % 7), vec![
                 "env:prod".to_string(),
                 format!("service:svc-{}", i % 40),
                 format!("endpoint:/api/v{}/item/{}", i % 3, i % 1000),
                 format!("pod:pod-{}", i),
-            ],
+            ]),
             points: vec![Point {
                 timestamp: 1_700_000_000 + (i as i64 % 10),
                 value: (i as f64) * 0.37,

@@ -11,7 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
 use crate::config::{Config, AGENT_VERSION};
 use crate::forwarder::{Forwarder, Payload};
-use crate::model::{Event, MetricType, Origin, Point, Series, ServiceCheck};
+use crate::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::runtime::{unix_now, Control};
 use crate::serializer::{PayloadKind, Serializer};
 use crate::shard::{ShardFlush, ShardStats};
@@ -302,9 +302,7 @@ impl Flusher {
     fn append_agent_series(&mut self, series: &mut Vec<Series>, now: i64, final_flush: bool) {
         let version_tag = format!("version:{AGENT_VERSION}");
         series.push(Series {
-            name: "datadog.agent.running".into(),
-            host: self.cfg.hostname.clone(),
-            tags: vec![version_tag.clone()],
+            id: SeriesId::owned("datadog.agent.running".into(), self.cfg.hostname.clone(), vec![version_tag.clone()]),
             points: vec![Point { timestamp: now, value: 1.0 }],
             metric_type: MetricType::Gauge,
             interval: 0,
@@ -312,9 +310,7 @@ impl Flusher {
             origin: Origin::Internal,
         });
         series.push(Series {
-            name: "n_o_i_n_d_e_x.datadog.agent.payload.dropped".into(),
-            host: self.cfg.hostname.clone(),
-            tags: Vec::new(),
+            id: SeriesId::owned("n_o_i_n_d_e_x.datadog.agent.payload.dropped".into(), self.cfg.hostname.clone(), Vec::new()),
             points: vec![Point { timestamp: now, value: 0.0 }],
             metric_type: MetricType::Gauge,
             interval: 0,
@@ -328,9 +324,7 @@ impl Flusher {
         if !self.started_sent && (final_flush || bucket + BUCKET_SECONDS <= cutoff) {
             self.started_sent = true;
             series.push(Series {
-                name: "datadog.agent.started".into(),
-                host: self.cfg.hostname.clone(),
-                tags: vec![version_tag],
+                id: SeriesId::owned("datadog.agent.started".into(), self.cfg.hostname.clone(), vec![version_tag]),
                 points: vec![Point { timestamp: bucket, value: 1.0 }],
                 metric_type: MetricType::Count,
                 interval: BUCKET_SECONDS,

@@ -3,6 +3,9 @@
 //! These types are the boundary between aggregation (pure) and encoding
 //! (pure); both sides depend on this module and on nothing of each other.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 /// Series type as the intake knows it (v2 `MetricType` enum values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricType {
@@ -45,16 +48,136 @@ pub struct Point {
     pub value: f64,
 }
 
+/// The identity of an aggregated context. Stored as raw bytes: the Agent
+/// takes names and tags verbatim, and invalid UTF-8 is only made lossy when
+/// serialized. Lives here so flushed series can share it with the shard
+/// instead of copying it into owned strings.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ContextKey {
+    /// Precomputed hash of the other fields.
+    pub hash: u64,
+    /// Metric name, namespace included.
+    pub name: Box<[u8]>,
+    /// Resolved host.
+    pub host: Box<[u8]>,
+    /// Sorted, de-duplicated tags.
+    pub tags: Box<[Box<[u8]>]>,
+}
+
+impl std::hash::Hash for ContextKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Name, host and tags of a flushed series: either owned strings (the
+/// Agent's own series, passthrough series) or a shared context plus a
+/// static-or-owned name suffix (aggregated series: no per-series copies,
+/// which dominated the flush cost).
+#[derive(Debug, Clone)]
+pub enum SeriesId {
+    /// Owned strings.
+    Owned {
+        /// Metric name, suffix included.
+        name: String,
+        /// Host (may be empty).
+        host: String,
+        /// Sorted, de-duplicated tags.
+        tags: Vec<String>,
+    },
+    /// Borrowed from an aggregation context.
+    Context {
+        /// The shared context.
+        key: Arc<ContextKey>,
+        /// Appended to the context name (e.g. `.max`; empty for none).
+        suffix: Cow<'static, str>,
+    },
+}
+
+impl SeriesId {
+    /// An owned identity.
+    pub fn owned(name: String, host: String, tags: Vec<String>) -> Self {
+        SeriesId::Owned { name, host, tags }
+    }
+
+    /// An identity borrowed from `key`, name suffixed with `suffix`.
+    pub fn context(key: Arc<ContextKey>, suffix: Cow<'static, str>) -> Self {
+        SeriesId::Context { key, suffix }
+    }
+
+    /// The name as (base, suffix); the full name is their concatenation.
+    /// Does not allocate for valid UTF-8.
+    pub fn name_parts(&self) -> (Cow<'_, str>, &str) {
+        match self {
+            SeriesId::Owned { name, .. } => (Cow::Borrowed(name.as_str()), ""),
+            SeriesId::Context { key, suffix } => (lossy(&key.name), suffix),
+        }
+    }
+
+    /// The full name (allocates only for a suffixed context name).
+    pub fn name(&self) -> Cow<'_, str> {
+        match self.name_parts() {
+            (base, "") => base,
+            (base, suffix) => Cow::Owned(format!("{base}{suffix}")),
+        }
+    }
+
+    /// The host (lossy UTF-8).
+    pub fn host(&self) -> Cow<'_, str> {
+        match self {
+            SeriesId::Owned { host, .. } => Cow::Borrowed(host.as_str()),
+            SeriesId::Context { key, .. } => lossy(&key.host),
+        }
+    }
+
+    /// The tags in order (lossy UTF-8; no allocation for valid UTF-8).
+    pub fn tags(&self) -> impl DoubleEndedIterator<Item = Cow<'_, str>> + Clone + '_ {
+        self.tag_bytes().map(lossy)
+    }
+
+    /// The tags in order as stored (for prefix checks before converting:
+    /// every prefix the encoders look for is ASCII, so checking the raw
+    /// bytes gives the same answer as checking the lossy string).
+    pub fn tag_bytes(&self) -> impl DoubleEndedIterator<Item = &[u8]> + Clone + '_ {
+        let (owned, raw): (&[String], &[Box<[u8]>]) = match self {
+            SeriesId::Owned { tags, .. } => (tags, &[]),
+            SeriesId::Context { key, .. } => (&[], &key.tags),
+        };
+        owned.iter().map(|t| t.as_bytes()).chain(raw.iter().map(|t| &t[..]))
+    }
+
+    /// Number of tags.
+    pub fn tag_count(&self) -> usize {
+        match self {
+            SeriesId::Owned { tags, .. } => tags.len(),
+            SeriesId::Context { key, .. } => key.tags.len(),
+        }
+    }
+}
+
+/// `String::from_utf8_lossy`, with the faster validity check first (the
+/// common case: valid UTF-8, borrowed as is).
+pub fn lossy(b: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    }
+}
+
+/// Compares what goes on the wire, whichever way it is stored.
+impl PartialEq for SeriesId {
+    fn eq(&self, o: &Self) -> bool {
+        self.name() == o.name() && self.host() == o.host() && self.tags().eq(o.tags())
+    }
+}
+
 /// One series as sent to `/api/v1/series` or `/api/v2/series`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    /// Metric name including any histogram suffix.
-    pub name: String,
-    /// Resolved host (may be empty).
-    pub host: String,
-    /// Sorted, de-duplicated context tags (raw: `device:` and
-    /// `dd.internal.resource:` are turned into resources by the encoder).
-    pub tags: Vec<String>,
+    /// Name (histogram suffix included), host, and sorted, de-duplicated
+    /// context tags (raw: `device:` and `dd.internal.resource:` are turned
+    /// into resources by the encoder).
+    pub id: SeriesId,
     /// Points in ascending timestamp order.
     pub points: Vec<Point>,
     /// Wire type.
@@ -91,12 +214,8 @@ pub struct Dogsketch {
 /// One distribution context with its closed buckets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SketchSeries {
-    /// Metric name.
-    pub name: String,
-    /// Resolved host.
-    pub host: String,
-    /// Sorted, de-duplicated tags.
-    pub tags: Vec<String>,
+    /// Name, host and sorted, de-duplicated tags.
+    pub id: SeriesId,
     /// One per closed bucket, ascending `ts`.
     pub dogsketches: Vec<Dogsketch>,
 }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::aggregator::sampler::RawKey;
 use crate::aggregator::{FlushEntry, KeyView, SampleDrop, SampleKind, ShardSampler, SketchEntry};
-use crate::model::{Event, MetricType, Origin, Point, Series, ServiceCheck};
+use crate::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::protocol::{self, Message, MetricKind, MetricSample, ParseOptions, Tags};
 
 /// The parts of the configuration a shard needs (cloned into every shard).
@@ -313,9 +313,7 @@ impl ShardState {
             }
             self.stats.metric_samples += 1;
             self.passthrough.push(Series {
-                name: name.clone(),
-                host: host.clone(),
-                tags: tags.clone(),
+                id: SeriesId::owned(name.clone(), host.clone(), tags.clone()),
                 points: vec![Point { timestamp: ts, value: v / divisor }],
                 metric_type,
                 interval: 10,

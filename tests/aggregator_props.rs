@@ -106,10 +106,10 @@ proptest! {
         }
         let mut got: BTreeMap<(String, Vec<String>, i64), (MetricType, f64)> = BTreeMap::new();
         for s in &out.series {
-            prop_assert_eq!(&s.host, "h1");
+            prop_assert_eq!(s.id.host(), "h1");
             prop_assert_eq!(s.interval, 10);
             for p in &s.points {
-                prop_assert!(got.insert((s.name.clone(), s.tags.clone(), p.timestamp), (s.metric_type, p.value)).is_none(), "duplicate point");
+                prop_assert!(got.insert((s.id.name().into_owned(), s.id.tags().map(|t| t.into_owned()).collect(), p.timestamp), (s.metric_type, p.value)).is_none(), "duplicate point");
             }
         }
         // Counter zero-fill, as the Agent: every counter context whose last
@@ -167,7 +167,7 @@ proptest! {
                     expected_points += 7;
                 }
                 "d" => {
-                    let sk = out.sketches.iter().find(|k| k.name == base && &k.tags == tags).expect("sketch context");
+                    let sk = out.sketches.iter().find(|k| k.id.name() == *base && k.id.tags().eq(tags.iter().map(|t| t.as_str()))).expect("sketch context");
                     let d = sk.dogsketches.iter().find(|d| d.ts == *bucket).expect("sketch bucket");
                     let cnt: i64 = vals.iter().map(|(_, r)| (1.0 / r) as i64).sum();
                     prop_assert_eq!(d.cnt, cnt);

@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use edgestat::model::{MetricType, Origin, Point, Series};
+use edgestat::model::{MetricType, Origin, Point, Series, SeriesId};
 use edgestat::serializer::{Compression, Serializer, SerializerConfig};
 
 struct Counting;
@@ -32,9 +32,7 @@ static A: Counting = Counting;
 fn steady_state_allocates_only_bodies() {
     let series: Vec<Series> = (0..20_000)
         .map(|i| Series {
-            name: format!("edgestat.test.metric.{}", i % 500),
-            host: "host-1".into(),
-            tags: vec![format!("env:prod"), format!("shard:{}", i % 97), format!("id:{i}")],
+            id: SeriesId::owned(format!("edgestat.test.metric.{}", i % 500), "host-1".into(), vec![format!("env:prod"), format!("shard:{}", i % 97), format!("id:{i}")]),
             points: vec![Point { timestamp: 1_700_000_000 + i, value: i as f64 * 0.5 }],
             metric_type: MetricType::Gauge,
             interval: 10,

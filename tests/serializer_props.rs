@@ -5,7 +5,7 @@
 
 use std::io::Read;
 
-use edgestat::model::{Dogsketch, Event, MetricType, Origin, Point, Series, ServiceCheck, SketchSeries};
+use edgestat::model::{Dogsketch, Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck, SketchSeries};
 use edgestat::serializer::{json, proto, Compression, Payload, Serializer, SerializerConfig};
 use proptest::prelude::*;
 
@@ -227,9 +227,7 @@ fn series_strategy() -> impl Strategy<Value = Vec<Series>> {
         v.into_iter()
             .enumerate()
             .map(|(i, (name, host, tags, pts, t, o))| Series {
-                name: format!("s{i}.{name}"),
-                host,
-                tags,
+                id: SeriesId::owned(format!("s{i}.{name}"), host, tags),
                 points: pts.into_iter().map(|(timestamp, value)| Point { timestamp, value }).collect(),
                 metric_type: [MetricType::Count, MetricType::Rate, MetricType::Gauge][t as usize],
                 interval: if t == 1 { 10 } else { 0 },
@@ -265,7 +263,7 @@ proptest! {
             buf.clear();
             proto::encode_series(&mut buf, s);
             if ser.builder().fits_alone(buf.len(), s.points.len()) {
-                expected.push(s.name.clone());
+                expected.push(s.id.name().into_owned());
             } else {
                 too_big += 1;
             }
@@ -306,7 +304,7 @@ proptest! {
             buf.clear();
             json::render_series_v1(&mut buf, s).unwrap();
             if ser.builder().fits_alone(buf.len(), 0) {
-                expected.push(s.name.clone());
+                expected.push(s.id.name().into_owned());
             } else {
                 too_big += 1;
             }
@@ -340,9 +338,7 @@ proptest! {
     ) {
         let cfg = config(c, l);
         let sketches: Vec<SketchSeries> = raw.into_iter().enumerate().map(|(i, (name, tags, ds))| SketchSeries {
-            name: format!("k{i}.{name}"),
-            host: "h".into(),
-            tags,
+            id: SeriesId::owned(format!("k{i}.{name}"), "h".into(), tags),
             dogsketches: ds.into_iter().map(|(ts, cnt, v, kv)| Dogsketch {
                 ts, cnt, min: v, max: v, avg: v, sum: v,
                 keys: kv.iter().map(|x| x.0).collect(),
@@ -359,7 +355,7 @@ proptest! {
         for s in &sketches {
             buf.clear();
             proto::encode_sketch(&mut buf, s);
-            if ser.builder().fits_alone(buf.len(), 0) { expected.push(s.name.clone()); } else { too_big += 1; }
+            if ser.builder().fits_alone(buf.len(), 0) { expected.push(s.id.name().into_owned()); } else { too_big += 1; }
         }
         ser.sketches(sketches.iter(), &mut out);
         let mut got = Vec::new();
@@ -370,7 +366,7 @@ proptest! {
             prop_assert!(m.metadata.is_some());
             prop_assert_eq!(m.sketches.len(), p.items);
             for s in m.sketches {
-                let orig = sketches.iter().find(|o| o.name == s.metric).unwrap();
+                let orig = sketches.iter().find(|o| o.id.name() == s.metric).unwrap();
                 prop_assert_eq!(s.dogsketches.len(), orig.dogsketches.len());
                 for (d, o) in s.dogsketches.iter().zip(&orig.dogsketches) {
                     prop_assert_eq!(&d.k, &o.keys);

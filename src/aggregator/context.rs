@@ -6,25 +6,7 @@ use std::sync::Arc;
 
 use hashbrown::HashTable;
 
-/// The identity of a series. Stored as raw bytes: the Agent takes names and
-/// tags verbatim, and invalid UTF-8 is only made lossy when serialized.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ContextKey {
-    /// Precomputed hash of the other fields (same function as [`KeyView::hash`]).
-    pub hash: u64,
-    /// Metric name, namespace included.
-    pub name: Box<[u8]>,
-    /// Resolved host.
-    pub host: Box<[u8]>,
-    /// Sorted, de-duplicated tags.
-    pub tags: Box<[Box<[u8]>]>,
-}
-
-impl std::hash::Hash for ContextKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
+pub use crate::model::ContextKey;
 
 impl ContextKey {
     /// Name as UTF-8 (lossy) for serialization.

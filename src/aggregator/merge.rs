@@ -11,7 +11,7 @@ use super::context::ContextKey;
 use super::sampler::{Agg, FlushEntry, SketchEntry, BUCKET_SECONDS};
 use super::sketch::Sketch;
 use crate::config::HistogramAggregate;
-use crate::model::{MetricType, Origin, Point, Series, SketchSeries};
+use crate::model::{MetricType, Origin, Point, Series, SeriesId, SketchSeries};
 
 /// The aggregation settings the flush needs.
 #[derive(Debug, Clone)]
@@ -148,16 +148,14 @@ impl FlushMerger {
                 continue;
             }
             out.sketches.push(SketchSeries {
-                name: ctx.0.name_string(),
-                host: ctx.0.host_string(),
-                tags: ctx.0.tag_strings(),
+                id: SeriesId::context(ctx.0, Cow::Borrowed("")),
                 dogsketches,
             });
         }
         out
     }
 
-    fn render(&self, key: &ContextKey, buckets: Vec<(i64, Agg)>, out: &mut Vec<Series>) {
+    fn render(&self, key: &Arc<ContextKey>, buckets: Vec<(i64, Agg)>, out: &mut Vec<Series>) {
         // One series per (output type, suffix), several points.
         let mut rendered: Vec<(Cow<'static, str>, MetricType, Vec<Point>)> = Vec::new();
         let mut push = |suffix: Cow<'static, str>, t: MetricType, ts: i64, value: f64| {
@@ -197,26 +195,17 @@ impl FlushMerger {
                 }
             }
         }
-        let mut name = key.name_string();
-        let mut host = key.host_string();
-        let mut tags = key.tag_strings();
-        let last = rendered.len().saturating_sub(1);
-        for (i, (suffix, t, points)) in rendered.into_iter().enumerate() {
-            let full = match (suffix.is_empty(), i == last) {
-                (true, true) => std::mem::take(&mut name),
-                (true, false) => name.clone(),
-                (false, _) => format!("{name}{suffix}"),
-            };
-            if !suffix.is_empty() && !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(full.as_bytes()) {
-                continue;
+        for (suffix, t, points) in rendered {
+            if !suffix.is_empty() && !self.settings.blocklist.is_empty() {
+                let full = format!("{}{suffix}", String::from_utf8_lossy(&key.name));
+                if self.settings.blocklist.blocks(full.as_bytes()) {
+                    continue;
+                }
             }
-            // Most contexts render one series: move the strings into the
-            // last one instead of cloning them (flush cost is allocation-bound).
-            let (h, tg) = if i == last { (std::mem::take(&mut host), std::mem::take(&mut tags)) } else { (host.clone(), tags.clone()) };
+            // The series shares the context's identity: no per-series copies
+            // of name, host and tags (flush cost was allocation-bound).
             out.push(Series {
-                name: full,
-                host: h,
-                tags: tg,
+                id: SeriesId::context(key.clone(), suffix),
                 points,
                 metric_type: t,
                 interval: BUCKET_SECONDS,
@@ -304,13 +293,13 @@ mod tests {
         let samples = vec![(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (10.0, 1.0)];
         let e = FlushEntry { key: key("lat"), bucket: 1_700_000_000, agg: Agg::Histogram(samples), last_seen: 1_700_000_001 };
         let out = m.flush(vec![e], vec![], 1_700_000_015);
-        let get = |n: &str| out.series.iter().find(|s| s.name == n).unwrap().points[0].value;
+        let get = |n: &str| out.series.iter().find(|s| s.id.name() == n).unwrap().points[0].value;
         assert_eq!(get("lat.max"), 10.0);
         assert_eq!(get("lat.median"), 2.0);
         assert_eq!(get("lat.avg"), 4.0);
         assert!((get("lat.count") - 0.4).abs() < 1e-12);
         assert_eq!(get("lat.95percentile"), 10.0);
-        assert_eq!(out.series.iter().find(|s| s.name == "lat.count").unwrap().metric_type, MetricType::Rate);
+        assert_eq!(out.series.iter().find(|s| s.id.name() == "lat.count").unwrap().metric_type, MetricType::Rate);
     }
 
     #[test]

@@ -60,6 +60,21 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// `"` `\` and control bytes escaped, everything else verbatim.
 pub fn write_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
+    write_escaped(buf, s);
+    buf.push(b'"');
+}
+
+/// Writes a name stored as base + suffix as one JSON string (escaping is
+/// per byte, so this equals `write_str` of the concatenation).
+fn write_name(buf: &mut Vec<u8>, (base, suffix): (std::borrow::Cow<'_, str>, &str)) {
+    buf.push(b'"');
+    write_escaped(buf, &base);
+    write_escaped(buf, suffix);
+    buf.push(b'"');
+}
+
+/// The body of a JSON string, without quotes.
+fn write_escaped(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -83,17 +98,16 @@ pub fn write_str(buf: &mut Vec<u8>, s: &str) {
         start = i + 1;
     }
     buf.extend_from_slice(&bytes[start..]);
-    buf.push(b'"');
 }
 
 /// Writes a JSON array of strings (`[]` when empty).
-pub fn write_str_array<'a>(buf: &mut Vec<u8>, items: impl Iterator<Item = &'a str>) {
+pub fn write_str_array<S: AsRef<str>>(buf: &mut Vec<u8>, items: impl Iterator<Item = S>) {
     buf.push(b'[');
     for (i, s) in items.enumerate() {
         if i > 0 {
             buf.push(b',');
         }
-        write_str(buf, s);
+        write_str(buf, s.as_ref());
     }
     buf.push(b']');
 }
@@ -116,7 +130,7 @@ pub fn render_series_v1(buf: &mut Vec<u8>, s: &Series) -> Result<(), RenderError
 
 fn render_series_v1_inner(buf: &mut Vec<u8>, s: &Series) -> Result<(), RenderError> {
     buf.extend_from_slice(b"{\"metric\":");
-    write_str(buf, &s.name);
+    write_name(buf, s.id.name_parts());
     buf.extend_from_slice(b",\"points\":[");
     for (i, p) in s.points.iter().enumerate() {
         if i > 0 {
@@ -129,24 +143,18 @@ fn render_series_v1_inner(buf: &mut Vec<u8>, s: &Series) -> Result<(), RenderErr
         buf.push(b']');
     }
     buf.extend_from_slice(b"],\"tags\":");
-    let mut device: Option<&str> = None;
-    for t in &s.tags {
-        if let Some(d) = t.strip_prefix(DEVICE_TAG) {
-            device = Some(d);
-        }
-    }
+    let device = s.id.tag_bytes().rev().find_map(|t| t.strip_prefix(DEVICE_TAG.as_bytes())).map(crate::model::lossy);
     write_str_array(
         buf,
-        s.tags
-            .iter()
-            .map(String::as_str)
-            .filter(|t| !t.starts_with(DEVICE_TAG) && !t.starts_with(RESOURCE_TAG)),
+        s.id.tag_bytes()
+            .filter(|t| !t.starts_with(DEVICE_TAG.as_bytes()) && !t.starts_with(RESOURCE_TAG.as_bytes()))
+            .map(crate::model::lossy),
     );
     buf.extend_from_slice(b",\"host\":");
-    write_str(buf, &s.host);
+    write_str(buf, &s.id.host());
     if let Some(d) = device {
         buf.extend_from_slice(b",\"device\":");
-        write_str(buf, d);
+        write_str(buf, &d);
     }
     buf.extend_from_slice(b",\"type\":\"");
     buf.extend_from_slice(s.metric_type.as_str().as_bytes());

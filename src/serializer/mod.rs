@@ -496,7 +496,7 @@ impl Serializer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{MetricType, Origin, Point};
+    use crate::model::{MetricType, Origin, Point, SeriesId};
 
     fn none_cfg() -> SerializerConfig {
         SerializerConfig {
@@ -512,9 +512,7 @@ mod tests {
     #[test]
     fn series_v1_example() {
         let s1 = Series {
-            name: "page.views".into(),
-            host: "h1".into(),
-            tags: vec!["a:1".into(), "b:2".into()],
+            id: SeriesId::owned("page.views".into(), "h1".into(), vec!["a:1".into(), "b:2".into()]),
             points: vec![Point { timestamp: 1700000000, value: 0.4 }],
             metric_type: MetricType::Rate,
             interval: 10,
@@ -522,9 +520,7 @@ mod tests {
             origin: Origin::DogStatsD,
         };
         let s2 = Series {
-            name: "datadog.agent.running".into(),
-            host: "h1".into(),
-            tags: vec!["version:7.74.0".into()],
+            id: SeriesId::owned("datadog.agent.running".into(), "h1".into(), vec!["version:7.74.0".into()]),
             points: vec![Point { timestamp: 1700000015, value: 1.0 }],
             metric_type: MetricType::Gauge,
             interval: 0,
@@ -549,9 +545,7 @@ mod tests {
     #[test]
     fn series_v1_device_and_resource_tags() {
         let s = Series {
-            name: "m".into(),
-            host: "".into(),
-            tags: vec!["dd.internal.resource:db:x".into(), "device:sda".into(), "k:v".into()],
+            id: SeriesId::owned("m".into(), "".into(), vec!["dd.internal.resource:db:x".into(), "device:sda".into(), "k:v".into()]),
             points: vec![],
             metric_type: MetricType::Count,
             interval: 0,
@@ -658,16 +652,14 @@ mod tests {
     #[test]
     fn extreme_limits_do_not_panic() {
         let s = Series {
-            name: "m".into(),
-            host: "h".into(),
-            tags: vec!["a:b".into()],
+            id: SeriesId::owned("m".into(), "h".into(), vec!["a:b".into()]),
             points: vec![Point { timestamp: -1, value: f64::NAN }, Point { timestamp: i64::MAX, value: 1e300 }],
             metric_type: MetricType::Gauge,
             interval: i64::MIN,
             source_type_name: String::new(),
             origin: Origin::DogStatsD,
         };
-        let sk = SketchSeries { name: "d".into(), host: String::new(), tags: vec![], dogsketches: vec![] };
+        let sk = SketchSeries { id: SeriesId::owned("d".into(), String::new(), vec![]), dogsketches: vec![] };
         let c = ServiceCheck { check: "c".into(), host_name: String::new(), timestamp: 0, status: 9, message: String::new(), tags: vec![] };
         for comp in [Compression::Zstd { level: 1 }, Compression::Zstd { level: 99 }, Compression::Zlib, Compression::Gzip, Compression::Lz4, Compression::None] {
             for lim in [0usize, 1, 5, usize::MAX] {

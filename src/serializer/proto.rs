@@ -8,7 +8,9 @@
 //! Sizes are computed first, then bytes are written straight into the
 //! caller's reused buffer (no intermediate allocations).
 
-use crate::model::{Dogsketch, MetricType, Origin, Series, SketchSeries};
+use std::borrow::Cow;
+
+use crate::model::{lossy, Dogsketch, MetricType, Origin, Series, SketchSeries};
 
 use super::json::{DEVICE_TAG, RESOURCE_TAG};
 
@@ -133,15 +135,39 @@ fn resource_tag(tag: &str) -> Option<Option<(&str, &str)>> {
 }
 
 /// Tags kept as `MetricSeries.tags` (device and resource tags removed).
-fn plain_tags(s: &Series) -> impl Iterator<Item = &str> {
-    s.tags
-        .iter()
-        .map(String::as_str)
-        .filter(|t| !t.starts_with(DEVICE_TAG) && !t.starts_with(RESOURCE_TAG))
+fn plain_tags(s: &Series) -> impl Iterator<Item = Cow<'_, str>> {
+    s.id.tag_bytes()
+        .filter(|t| !t.starts_with(DEVICE_TAG.as_bytes()) && !t.starts_with(RESOURCE_TAG.as_bytes()))
+        .map(lossy)
 }
 
-fn device_of(s: &Series) -> Option<&str> {
-    s.tags.iter().rev().find_map(|t| t.strip_prefix(DEVICE_TAG))
+fn device_of(s: &Series) -> Option<Cow<'_, str>> {
+    s.id.tag_bytes().rev().find_map(|t| t.strip_prefix(DEVICE_TAG.as_bytes())).map(lossy)
+}
+
+/// `dd.internal.resource:` tags (checked on bytes, converted only when one).
+fn resource_tags(s: &Series) -> impl Iterator<Item = Cow<'_, str>> {
+    s.id.tag_bytes().filter(|t| t.starts_with(RESOURCE_TAG.as_bytes())).map(lossy)
+}
+
+/// `str_len` of a name stored as base + suffix.
+fn name_len(field: u64, (base, suffix): (Cow<'_, str>, &str)) -> usize {
+    let n = base.len() + suffix.len();
+    if n == 0 {
+        0
+    } else {
+        len_field(field, n)
+    }
+}
+
+/// `put_str` of a name stored as base + suffix.
+fn put_name(buf: &mut Vec<u8>, field: u64, (base, suffix): (Cow<'_, str>, &str)) {
+    let n = base.len() + suffix.len();
+    if n != 0 {
+        put_len_header(buf, field, n);
+        buf.extend_from_slice(base.as_bytes());
+        buf.extend_from_slice(suffix.as_bytes());
+    }
 }
 
 /// `(product, category, hidden)` for an origin.
@@ -184,18 +210,18 @@ fn point_len(ts: i64, v: f64) -> usize {
 }
 
 fn series_body_len(s: &Series) -> usize {
-    let mut n = len_field(1, resource_len("host", &s.host));
+    let mut n = len_field(1, resource_len("host", &s.id.host()));
     if let Some(d) = device_of(s) {
-        n += len_field(1, resource_len("device", d));
+        n += len_field(1, resource_len("device", &d));
     }
-    for t in &s.tags {
-        if let Some(Some((rt, rn))) = resource_tag(t) {
+    for t in resource_tags(s) {
+        if let Some(Some((rt, rn))) = resource_tag(&t) {
             n += len_field(1, resource_len(rt, rn));
         }
     }
-    n += str_len(2, &s.name);
+    n += name_len(2, s.id.name_parts());
     for t in plain_tags(s) {
-        n += str_len(3, t);
+        n += str_len(3, &t);
     }
     n += int_len(5, metric_type_value(s.metric_type));
     n += str_len(7, &s.source_type_name);
@@ -212,18 +238,18 @@ pub fn encode_series(buf: &mut Vec<u8>, s: &Series) {
     let body = series_body_len(s);
     buf.reserve(body + 6);
     put_len_header(buf, 1, body);
-    put_resource(buf, "host", &s.host);
+    put_resource(buf, "host", &s.id.host());
     if let Some(d) = device_of(s) {
-        put_resource(buf, "device", d);
+        put_resource(buf, "device", &d);
     }
-    for t in &s.tags {
-        if let Some(Some((rt, rn))) = resource_tag(t) {
+    for t in resource_tags(s) {
+        if let Some(Some((rt, rn))) = resource_tag(&t) {
             put_resource(buf, rt, rn);
         }
     }
-    put_str(buf, 2, &s.name);
+    put_name(buf, 2, s.id.name_parts());
     for t in plain_tags(s) {
-        put_str(buf, 3, t);
+        put_str(buf, 3, &t);
     }
     put_int(buf, 5, metric_type_value(s.metric_type));
     put_str(buf, 7, &s.source_type_name);
@@ -265,9 +291,9 @@ fn dogsketch_len(d: &Dogsketch) -> usize {
 }
 
 fn sketch_body_len(s: &SketchSeries) -> usize {
-    let mut n = str_len(1, &s.name) + str_len(2, &s.host);
-    for t in &s.tags {
-        n += str_len(4, t);
+    let mut n = name_len(1, s.id.name_parts()) + str_len(2, &s.id.host());
+    for t in s.id.tags() {
+        n += str_len(4, &t);
     }
     for d in &s.dogsketches {
         n += len_field(7, dogsketch_len(d));
@@ -281,10 +307,10 @@ pub fn encode_sketch(buf: &mut Vec<u8>, s: &SketchSeries) {
     let body = sketch_body_len(s);
     buf.reserve(body + 6);
     put_len_header(buf, 1, body);
-    put_str(buf, 1, &s.name);
-    put_str(buf, 2, &s.host);
-    for t in &s.tags {
-        put_str(buf, 4, t);
+    put_name(buf, 1, s.id.name_parts());
+    put_str(buf, 2, &s.id.host());
+    for t in s.id.tags() {
+        put_str(buf, 4, &t);
     }
     for d in &s.dogsketches {
         put_len_header(buf, 7, dogsketch_len(d));
@@ -313,7 +339,7 @@ pub fn encode_sketch(buf: &mut Vec<u8>, s: &SketchSeries) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Point;
+    use crate::model::{Point, SeriesId};
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()
@@ -324,9 +350,7 @@ mod tests {
     #[test]
     fn series_worked_example() {
         let s = Series {
-            name: "m".into(),
-            host: "h1".into(),
-            tags: vec!["a:b".into()],
+            id: SeriesId::owned("m".into(), "h1".into(), vec!["a:b".into()]),
             points: vec![Point {
                 timestamp: 1700000000,
                 value: 1.0,
@@ -348,9 +372,7 @@ mod tests {
     #[test]
     fn sketch_worked_example() {
         let s = SketchSeries {
-            name: "lat".into(),
-            host: "h1".into(),
-            tags: vec!["a:b".into()],
+            id: SeriesId::owned("lat".into(), "h1".into(), vec!["a:b".into()]),
             dogsketches: vec![Dogsketch {
                 ts: 1700000000,
                 cnt: 2,
@@ -377,16 +399,14 @@ mod tests {
     #[test]
     fn resources_and_zero_skipping() {
         let s = Series {
-            name: "m".into(),
-            host: String::new(),
-            tags: vec![
+            id: SeriesId::owned("m".into(), String::new(), vec![
                 "device:sda".into(),
                 "dd.internal.resource:database_instance:db1".into(),
                 "dd.internal.resource:bad".into(),
                 "dd.internal.resource::x".into(),
                 "device:sdb".into(),
                 "z:1".into(),
-            ],
+            ]),
             points: vec![Point { timestamp: 0, value: -0.0 }],
             metric_type: MetricType::Count,
             interval: 0,
@@ -416,5 +436,52 @@ mod tests {
         let mut b = Vec::new();
         put_int(&mut b, 8, (-1i64) as u64);
         assert_eq!(b.len(), 11);
+    }
+
+    /// A series borrowing a context encodes byte for byte like the same
+    /// series with owned (lossy) strings, in proto and v1 JSON, including
+    /// invalid UTF-8, escapes, device and resource tags and a name suffix.
+    #[test]
+    fn context_identity_encodes_like_owned_strings() {
+        use crate::model::{ContextKey, Dogsketch};
+        use std::borrow::Cow;
+        use std::sync::Arc;
+        let raw_tags: Vec<&[u8]> = vec![b"a:\xff\"q\"", b"dd.internal.resource:db:x", b"dd.internal.resource:bad", b"device:sd\xfe", b"device:sdb", b"z:\n1"];
+        let key = Arc::new(ContextKey {
+            hash: 0,
+            name: b"m\xc3.x\t"[..].into(),
+            host: b"h\x80"[..].into(),
+            tags: raw_tags.iter().map(|t| Box::<[u8]>::from(*t)).collect(),
+        });
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        let owned_tags: Vec<String> = raw_tags.iter().map(|t| lossy(t)).collect();
+        for suffix in ["", ".95percentile"] {
+            let mk = |id: SeriesId| Series {
+                id,
+                points: vec![Point { timestamp: 1_700_000_000, value: 0.5 }, Point { timestamp: 1_700_000_010, value: 0.0 }],
+                metric_type: MetricType::Rate,
+                interval: 10,
+                source_type_name: String::new(),
+                origin: Origin::DogStatsD,
+            };
+            let ctx = mk(SeriesId::context(key.clone(), Cow::Borrowed(suffix)));
+            let own = mk(SeriesId::owned(format!("{}{suffix}", lossy(&key.name)), lossy(&key.host), owned_tags.clone()));
+            assert_eq!(ctx, own);
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode_series(&mut a, &ctx);
+            encode_series(&mut b, &own);
+            assert_eq!(a, b, "proto, suffix {suffix:?}");
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            crate::serializer::json::render_series_v1(&mut a, &ctx).unwrap();
+            crate::serializer::json::render_series_v1(&mut b, &own).unwrap();
+            assert_eq!(a, b, "json, suffix {suffix:?}");
+        }
+        let d = Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
+        let ctx = SketchSeries { id: SeriesId::context(key.clone(), Cow::Borrowed("")), dogsketches: vec![d.clone()] };
+        let own = SketchSeries { id: SeriesId::owned(lossy(&key.name), lossy(&key.host), owned_tags), dogsketches: vec![d] };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_sketch(&mut a, &ctx);
+        encode_sketch(&mut b, &own);
+        assert_eq!(a, b);
     }
 }
