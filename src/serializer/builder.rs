@@ -95,8 +95,14 @@ pub struct BuilderCounters {
 pub struct PayloadBuilder {
     kind: Compression,
     enc: StreamEncoder,
-    /// Uncompressed staging buffer (`input`).
+    /// Uncompressed staging buffer (`input`). In stable-input mode it holds
+    /// the whole payload (header + items + footer) and zstd reads it in place.
     input: Vec<u8>,
+    /// Start of the staged (not yet packed) bytes in `input`: 0 in copying
+    /// mode (packed bytes are cleared), the packed prefix in stable mode.
+    base: usize,
+    /// Current payload uses zstd stable input (see `configure`).
+    stable: bool,
     /// Compressed output of the current payload (`compressed`).
     compressed: Vec<u8>,
     header: Vec<u8>,
@@ -121,6 +127,8 @@ impl PayloadBuilder {
             kind,
             enc: StreamEncoder::new(kind)?,
             input: Vec::new(),
+            base: 0,
+            stable: false,
             compressed: Vec::new(),
             header: Vec::new(),
             footer: Vec::new(),
@@ -166,11 +174,19 @@ impl PayloadBuilder {
         // Preallocation is capped (16 MiB) so absurd limits cannot abort;
         // buffers still grow on demand beyond it.
         const PREALLOC_CAP: usize = 16 << 20;
-        let stage = limits
-            .max_uncompressed
-            .min(limits.max_compressed)
-            .saturating_add(1024)
-            .min(PREALLOC_CAP);
+        // zstd compresses the staging buffer in place (stable input, no copy
+        // into its window) when the whole payload fits the buffer without
+        // reallocating: it then holds up to max_uncompressed bytes.
+        let stable = self.enc.supports_stable_input() && limits.max_uncompressed <= PREALLOC_CAP;
+        let stage = if stable {
+            limits.max_uncompressed
+        } else {
+            limits
+                .max_uncompressed
+                .min(limits.max_compressed)
+                .saturating_add(1024)
+                .min(PREALLOC_CAP)
+        };
         if self.input.capacity() < stage {
             self.input.reserve(stage - self.input.len());
         }
@@ -178,6 +194,7 @@ impl PayloadBuilder {
         if self.compressed.capacity() < comp {
             self.compressed.reserve(comp - self.compressed.len());
         }
+        self.stable = stable && self.input.capacity() >= limits.max_uncompressed;
         self.open = false;
         self.empty_len = None;
     }
@@ -185,9 +202,18 @@ impl PayloadBuilder {
     /// Starts a new payload: resets the stream and writes the header.
     pub fn start(&mut self) -> Result<(), CompressError> {
         self.input.clear();
-        self.enc.begin(&mut self.compressed)?;
-        if !self.header.is_empty() {
-            self.enc.write(&self.header, &mut self.compressed)?;
+        if self.stable {
+            // The header is compressed together with the first pack; for the
+            // room check it counts as written, exactly as in copying mode.
+            self.enc.begin_stable(&mut self.compressed)?;
+            self.input.extend_from_slice(&self.header);
+            self.base = self.input.len();
+        } else {
+            self.enc.begin(&mut self.compressed)?;
+            if !self.header.is_empty() {
+                self.enc.write(&self.header, &mut self.compressed)?;
+            }
+            self.base = 0;
         }
         self.written = self.header.len();
         self.repacks = 0;
@@ -254,7 +280,7 @@ impl PayloadBuilder {
     }
 
     fn has_room(&self, item_len: usize) -> bool {
-        let mut u = self.input.len().saturating_add(item_len).saturating_add(self.footer.len());
+        let mut u = self.staged().saturating_add(item_len).saturating_add(self.footer.len());
         if self.items > 0 {
             u = u.saturating_add(self.separator.len());
         }
@@ -286,7 +312,7 @@ impl PayloadBuilder {
             return Err(AddError::PayloadFull);
         }
         if !self.has_room(item.len()) {
-            if self.input.is_empty() {
+            if self.staged() == 0 {
                 return Err(if self.items == 0 {
                     AddError::ItemTooBig
                 } else {
@@ -315,18 +341,31 @@ impl PayloadBuilder {
     /// Pushes the staging buffer into the compressor and flushes it so that
     /// `compressed` reflects the real size.
     fn pack(&mut self) -> Result<(), CompressError> {
-        self.enc.write(&self.input, &mut self.compressed)?;
-        self.enc.flush(&mut self.compressed)?;
-        self.written += self.input.len();
-        self.input.clear();
+        if self.stable {
+            // One ZSTD_e_flush call on the buffer in place.
+            self.enc.feed_stable(&self.input, false, &mut self.compressed)?;
+            self.written += self.staged();
+            self.base = self.input.len();
+        } else {
+            self.enc.write(&self.input, &mut self.compressed)?;
+            self.enc.flush(&mut self.compressed)?;
+            self.written += self.input.len();
+            self.input.clear();
+        }
         self.counters.total_cycles += 1;
         Ok(())
+    }
+
+    /// Bytes staged since the last pack (what the room check adds up).
+    fn staged(&self) -> usize {
+        self.input.len() - self.base
     }
 
     /// Abandons the open payload (e.g. an events payload without events).
     pub fn discard(&mut self) {
         self.open = false;
         self.input.clear();
+        self.base = 0;
     }
 
     /// `Close()`: writes the rest plus the footer, ends the stream and returns
@@ -337,10 +376,15 @@ impl PayloadBuilder {
         }
         self.open = false;
         self.input.extend_from_slice(&self.footer);
-        self.enc.write(&self.input, &mut self.compressed)?;
-        self.written += self.input.len();
+        if self.stable {
+            self.enc.feed_stable(&self.input, true, &mut self.compressed)?;
+        } else {
+            self.enc.write(&self.input, &mut self.compressed)?;
+            self.enc.finish(&mut self.compressed)?;
+        }
+        self.written += self.staged();
         self.input.clear();
-        self.enc.finish(&mut self.compressed)?;
+        self.base = 0;
         self.counters.total_cycles += 1;
         self.counters.bytes_in += self.written as u64;
         if self.compressed.len() > self.limits.max_compressed
@@ -411,6 +455,45 @@ mod tests {
         let p = b.close().unwrap();
         assert_eq!(p.points, 3);
         assert_eq!(zstd::stream::decode_all(&p.body[..]).unwrap(), b"ac");
+    }
+
+    #[test]
+    fn stable_and_copying_zstd_agree() {
+        // Same items, same limits: zstd in place (stable input) and zstd with
+        // copies (max_uncompressed above the preallocation cap) cut payloads
+        // at the same items and decode to the same bytes.
+        let items: Vec<String> = (0..20_000).map(|n| format!("\"item-{n}-{}\"", n * 7919 % 1000)).collect();
+        let run = |max_u: usize| {
+            let mut b = PayloadBuilder::new(Compression::Zstd { level: 1 }).unwrap();
+            b.configure(b"[", b"]", b",", limits(3_000, max_u));
+            let stable = b.stable;
+            let mut out = Vec::new();
+            for it in &items {
+                match b.add_item(it.as_bytes(), 0) {
+                    Ok(()) => {}
+                    Err(AddError::PayloadFull) => {
+                        out.push(b.close().unwrap());
+                        b.add_item(it.as_bytes(), 0).unwrap();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            out.push(b.close().unwrap());
+            (stable, out)
+        };
+        let (s1, a) = run(1_000_000);
+        let (s2, b) = run(17 << 20);
+        assert!(s1 && !s2);
+        assert!(a.len() > 2);
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!(x.body.len() <= 3_000);
+            assert_eq!(x.items, y.items);
+            assert_eq!(x.uncompressed_len, y.uncompressed_len);
+            let dx = zstd::stream::decode_all(&x.body[..]).unwrap();
+            assert_eq!(dx, zstd::stream::decode_all(&y.body[..]).unwrap());
+            assert_eq!(dx.len(), x.uncompressed_len);
+        }
     }
 
     #[test]
