@@ -135,17 +135,7 @@ impl Iterator for Values<'_> {
     type Item = f64;
     fn next(&mut self) -> Option<f64> {
         loop {
-            let rest = self.rest?;
-            let item = match rest.iter().position(|&b| b == b':') {
-                Some(i) => {
-                    self.rest = Some(&rest[i + 1..]);
-                    &rest[..i]
-                }
-                None => {
-                    self.rest = None;
-                    rest
-                }
-            };
+            let item = crate::protocol::next_piece(&mut self.rest, b':')?;
             if item.is_empty() {
                 continue;
             }

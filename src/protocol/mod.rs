@@ -76,21 +76,27 @@ pub struct Lines<'a> {
     rest: Option<&'a [u8]>,
 }
 
+/// Takes the next `sep`-separated piece off `rest`; `None` once the last
+/// piece was taken. The splitting loop shared by lines, values and tags.
+pub(crate) fn next_piece<'a>(rest: &mut Option<&'a [u8]>, sep: u8) -> Option<&'a [u8]> {
+    let r = (*rest)?;
+    Some(match r.iter().position(|&b| b == sep) {
+        Some(i) => {
+            *rest = Some(&r[i + 1..]);
+            &r[..i]
+        }
+        None => {
+            *rest = None;
+            r
+        }
+    })
+}
+
 impl<'a> Iterator for Lines<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
-            let rest = self.rest?;
-            let line = match rest.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    self.rest = Some(&rest[i + 1..]);
-                    &rest[..i]
-                }
-                None => {
-                    self.rest = None;
-                    rest
-                }
-            };
+            let line = next_piece(&mut self.rest, b'\n')?;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if !line.is_empty() {
                 return Some(line);

@@ -81,17 +81,7 @@ pub struct TagIter<'a> {
 impl<'a> Iterator for TagIter<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        match rest.iter().position(|&b| b == b',') {
-            Some(i) => {
-                self.rest = Some(&rest[i + 1..]);
-                Some(&rest[..i])
-            }
-            None => {
-                self.rest = None;
-                Some(rest)
-            }
-        }
+        crate::protocol::next_piece(&mut self.rest, b',')
     }
 }
 
