@@ -74,7 +74,8 @@ where
     Ok(ServerHandle { local_addr, stop_tx, thread })
 }
 
-async fn wait_stop(mut rx: watch::Receiver<bool>) {
+/// Resolves once `rx` says stop (or its sender is gone).
+pub async fn wait_stop(mut rx: watch::Receiver<bool>) {
     loop {
         if *rx.borrow_and_update() {
             return;
@@ -85,14 +86,23 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
     }
 }
 
-async fn serve<H, F>(listener: tokio::net::TcpListener, handler: Arc<H>, stop_rx: watch::Receiver<bool>)
-where
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: Future<Output = Resp> + Send + 'static,
+/// The accept loop shared by every HTTP server here (local API, telemetry,
+/// intake): at most `max_connections` at once (further accepts wait),
+/// accept errors backed off, `on_conn` run per connection; once `stop_rx`
+/// fires, connections get `grace` to finish and are then aborted.
+pub async fn accept_loop<C, Fut>(
+    listener: tokio::net::TcpListener,
+    max_connections: usize,
+    stop_rx: watch::Receiver<bool>,
+    grace: Duration,
+    on_conn: C,
+) where
+    C: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
 {
-    let sem = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let sem = Arc::new(Semaphore::new(max_connections));
     let mut conns: JoinSet<()> = JoinSet::new();
-    let stop = wait_stop(stop_rx.clone());
+    let stop = wait_stop(stop_rx);
     tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
@@ -107,19 +117,38 @@ where
             _ = &mut stop => break,
             r = listener.accept() => r,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
             Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
-        let conn_stop = stop_rx.clone();
+        let conn = on_conn(stream, peer);
         conns.spawn(async move {
             let _permit = permit;
+            conn.await;
+        });
+    }
+    drop(listener);
+    let drain = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, drain).await.is_err() {
+        conns.abort_all();
+    }
+}
+
+async fn serve<H, F>(listener: tokio::net::TcpListener, handler: Arc<H>, stop_rx: watch::Receiver<bool>)
+where
+    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: Future<Output = Resp> + Send + 'static,
+{
+    accept_loop(listener, MAX_CONNECTIONS, stop_rx.clone(), SHUTDOWN_GRACE, |stream, _peer| {
+        let h = handler.clone();
+        let conn_stop = stop_rx.clone();
+        async move {
             let svc = hyper::service::service_fn(move |req| {
                 let fut = h(req);
                 async move { Ok::<_, std::convert::Infallible>(fut.await) }
@@ -136,9 +165,9 @@ where
                     let _ = tokio::time::timeout(SHUTDOWN_GRACE, conn).await;
                 }
             }
-        });
-    }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async { while conns.join_next().await.is_some() {} }).await;
+        }
+    })
+    .await;
 }
 
 /// A response with a body and content type.

@@ -34,8 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::intake::decode;
@@ -92,17 +91,8 @@ impl std::error::Error for HangUp {}
 
 type Resp = Response<Full<Bytes>>;
 
-/// Resolves once `rx` says `true` or its sender is gone.
-pub async fn wait_shutdown(mut rx: watch::Receiver<bool>) {
-    loop {
-        if *rx.borrow_and_update() {
-            return;
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
-}
+/// Resolves once `rx` says stop (or its sender is gone).
+pub use crate::http_server::wait_stop as wait_shutdown;
 
 /// Accept loop: runs until shutdown, then gives connections
 /// [`SHUTDOWN_GRACE`] to finish.
@@ -112,58 +102,23 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let sem = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut conns: JoinSet<()> = JoinSet::new();
-    let stop = wait_shutdown(shutdown.clone());
-    tokio::pin!(stop);
-    loop {
-        let permit = tokio::select! {
-            _ = &mut stop => break,
-            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-            p = sem.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
-        let accepted = tokio::select! {
-            _ = &mut stop => break,
-            r = listener.accept() => r,
-        };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                tracing::warn!("intake: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    let grace = SHUTDOWN_GRACE + Duration::from_millis(500);
+    crate::http_server::accept_loop(listener, MAX_CONNECTIONS, shutdown.clone(), grace, |stream, peer| {
         let state = state.clone();
         let rx = shutdown.clone();
         let tls = tls.clone();
-        conns.spawn(async move {
-            let _permit = permit;
+        async move {
             match tls {
                 None => serve_conn(stream, state, rx).await,
-                Some(acc) => {
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(stream)).await {
-                        Ok(Ok(s)) => serve_conn(s, state, rx).await,
-                        Ok(Err(e)) => tracing::debug!("intake: TLS handshake with {peer}: {e}"),
-                        Err(_) => tracing::debug!("intake: TLS handshake with {peer} timed out"),
-                    }
-                }
+                Some(acc) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acc.accept(stream)).await {
+                    Ok(Ok(s)) => serve_conn(s, state, rx).await,
+                    Ok(Err(e)) => tracing::debug!("intake: TLS handshake with {peer}: {e}"),
+                    Err(_) => tracing::debug!("intake: TLS handshake with {peer} timed out"),
+                },
             }
-        });
-    }
-    drop(listener);
-    let grace = async { while conns.join_next().await.is_some() {} };
-    if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_millis(500), grace)
-        .await
-        .is_err()
-    {
-        conns.abort_all();
-    }
+        }
+    })
+    .await;
 }
 
 async fn serve_conn<IO>(io: IO, state: Arc<State>, shutdown: watch::Receiver<bool>)
