@@ -10,7 +10,7 @@ use edgestat::bench::workload::{Workload, WorkloadConfig};
 use edgestat::config::HistogramAggregate;
 use edgestat::protocol::{lines, parse_line, Message, ParseOptions};
 use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig, StreamEncoder};
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::shard::ShardState;
 
 fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, u64) {
     let mut w = Workload::new(WorkloadConfig {
@@ -32,17 +32,7 @@ fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, 
 }
 
 fn shard() -> ShardState {
-    ShardState::new(ShardSettings {
-        hostname: "bench-host".into(),
-        extra_tags: vec![],
-        namespace: String::new(),
-        namespace_blacklist: vec![],
-        context_budget: edgestat::aggregator::ContextBudget::new(1_000_000),
-        blocklist: Default::default(),
-        max_queued: 100_000,
-        context_expiry_seconds: 300,
-        parse: ParseOptions::default(),
-    })
+    ShardState::new(edgestat::bench::workload::bench_shard_settings(1_000_000))
 }
 
 const NOW: i64 = 1_700_000_001;

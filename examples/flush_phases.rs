@@ -4,29 +4,18 @@
 
 use std::time::Instant;
 
-use edgestat::aggregator::{ContextBudget, FlushMerger, FlushSettings};
+use edgestat::aggregator::{FlushMerger, FlushSettings};
 use edgestat::bench::workload::{Workload, WorkloadConfig};
 use edgestat::config::HistogramAggregate;
-use edgestat::protocol::ParseOptions;
 use edgestat::serializer::{Serializer, SerializerConfig};
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::shard::ShardState;
 
 const NOW: i64 = 1_700_000_001;
 
 fn main() {
     let contexts: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mut w = Workload::new(WorkloadConfig { contexts, min_tags: 2, max_tags: 50, packet_bytes: 8192, single: false, multi_value_pct: 8, seed: 1 });
-    let mut shard = ShardState::new(ShardSettings {
-        hostname: "bench-host".into(),
-        extra_tags: vec![],
-        namespace: String::new(),
-        namespace_blacklist: vec![],
-        context_budget: ContextBudget::new(10_000_000),
-        blocklist: Default::default(),
-        max_queued: 100_000,
-        context_expiry_seconds: 300,
-        parse: ParseOptions::default(),
-    });
+    let mut shard = ShardState::new(edgestat::bench::workload::bench_shard_settings(10_000_000));
     let mut b = Vec::new();
     for _ in 0..(contexts / 8) {
         b.clear();

@@ -7,8 +7,7 @@
 //!  --toggle-collect='*hot_loop*' target/release/examples/hotpath packed`
 
 use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::protocol::ParseOptions;
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::shard::ShardState;
 
 #[inline(never)]
 fn hot_loop(s: &mut ShardState, packets: &[Vec<u8>]) {
@@ -37,17 +36,7 @@ fn main() {
             b
         })
         .collect();
-    let mut s = ShardState::new(ShardSettings {
-        hostname: "bench-host".into(),
-        extra_tags: vec![],
-        namespace: String::new(),
-        namespace_blacklist: vec![],
-        context_budget: edgestat::aggregator::ContextBudget::new(1_000_000),
-        blocklist: Default::default(),
-        max_queued: 100_000,
-        context_expiry_seconds: 300,
-        parse: ParseOptions::default(),
-    });
+    let mut s = ShardState::new(edgestat::bench::workload::bench_shard_settings(1_000_000));
     // Warm-up: create every context and bucket entry.
     for p in &packets {
         s.handle_datagram(p, 1_700_000_001, 0);

@@ -268,6 +268,23 @@ impl Workload {
     }
 }
 
+/// The shard settings the hot-path benches and examples measure with:
+/// no enrichment, `max_contexts` node budget, a 300 s context expiry (so
+/// nothing expires mid-measurement).
+pub fn bench_shard_settings(max_contexts: usize) -> crate::shard::ShardSettings {
+    crate::shard::ShardSettings {
+        hostname: "bench-host".into(),
+        extra_tags: vec![],
+        namespace: String::new(),
+        namespace_blacklist: vec![],
+        context_budget: crate::aggregator::ContextBudget::new(max_contexts),
+        blocklist: Default::default(),
+        max_queued: 100_000,
+        context_expiry_seconds: 300,
+        parse: crate::protocol::ParseOptions::default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,3 +332,4 @@ mod tests {
         assert_eq!(a.generated.total_lines(), 100);
     }
 }
+
