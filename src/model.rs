@@ -52,16 +52,100 @@ pub struct Point {
 /// takes names and tags verbatim, and invalid UTF-8 is only made lossy when
 /// serialized. Lives here so flushed series can share it with the shard
 /// instead of copying it into owned strings.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub struct ContextKey {
-    /// Precomputed hash of the other fields.
-    pub hash: u64,
+    /// Precomputed hash of name, host and tags.
+    hash: u64,
+    /// One allocation per context instead of one per tag (memory at 100k
+    /// contexts was dominated by small allocations): a header of
+    /// little-endian `u32`s — tag count, then the end offsets of name,
+    /// host and each tag within the payload — followed by the payload,
+    /// the name, host and tags back to back.
+    data: Box<[u8]>,
+}
+
+const WORD: usize = std::mem::size_of::<u32>();
+
+impl ContextKey {
+    /// Builds a key from its parts; `tags` must already be sorted and
+    /// de-duplicated. Lengths are bounded by the datagram size, far below
+    /// `u32::MAX`.
+    pub fn new<'a>(hash: u64, name: &[u8], host: &[u8], tags: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Self {
+        let n = tags.len();
+        let payload = name.len() + host.len() + tags.clone().map(<[u8]>::len).sum::<usize>();
+        let mut data = Vec::with_capacity(WORD * (3 + n) + payload);
+        data.extend_from_slice(&(n as u32).to_le_bytes());
+        let mut end = name.len();
+        data.extend_from_slice(&(end as u32).to_le_bytes());
+        end += host.len();
+        data.extend_from_slice(&(end as u32).to_le_bytes());
+        for t in tags.clone() {
+            end += t.len();
+            data.extend_from_slice(&(end as u32).to_le_bytes());
+        }
+        data.extend_from_slice(name);
+        data.extend_from_slice(host);
+        for t in tags {
+            data.extend_from_slice(t);
+        }
+        debug_assert_eq!(data.len(), WORD * (3 + n) + payload);
+        Self { hash, data: data.into_boxed_slice() }
+    }
+
+    fn word(&self, i: usize) -> usize {
+        let at = i * WORD;
+        let mut w = [0u8; WORD];
+        w.copy_from_slice(&self.data[at..at + WORD]);
+        u32::from_le_bytes(w) as usize
+    }
+
+    /// The payload's `i`-th part (0 name, 1 host, 2.. tags).
+    fn part(&self, i: usize) -> &[u8] {
+        let base = WORD * (3 + self.tag_count());
+        let start = if i == 0 { 0 } else { self.word(i) };
+        let end = self.word(i + 1);
+        &self.data[base + start..base + end]
+    }
+
+    /// Precomputed hash of name, host and tags.
+    pub fn key_hash(&self) -> u64 {
+        self.hash
+    }
+
     /// Metric name, namespace included.
-    pub name: Box<[u8]>,
+    pub fn name(&self) -> &[u8] {
+        self.part(0)
+    }
+
     /// Resolved host.
-    pub host: Box<[u8]>,
+    pub fn host(&self) -> &[u8] {
+        self.part(1)
+    }
+
+    /// Number of tags.
+    pub fn tag_count(&self) -> usize {
+        self.word(0)
+    }
+
     /// Sorted, de-duplicated tags.
-    pub tags: Box<[Box<[u8]>]>,
+    pub fn tags(&self) -> impl ExactSizeIterator<Item = &[u8]> + DoubleEndedIterator + Clone + '_ {
+        (0..self.tag_count()).map(move |i| self.part(2 + i))
+    }
+
+    /// Heap bytes owned by this key (for memory accounting).
+    pub fn heap_bytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+impl std::fmt::Debug for ContextKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextKey")
+            .field("name", &String::from_utf8_lossy(self.name()))
+            .field("host", &String::from_utf8_lossy(self.host()))
+            .field("tags", &self.tags().map(String::from_utf8_lossy).collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl std::hash::Hash for ContextKey {
@@ -110,7 +194,7 @@ impl SeriesId {
     pub fn name_parts(&self) -> (Cow<'_, str>, &str) {
         match self {
             SeriesId::Owned { name, .. } => (Cow::Borrowed(name.as_str()), ""),
-            SeriesId::Context { key, suffix } => (lossy(&key.name), suffix),
+            SeriesId::Context { key, suffix } => (lossy(key.name()), suffix),
         }
     }
 
@@ -126,7 +210,7 @@ impl SeriesId {
     pub fn host(&self) -> Cow<'_, str> {
         match self {
             SeriesId::Owned { host, .. } => Cow::Borrowed(host.as_str()),
-            SeriesId::Context { key, .. } => lossy(&key.host),
+            SeriesId::Context { key, .. } => lossy(key.host()),
         }
     }
 
@@ -139,18 +223,18 @@ impl SeriesId {
     /// every prefix the encoders look for is ASCII, so checking the raw
     /// bytes gives the same answer as checking the lossy string).
     pub fn tag_bytes(&self) -> impl DoubleEndedIterator<Item = &[u8]> + Clone + '_ {
-        let (owned, raw): (&[String], &[Box<[u8]>]) = match self {
-            SeriesId::Owned { tags, .. } => (tags, &[]),
-            SeriesId::Context { key, .. } => (&[], &key.tags),
+        let (owned, key): (&[String], Option<&ContextKey>) = match self {
+            SeriesId::Owned { tags, .. } => (tags, None),
+            SeriesId::Context { key, .. } => (&[], Some(key)),
         };
-        owned.iter().map(|t| t.as_bytes()).chain(raw.iter().map(|t| &t[..]))
+        owned.iter().map(|t| t.as_bytes()).chain(key.into_iter().flat_map(|k| k.tags()))
     }
 
     /// Number of tags.
     pub fn tag_count(&self) -> usize {
         match self {
             SeriesId::Owned { tags, .. } => tags.len(),
-            SeriesId::Context { key, .. } => key.tags.len(),
+            SeriesId::Context { key, .. } => key.tag_count(),
         }
     }
 }
@@ -260,4 +344,24 @@ pub struct Event {
     pub source_type_name: String,
     /// Agent-internal event type, empty to omit.
     pub event_type: String,
+}
+
+#[cfg(test)]
+mod context_key_tests {
+    use super::ContextKey;
+
+    #[test]
+    fn parts_round_trip_through_the_single_allocation() {
+        let tags: [&[u8]; 3] = [b"a:1", b"", b"\xffz"];
+        let k = ContextKey::new(7, b"metric.name", b"host-1", tags.iter().copied());
+        assert_eq!(k.key_hash(), 7);
+        assert_eq!(k.name(), b"metric.name");
+        assert_eq!(k.host(), b"host-1");
+        assert_eq!(k.tag_count(), 3);
+        assert_eq!(k.tags().collect::<Vec<_>>(), tags.to_vec());
+        assert_eq!(k.tags().rev().next(), Some(&b"\xffz"[..]));
+        let empty = ContextKey::new(0, b"", b"", std::iter::empty());
+        assert_eq!((empty.name(), empty.host(), empty.tag_count()), (&b""[..], &b""[..], 0));
+        assert_eq!(empty.heap_bytes(), 12);
+    }
 }

@@ -436,12 +436,12 @@ mod tests {
         let f = s.take_flush(1_700_000_015, false);
         assert_eq!(f.stats.parse_errors.values().sum::<u64>(), 1);
         assert_eq!(f.metrics.len(), 2);
-        let pv = f.metrics.iter().find(|e| &e.key.name[..] == b"page.views").unwrap();
+        let pv = f.metrics.iter().find(|e| e.key.name() == b"page.views").unwrap();
         assert_eq!(pv.agg, Agg::Counter(2.0));
         assert_eq!(pv.key.tag_strings(), vec!["a:1", "b:2", "team:edge"]);
-        assert_eq!(&pv.key.host[..], b"h1");
-        let t = f.metrics.iter().find(|e| &e.key.name[..] == b"temp").unwrap();
-        assert_eq!(&t.key.host[..], b"web");
+        assert_eq!(pv.key.host(), b"h1");
+        let t = f.metrics.iter().find(|e| e.key.name() == b"temp").unwrap();
+        assert_eq!(t.key.host(), b"web");
         assert_eq!(t.key.tag_strings(), vec!["team:edge"]);
     }
 

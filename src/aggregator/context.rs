@@ -11,15 +11,15 @@ pub use crate::model::ContextKey;
 impl ContextKey {
     /// Name as UTF-8 (lossy) for serialization.
     pub fn name_string(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+        String::from_utf8_lossy(self.name()).into_owned()
     }
     /// Host as UTF-8 (lossy).
     pub fn host_string(&self) -> String {
-        String::from_utf8_lossy(&self.host).into_owned()
+        String::from_utf8_lossy(self.host()).into_owned()
     }
     /// Tags as UTF-8 (lossy).
     pub fn tag_strings(&self) -> Vec<String> {
-        self.tags.iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect()
+        self.tags().map(|t| String::from_utf8_lossy(t).into_owned()).collect()
     }
 }
 
@@ -56,20 +56,15 @@ impl KeyView<'_> {
     }
 
     fn matches(&self, k: &ContextKey) -> bool {
-        k.name[..] == *self.name
-            && k.host[..] == *self.host
-            && k.tags.len() == self.tags.len()
-            && k.tags.iter().zip(self.tags.iter()).all(|(a, b)| a[..] == **b)
+        k.name() == self.name
+            && k.host() == self.host
+            && k.tag_count() == self.tags.len()
+            && k.tags().zip(self.tags.iter()).all(|(a, b)| a == *b)
     }
 
     /// Owned copy; allocates (only done for a context's first sample).
     pub fn to_key(&self, hash: u64) -> ContextKey {
-        ContextKey {
-            hash,
-            name: self.name.into(),
-            host: self.host.into(),
-            tags: self.tags.iter().map(|t| Box::<[u8]>::from(*t)).collect(),
-        }
+        ContextKey::new(hash, self.name, self.host, self.tags.iter().copied())
     }
 }
 
@@ -157,7 +152,7 @@ impl ContextTable {
         let hash = view.hash();
         let slots = &self.slots;
         if let Some(&id) = self.index.find(hash, |&id| {
-            slots[id as usize].as_ref().is_some_and(|s| s.key.hash == hash && view.matches(&s.key))
+            slots[id as usize].as_ref().is_some_and(|s| s.key.key_hash() == hash && view.matches(&s.key))
         }) {
             if let Some(slot) = self.slots[id as usize].as_mut() {
                 slot.last_seen = slot.last_seen.max(now);
@@ -179,7 +174,7 @@ impl ContextTable {
             }
         };
         let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&i| slots[i as usize].as_ref().map_or(0, |s| s.key.hash));
+        self.index.insert_unique(hash, id, |&i| slots[i as usize].as_ref().map_or(0, |s| s.key.key_hash()));
         self.live += 1;
         Ok(id)
     }
@@ -203,7 +198,7 @@ impl ContextTable {
             if keep(id, slot) {
                 continue;
             }
-            let hash = slot.key.hash;
+            let hash = slot.key.key_hash();
             if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
                 entry.remove();
             }

@@ -40,7 +40,7 @@ impl PartialEq for Ctx {
 impl Eq for Ctx {}
 impl std::hash::Hash for Ctx {
     fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        h.write_u64(self.0.hash);
+        h.write_u64(self.0.key_hash());
     }
 }
 
@@ -197,7 +197,7 @@ impl FlushMerger {
         }
         for (suffix, t, points) in rendered {
             if !suffix.is_empty() && !self.settings.blocklist.is_empty() {
-                let full = format!("{}{suffix}", String::from_utf8_lossy(&key.name));
+                let full = format!("{}{suffix}", String::from_utf8_lossy(key.name()));
                 if self.settings.blocklist.blocks(full.as_bytes()) {
                     continue;
                 }

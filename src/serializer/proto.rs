@@ -447,12 +447,7 @@ mod tests {
         use std::borrow::Cow;
         use std::sync::Arc;
         let raw_tags: Vec<&[u8]> = vec![b"a:\xff\"q\"", b"dd.internal.resource:db:x", b"dd.internal.resource:bad", b"device:sd\xfe", b"device:sdb", b"z:\n1"];
-        let key = Arc::new(ContextKey {
-            hash: 0,
-            name: b"m\xc3.x\t"[..].into(),
-            host: b"h\x80"[..].into(),
-            tags: raw_tags.iter().map(|t| Box::<[u8]>::from(*t)).collect(),
-        });
+        let key = Arc::new(ContextKey::new(0, b"m\xc3.x\t", b"h\x80", raw_tags.iter().copied()));
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let owned_tags: Vec<String> = raw_tags.iter().map(|t| lossy(t)).collect();
         for suffix in ["", ".95percentile"] {
@@ -465,7 +460,7 @@ mod tests {
                 origin: Origin::DogStatsD,
             };
             let ctx = mk(SeriesId::context(key.clone(), Cow::Borrowed(suffix)));
-            let own = mk(SeriesId::owned(format!("{}{suffix}", lossy(&key.name)), lossy(&key.host), owned_tags.clone()));
+            let own = mk(SeriesId::owned(format!("{}{suffix}", lossy(key.name())), lossy(key.host()), owned_tags.clone()));
             assert_eq!(ctx, own);
             let (mut a, mut b) = (Vec::new(), Vec::new());
             encode_series(&mut a, &ctx);
@@ -478,7 +473,7 @@ mod tests {
         }
         let d = Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
         let ctx = SketchSeries { id: SeriesId::context(key.clone(), Cow::Borrowed("")), dogsketches: vec![d.clone()] };
-        let own = SketchSeries { id: SeriesId::owned(lossy(&key.name), lossy(&key.host), owned_tags), dogsketches: vec![d] };
+        let own = SketchSeries { id: SeriesId::owned(lossy(key.name()), lossy(key.host()), owned_tags), dogsketches: vec![d] };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         encode_sketch(&mut a, &ctx);
         encode_sketch(&mut b, &own);
