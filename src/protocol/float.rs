@@ -267,7 +267,112 @@ fn scan(s: &[u8]) -> Option<Scan> {
 /// `nan`, `inf`, `infinity` (the latter two with an optional sign). Values
 /// beyond the float64 range are [`NumberError::Range`]; underflow rounds to
 /// zero without error, as in Go.
+#[inline]
 pub fn parse_go_float(s: &[u8]) -> Result<f64, NumberError> {
+    match fast_decimal(s) {
+        Some(v) => Ok(v),
+        None => parse_go_float_full(s),
+    }
+}
+
+/// Exact powers of ten representable in an f64 (10^0 ..= 10^22).
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+/// Clinger's fast path for the values clients actually send (`42`, `0.25`,
+/// `-3.5e2`): `[+-]digits[.digits][e[+-]digits]` with at most 19 digits.
+/// When the integer mantissa is at most 2^53 and the decimal exponent is
+/// within ±22, both are exact f64s and one IEEE multiply or divide gives
+/// the correctly rounded result, i.e. the same value as Go's `ParseFloat`
+/// (whose own `atof64exact` is this very path). `None` means "not this
+/// simple case" (including every syntax error): the caller runs the full
+/// parser, which decides validity.
+#[inline]
+fn fast_decimal(s: &[u8]) -> Option<f64> {
+    let n = s.len();
+    let mut i = 0;
+    let neg = match *s.first()? {
+        b'-' => {
+            i = 1;
+            true
+        }
+        b'+' => {
+            i = 1;
+            false
+        }
+        _ => false,
+    };
+    let mut mant: u64 = 0;
+    let mut digits = 0u32;
+    let mut frac_digits: i32 = 0;
+    let mut saw_dot = false;
+    while i < n {
+        let c = s[i];
+        if c.is_ascii_digit() {
+            mant = mant.wrapping_mul(10).wrapping_add(u64::from(c - b'0'));
+            digits += 1;
+            frac_digits += i32::from(saw_dot);
+        } else if c == b'.' && !saw_dot {
+            saw_dot = true;
+        } else {
+            break;
+        }
+        i += 1;
+    }
+    // 19 digits always fit in a u64; longer mantissas take the full path.
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let mut exp10 = -frac_digits;
+    if i < n {
+        if s[i] | 0x20 != b'e' {
+            return None;
+        }
+        i += 1;
+        let eneg = match s.get(i) {
+            Some(b'-') => {
+                i += 1;
+                true
+            }
+            Some(b'+') => {
+                i += 1;
+                false
+            }
+            _ => false,
+        };
+        let start = i;
+        let mut e: i32 = 0;
+        while i < n && s[i].is_ascii_digit() && i - start < 4 {
+            e = e * 10 + i32::from(s[i] - b'0');
+            i += 1;
+        }
+        if i == start || i != n {
+            return None;
+        }
+        exp10 += if eneg { -e } else { e };
+    }
+    let v = if mant == 0 {
+        // Zero whatever the exponent (Go: no range error for `0e400`).
+        0.0
+    } else {
+        if mant > 1u64 << 53 || !(-22..=22).contains(&exp10) {
+            return None;
+        }
+        let m = mant as f64;
+        if exp10 >= 0 {
+            m * POW10[exp10 as usize]
+        } else {
+            m / POW10[(-exp10) as usize]
+        }
+    };
+    Some(if neg { -v } else { v })
+}
+
+/// The complete Go grammar and conversion ([`parse_go_float`] without its
+/// fast path).
+fn parse_go_float_full(s: &[u8]) -> Result<f64, NumberError> {
     if let Some(v) = special(s) {
         return Ok(v);
     }
@@ -643,6 +748,72 @@ mod tests {
         assert_eq!(ok("1e-99999999999999999999"), 0.0);
         assert_eq!(err("1e99999999999999999999"), NumberError::Range);
         assert_eq!(ok("0e99999999999"), 0.0);
+    }
+
+    /// The fast path agrees bit for bit with the full parser wherever it
+    /// answers, and `parse_go_float` with the full parser everywhere.
+    fn same_as_full(s: &[u8]) {
+        let full = parse_go_float_full(s);
+        if let Some(v) = fast_decimal(s) {
+            assert_eq!(full.map(f64::to_bits), Ok(v.to_bits()), "{:?}", String::from_utf8_lossy(s));
+        }
+        let got = parse_go_float(s);
+        match (got, full) {
+            (Ok(a), Ok(b)) => assert_eq!(a.to_bits(), b.to_bits(), "{:?}", String::from_utf8_lossy(s)),
+            (a, b) => assert_eq!(a, b, "{:?}", String::from_utf8_lossy(s)),
+        }
+    }
+
+    #[test]
+    fn fast_path_edge_cases() {
+        for s in [
+            "9007199254740992", "9007199254740993", "-9007199254740993", "9007199254740991",
+            "1e22", "1e23", "1e-22", "1e-23", "9007199254740993e-22", "123456789012345678e5",
+            "1234567890123456789", "12345678901234567890", "0000000000000000000001", "000123",
+            "0", "-0", "+0", "-0.0", "-0e5", "0e400", "0e99999", ".5", "5.", "-.5", "+5.", ".",
+            "-", "+", "", "e5", "1e", "1e+", "1e-", "1e5.5", "1.5.3", "1..2", "1E3", "1e+21",
+            "1e-07", "12.000000", "0.0000001", "1e0022", "1e-0022", "1e00001", "0.1", "0.3",
+            "2.5e-3", "4.35", "99.99", "3.14159265358979", "1_000", "0x1p-2", "inf", "-Inf",
+            "nan", "NaN", "1 ", " 1", "1,5", "9999999999999999999e-22", "0.000000000000000000001",
+            "1.7976931348623157e308", "5e-324", "1e309", "1e-400",
+        ] {
+            same_as_full(s.as_bytes());
+        }
+        assert_eq!(fast_decimal(b"9007199254740993"), None);
+        assert_eq!(fast_decimal(b"1e23"), None);
+        assert_eq!(fast_decimal(b"1e22"), Some(1e22));
+        assert_eq!(fast_decimal(b"42"), Some(42.0));
+        assert_eq!(fast_decimal(b"-0").map(f64::to_bits), Some((-0.0f64).to_bits()));
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4000))]
+
+        #[test]
+        fn fast_path_matches_full_parser(
+            s in "[+-]?[0-9]{0,21}(\\.[0-9]{0,21})?([eE][+-]?[0-9]{1,5})?",
+        ) {
+            same_as_full(s.as_bytes());
+        }
+
+        #[test]
+        fn fast_path_matches_full_parser_on_noise(s in "[-+0-9.eE_x ]{0,24}") {
+            same_as_full(s.as_bytes());
+        }
+
+        #[test]
+        fn fast_path_matches_full_parser_on_shortest_floats(v in proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO) {
+            // Rust's shortest round-trip rendering, and a fixed-precision one.
+            same_as_full(format!("{v}").as_bytes());
+            same_as_full(format!("{v:e}").as_bytes());
+            same_as_full(format!("{v:.3}").as_bytes());
+        }
+
+        #[test]
+        fn fast_path_matches_full_parser_on_integers(m in 0u64..(1u64 << 54), e in -30i32..30) {
+            same_as_full(format!("{m}e{e}").as_bytes());
+            same_as_full(format!("-{m}.{e}").as_bytes());
+        }
     }
 
     #[test]

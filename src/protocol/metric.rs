@@ -84,6 +84,11 @@ pub struct MetricSample<'a> {
     pub cardinality: Option<&'a [u8]>,
     raw_value: &'a [u8],
     value_count: usize,
+    /// Bits of the first value, decoded once at validation (most lines
+    /// carry exactly one value, so `values` rarely re-parses anything).
+    first_value_bits: u64,
+    /// The value text after the first value's `:`, if any.
+    more_values: Option<&'a [u8]>,
 }
 
 impl<'a> MetricSample<'a> {
@@ -91,12 +96,16 @@ impl<'a> MetricSample<'a> {
     /// skipped); empty for sets. Values are re-parsed from the validated text
     /// so the sample stays allocation-free.
     pub fn values(&self) -> Values<'a> {
-        Values {
-            rest: if self.kind == MetricKind::Set {
-                None
-            } else {
-                Some(self.raw_value)
-            },
+        if self.kind == MetricKind::Set {
+            Values {
+                first: None,
+                rest: None,
+            }
+        } else {
+            Values {
+                first: Some(f64::from_bits(self.first_value_bits)),
+                rest: self.more_values,
+            }
         }
     }
 
@@ -128,12 +137,16 @@ impl<'a> MetricSample<'a> {
 /// Iterator over the values of a [`MetricSample`].
 #[derive(Debug, Clone)]
 pub struct Values<'a> {
+    first: Option<f64>,
     rest: Option<&'a [u8]>,
 }
 
 impl Iterator for Values<'_> {
     type Item = f64;
     fn next(&mut self) -> Option<f64> {
+        if let Some(v) = self.first.take() {
+            return Some(v);
+        }
         loop {
             let item = crate::protocol::next_piece(&mut self.rest, b':')?;
             if item.is_empty() {
@@ -147,21 +160,38 @@ impl Iterator for Values<'_> {
     }
 }
 
+/// A validated value list: how many values, the first one, and the text
+/// after it.
+struct ValueList<'a> {
+    count: usize,
+    first: f64,
+    more: Option<&'a [u8]>,
+}
+
 /// Validate the value part of a non-set line and count its values, like the
 /// Agent's `parseFloat64` / `parseFloat64List`.
-fn validate_values(raw: &[u8]) -> Result<usize, ParseError> {
-    let mut count = 0;
-    for item in raw.split(|&b| b == b':') {
+fn validate_values(raw: &[u8]) -> Result<ValueList<'_>, ParseError> {
+    let mut list = ValueList {
+        count: 0,
+        first: 0.0,
+        more: None,
+    };
+    let mut rest = Some(raw);
+    while let Some(item) = crate::protocol::next_piece(&mut rest, b':') {
         if item.is_empty() {
             continue;
         }
-        parse_go_float(item).map_err(|_| ParseError::InvalidValue)?;
-        count += 1;
+        let v = parse_go_float(item).map_err(|_| ParseError::InvalidValue)?;
+        if list.count == 0 {
+            list.first = v;
+            list.more = rest;
+        }
+        list.count += 1;
     }
-    if count == 0 {
+    if list.count == 0 {
         return Err(ParseError::EmptyValueList);
     }
-    Ok(count)
+    Ok(list)
 }
 
 /// Parse a metric line (anything that is not an event or service check).
@@ -169,14 +199,11 @@ pub(crate) fn parse_metric<'a>(
     line: &'a [u8],
     opts: &ParseOptions,
 ) -> Result<MetricSample<'a>, ParseError> {
-    if !line.contains(&b'|') {
-        return Err(ParseError::MissingPipe);
-    }
+    // Each byte of the line is searched once (SIMD): up to the first `|`,
+    // then field by field.
     let (name_value, rest) = next_field(line);
-    let colon = name_value
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(ParseError::MissingColon)?;
+    let rest = rest.ok_or(ParseError::MissingPipe)?;
+    let colon = memchr::memchr(b':', name_value).ok_or(ParseError::MissingColon)?;
     let name = &name_value[..colon];
     let raw_value = &name_value[colon + 1..];
     if name.is_empty() {
@@ -185,11 +212,14 @@ pub(crate) fn parse_metric<'a>(
     if raw_value.is_empty() {
         return Err(ParseError::EmptyValue);
     }
-    // `line` contains '|', so `rest` is Some.
-    let (raw_type, mut rest) = next_field(rest.unwrap_or(b""));
+    let (raw_type, mut rest) = next_field(rest);
     let kind = MetricKind::from_wire(raw_type).ok_or(ParseError::UnknownType)?;
-    let value_count = if kind == MetricKind::Set {
-        1
+    let values = if kind == MetricKind::Set {
+        ValueList {
+            count: 1,
+            first: 0.0,
+            more: None,
+        }
     } else {
         validate_values(raw_value)?
     };
@@ -204,7 +234,9 @@ pub(crate) fn parse_metric<'a>(
         external_data: None,
         cardinality: None,
         raw_value,
-        value_count,
+        value_count: values.count,
+        first_value_bits: values.first.to_bits(),
+        more_values: values.more,
     };
     while let Some(fields) = rest {
         let (field, next) = next_field(fields);

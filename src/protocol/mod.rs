@@ -77,7 +77,8 @@ pub struct Lines<'a> {
 }
 
 /// Takes the next `sep`-separated piece off `rest`; `None` once the last
-/// piece was taken. The splitting loop shared by lines, values and tags.
+/// piece was taken. The splitting loop shared by values and tags (short
+/// pieces, where a plain byte loop beats a SIMD search's set-up).
 pub(crate) fn next_piece<'a>(rest: &mut Option<&'a [u8]>, sep: u8) -> Option<&'a [u8]> {
     let r = (*rest)?;
     Some(match r.iter().position(|&b| b == sep) {
@@ -96,7 +97,18 @@ impl<'a> Iterator for Lines<'a> {
     type Item = &'a [u8];
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
-            let line = next_piece(&mut self.rest, b'\n')?;
+            // Lines are long (hundreds of bytes): SIMD search, not a byte loop.
+            let r = self.rest?;
+            let line = match memchr::memchr(b'\n', r) {
+                Some(i) => {
+                    self.rest = Some(&r[i + 1..]);
+                    &r[..i]
+                }
+                None => {
+                    self.rest = None;
+                    r
+                }
+            };
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if !line.is_empty() {
                 return Some(line);
@@ -120,7 +132,7 @@ pub fn lines(datagram: &[u8]) -> Lines<'_> {
 /// `UnterminatedMetricErrors` for it, whatever it contains (even a lone
 /// `\r`); an empty tail is not an error.
 pub fn split_terminated(datagram: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match datagram.iter().rposition(|&b| b == b'\n') {
+    match memchr::memrchr(b'\n', datagram) {
         Some(i) if i + 1 == datagram.len() => (datagram, None),
         Some(i) => (&datagram[..=i], Some(&datagram[i + 1..])),
         None if datagram.is_empty() => (datagram, None),
@@ -144,8 +156,10 @@ pub fn parse_line<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<Message<'a>
 /// Go's `nextField`: the bytes before the first `|` and, if there was one,
 /// everything after it (possibly empty). `None` means "no more fields",
 /// which is different from an empty trailing field.
+#[inline]
 pub(crate) fn next_field(s: &[u8]) -> (&[u8], Option<&[u8]>) {
-    match s.iter().position(|&b| b == b'|') {
+    // The tag field is most of a line: SIMD search.
+    match memchr::memchr(b'|', s) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     }
