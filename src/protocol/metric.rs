@@ -194,6 +194,17 @@ fn validate_values(raw: &[u8]) -> Result<ValueList<'_>, ParseError> {
     Ok(list)
 }
 
+/// `next_field` for the type field, which is one or two bytes in every
+/// valid line: its `|` is checked in place rather than searched for.
+#[inline]
+fn type_field(s: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match s {
+        [a, b'|', ..] if *a != b'|' => (&s[..1], Some(&s[2..])),
+        [a, b, b'|', ..] if *a != b'|' && *b != b'|' => (&s[..2], Some(&s[3..])),
+        _ => next_field(s),
+    }
+}
+
 /// Parse a metric line (anything that is not an event or service check).
 pub(crate) fn parse_metric<'a>(
     line: &'a [u8],
@@ -212,7 +223,7 @@ pub(crate) fn parse_metric<'a>(
     if raw_value.is_empty() {
         return Err(ParseError::EmptyValue);
     }
-    let (raw_type, mut rest) = next_field(rest);
+    let (raw_type, mut rest) = type_field(rest);
     let kind = MetricKind::from_wire(raw_type).ok_or(ParseError::UnknownType)?;
     let values = if kind == MetricKind::Set {
         ValueList {
@@ -531,6 +542,16 @@ mod tests {
         let s = m_opts("x:1|c|c:|c:abc|card:", &o);
         assert_eq!(s.container_id, Some(&b"abc"[..]));
         assert_eq!(s.cardinality, Some(&b""[..]));
+    }
+
+    #[test]
+    fn type_field_shortcut_matches_next_field() {
+        for s in [
+            &b""[..], b"c", b"ms", b"|", b"||", b"|||", b"c|", b"c||", b"|c", b"||c", b"ms|",
+            b"ms||#a", b"m|s", b"|ms|", b"abc|d", b"c|#a:b|@0.5", b"ms|@1",
+        ] {
+            assert_eq!(super::type_field(s), crate::protocol::next_field(s), "{s:?}");
+        }
     }
 
     #[test]
