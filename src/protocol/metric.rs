@@ -93,8 +93,9 @@ pub struct MetricSample<'a> {
 
 impl<'a> MetricSample<'a> {
     /// Every numeric value of the line in wire order (empty packed items
-    /// skipped); empty for sets. Values are re-parsed from the validated text
-    /// so the sample stays allocation-free.
+    /// skipped); empty for sets. The first value was decoded during
+    /// validation; further packed values are re-parsed from the validated
+    /// text, so the sample stays allocation-free.
     pub fn values(&self) -> Values<'a> {
         if self.kind == MetricKind::Set {
             Values {
