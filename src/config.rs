@@ -157,6 +157,10 @@ pub struct Config {
     /// `EDGESTAT_MANIFEST_BUFFER_BYTES`: framed manifests buffered until the
     /// next flush; overflow answered 503 and counted.
     pub manifest_buffer_bytes: usize,
+    /// `EDGESTAT_FLUSH_ENCODE_THREADS`: threads (the flusher's included)
+    /// building large series/sketch flushes; each extra one keeps its own
+    /// payload builder and compression context.
+    pub flush_encode_threads: usize,
     /// Backoff, concurrency, proxy and key-validation settings of the forwarder.
     pub forwarder: ForwarderTuning,
 }
@@ -793,6 +797,10 @@ impl Config {
             api_queue_items: edge_usize("API_QUEUE_ITEMS", 100_000, 1)?,
             orchestrator_queue_payloads: edge_usize("ORCHESTRATOR_QUEUE_PAYLOADS", 1024, 1)?,
             manifest_buffer_bytes: edge_usize("MANIFEST_BUFFER_BYTES", 64 << 20, 1)?,
+            flush_encode_threads: match edge_usize("FLUSH_ENCODE_THREADS", 1, 1)? {
+                n if n > 16 => return Err(bad("EDGESTAT_FLUSH_ENCODE_THREADS", &n.to_string(), "between 1 and 16")),
+                n => n,
+            },
             forwarder: forwarder_tuning(src)?,
         })
     }

@@ -82,7 +82,8 @@ impl Flusher {
         forwarder: Forwarder,
         on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
     ) -> Result<Self, crate::serializer::CompressError> {
-        let serializer = Serializer::new(cfg.serializer)?;
+        let mut serializer = Serializer::new(cfg.serializer)?;
+        serializer.set_encode_threads(cfg.flush_encode_threads)?;
         let settings = FlushSettings {
             histogram_aggregates: cfg.histogram_aggregates.clone(),
             histogram_percentiles: cfg.histogram_percentiles.clone(),
@@ -229,7 +230,7 @@ impl Flusher {
         if self.cfg.enable_series {
             summary.series = series.len();
             if self.cfg.use_v2_api_series {
-                self.serializer.series_v2(series.iter(), &mut built);
+                self.serializer.series_v2_slice(&series, &mut built);
                 self.ship(PayloadKind::SeriesV2, &mut built, &mut summary);
             } else {
                 self.serializer.series_v1(series.iter(), &mut built);
@@ -238,7 +239,7 @@ impl Flusher {
         }
         if self.cfg.enable_sketches && !merged.sketches.is_empty() {
             summary.sketches = merged.sketches.len();
-            self.serializer.sketches(merged.sketches.iter(), &mut built);
+            self.serializer.sketches_slice(&merged.sketches, &mut built);
             self.ship(PayloadKind::Sketches, &mut built, &mut summary);
         }
         if self.cfg.enable_service_checks {

@@ -159,6 +159,38 @@ pub struct SerializerStats {
     pub compress_errors: u64,
 }
 
+impl SerializerStats {
+    /// Field-wise sum (a serializer's own counters plus its helpers').
+    fn add(&mut self, o: &SerializerStats) {
+        self.total_calls += o.total_calls;
+        self.total_items += o.total_items;
+        self.write_item_errors += o.write_item_errors;
+        self.payload_full += o.payload_full;
+        self.item_drops += o.item_drops;
+        self.total_payloads += o.total_payloads;
+        self.total_cycles += o.total_cycles;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.series_item_too_big += o.series_item_too_big;
+        self.series_payload_full += o.series_payload_full;
+        self.series_unexpected_item_drops += o.series_unexpected_item_drops;
+        self.series_items += o.series_items;
+        self.sketch_too_big += o.sketch_too_big;
+        self.sketch_payload_full += o.sketch_payload_full;
+        self.sketch_unexpected_item_drops += o.sketch_unexpected_item_drops;
+        self.sketch_items += o.sketch_items;
+        self.events_sent += o.events_sent;
+        self.events_dropped += o.events_dropped;
+        self.events_payloads += o.events_payloads;
+        self.events_payload_empty += o.events_payload_empty;
+        self.compress_errors += o.compress_errors;
+    }
+}
+
+/// Below this many items a build stays on the calling thread (a thread
+/// start and a second, partly filled payload are not worth it).
+pub const PARALLEL_MIN_ITEMS: usize = 4096;
+
 /// Which counter family a simple build updates.
 #[derive(Clone, Copy)]
 enum Family {
@@ -177,6 +209,10 @@ pub struct Serializer {
     /// Scratch for event group prefixes / footers.
     aux: Vec<u8>,
     stats: SerializerStats,
+    /// Extra serializers building parts of large series/sketch flushes on
+    /// their own threads (`set_encode_threads`); each owns its builder,
+    /// compression context and buffers, kept across flushes.
+    helpers: Vec<Serializer>,
 }
 
 /// Series v1 JSON framing.
@@ -194,7 +230,70 @@ impl Serializer {
             item: Vec::with_capacity(4096),
             aux: Vec::with_capacity(256),
             stats: SerializerStats::default(),
+            helpers: Vec::new(),
         })
+    }
+
+    /// Builds large series v2 and sketch flushes on `threads` threads (the
+    /// calling one included; 1 = no helpers). Payloads are independent
+    /// requests, so each thread cuts its own share under the same limits.
+    pub fn set_encode_threads(&mut self, threads: usize) -> Result<(), CompressError> {
+        let helpers = threads.max(1) - 1;
+        self.helpers.truncate(helpers);
+        while self.helpers.len() < helpers {
+            self.helpers.push(Serializer::new(self.config)?);
+        }
+        Ok(())
+    }
+
+    /// Series v2 of a slice, split across the encode threads when large
+    /// (`series_v2` otherwise). Payload contents and order depend on the
+    /// split; every payload obeys the same limits.
+    pub fn series_v2_slice(&mut self, series: &[Series], out: &mut Vec<Payload>) {
+        self.split(series, out, |ser, part, out| ser.series_v2(part.iter(), out));
+    }
+
+    /// Sketches of a slice, split across the encode threads when large.
+    pub fn sketches_slice(&mut self, sketches: &[SketchSeries], out: &mut Vec<Payload>) {
+        self.split(sketches, out, |ser, part, out| ser.sketches(part.iter(), out));
+    }
+
+    fn split<T: Sync>(&mut self, items: &[T], out: &mut Vec<Payload>, build: impl Fn(&mut Serializer, &[T], &mut Vec<Payload>) + Sync) {
+        let threads = self.helpers.len() + 1;
+        if threads == 1 || items.len() < PARALLEL_MIN_ITEMS {
+            return build(self, items, out);
+        }
+        let per = items.len().div_ceil(threads);
+        let mut parts = items.chunks(per);
+        let first = parts.next().unwrap_or(&[]);
+        let build = &build;
+        let mut helper_out: Vec<Vec<Payload>> = Vec::new();
+        let mut helpers = std::mem::take(&mut self.helpers);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = helpers
+                .iter_mut()
+                .zip(parts)
+                .map(|(h, part)| {
+                    scope.spawn(move || {
+                        let mut o = Vec::new();
+                        build(h, part, &mut o);
+                        o
+                    })
+                })
+                .collect();
+            build(self, first, out);
+            for h in handles {
+                // A panicking helper would be a bug; its payloads are lost
+                // (counted nowhere else), the flush goes on.
+                if let Ok(o) = h.join() {
+                    helper_out.push(o);
+                }
+            }
+        });
+        self.helpers = helpers;
+        for o in helper_out {
+            out.extend(o);
+        }
     }
 
     /// The configuration in use.
@@ -204,7 +303,11 @@ impl Serializer {
 
     /// Counters accumulated since creation.
     pub fn stats(&self) -> SerializerStats {
-        self.stats
+        let mut s = self.stats;
+        for h in &self.helpers {
+            s.add(&h.stats());
+        }
+        s
     }
 
     /// `Content-Encoding` of every payload this serializer produces.
@@ -497,6 +600,86 @@ impl Serializer {
 mod tests {
     use super::*;
     use crate::model::{MetricType, Origin, Point, SeriesId};
+
+    /// Field-1 records of a series/sketch payload body.
+    fn records(mut b: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while !b.is_empty() && b[0] == 0x0a {
+            let (mut len, mut shift, mut i) = (0usize, 0, 1);
+            loop {
+                len |= ((b[i] & 0x7f) as usize) << shift;
+                shift += 7;
+                i += 1;
+                if b[i - 1] < 0x80 {
+                    break;
+                }
+            }
+            out.push(b[..i + len].to_vec());
+            b = &b[i + len..];
+        }
+        out
+    }
+
+    /// Several encode threads: every series and sketch lands in exactly one
+    /// payload, byte for byte as with one thread, every payload within the
+    /// limits (points included), and the counters add up.
+    #[test]
+    fn encode_threads_split_without_loss_or_change() {
+        let series: Vec<Series> = (0..PARALLEL_MIN_ITEMS * 2 + 7)
+            .map(|i| Series {
+                id: SeriesId::owned(format!("m.{}", i % 97), "h".into(), vec![format!("i:{i}")]),
+                points: vec![Point { timestamp: 1_700_000_000, value: i as f64 }; 1 + i % 3],
+                metric_type: MetricType::Gauge,
+                interval: 10,
+                source_type_name: String::new(),
+                origin: Origin::DogStatsD,
+            })
+            .collect();
+        let sketches: Vec<SketchSeries> = (0..PARALLEL_MIN_ITEMS + 3)
+            .map(|i| SketchSeries {
+                id: SeriesId::owned(format!("d.{i}"), "h".into(), vec![]),
+                dogsketches: vec![crate::model::Dogsketch { ts: 1, cnt: 1, min: 1.0, max: 1.0, avg: 1.0, sum: 1.0, keys: vec![i as i32], counts: vec![1] }],
+            })
+            .collect();
+        let cfg = SerializerConfig { max_series_points_per_payload: 1000, max_payload_size: 20_000, ..SerializerConfig::default() };
+        let run = |threads: usize| {
+            let mut ser = Serializer::new(cfg).unwrap();
+            ser.set_encode_threads(threads).unwrap();
+            let (mut sp, mut kp) = (Vec::new(), Vec::new());
+            ser.series_v2_slice(&series, &mut sp);
+            ser.sketches_slice(&sketches, &mut kp);
+            let mut decode = |ps: &[Payload], footer: &[u8], max_c: usize| {
+                let mut all = Vec::new();
+                for p in ps {
+                    assert!(p.body.len() <= max_c);
+                    let raw = zstd::stream::decode_all(&p.body[..]).unwrap();
+                    assert_eq!(raw.len(), p.uncompressed_len);
+                    let recs = records(&raw[..raw.len() - footer.len()]);
+                    assert_eq!(recs.len(), p.items);
+                    all.extend(recs);
+                }
+                all.sort();
+                all
+            };
+            for p in &sp {
+                assert!(p.points <= 1000);
+            }
+            let s = decode(&sp, b"", cfg.max_series_payload_size);
+            let k = decode(&kp, &proto::SKETCH_PAYLOAD_FOOTER, cfg.max_payload_size);
+            (s, k, sp.len(), kp.len(), ser.stats())
+        };
+        let (s1, k1, n1, m1, st1) = run(1);
+        let (s2, k2, n2, m2, st2) = run(2);
+        assert_eq!(s1.len(), series.len());
+        assert_eq!(k1.len(), sketches.len());
+        assert_eq!(s1, s2);
+        assert_eq!(k1, k2);
+        assert!(n2 >= n1 && m2 >= m1 && n1 > 1, "{n1} {n2} {m1} {m2}");
+        assert_eq!(st2.series_items, series.len() as u64);
+        assert_eq!(st2.sketch_items, sketches.len() as u64);
+        assert_eq!(st2.total_payloads, (n2 + m2) as u64);
+        assert_eq!(st1.total_payloads, (n1 + m1) as u64);
+    }
 
     fn none_cfg() -> SerializerConfig {
         SerializerConfig {

@@ -10,7 +10,7 @@
 
 use std::borrow::Cow;
 
-use crate::model::{lossy, Dogsketch, MetricType, Origin, Series, SketchSeries};
+use crate::model::{lossy, ContextKey, Dogsketch, MetricType, Origin, Series, SeriesId, SketchSeries};
 
 use super::json::{DEVICE_TAG, RESOURCE_TAG};
 
@@ -75,9 +75,14 @@ fn str_len(field: u64, s: &str) -> usize {
 }
 
 fn put_str(buf: &mut Vec<u8>, field: u64, s: &str) {
+    put_bytes(buf, field, s.as_bytes());
+}
+
+/// `put_str` of bytes already checked to be valid UTF-8.
+fn put_bytes(buf: &mut Vec<u8>, field: u64, s: &[u8]) {
     if !s.is_empty() {
         put_len_header(buf, field, s.len());
-        buf.extend_from_slice(s.as_bytes());
+        buf.extend_from_slice(s);
     }
 }
 
@@ -119,9 +124,15 @@ fn resource_len(rtype: &str, name: &str) -> usize {
 }
 
 fn put_resource(buf: &mut Vec<u8>, rtype: &str, name: &str) {
-    put_len_header(buf, 1, resource_len(rtype, name));
-    put_str(buf, 1, rtype);
-    put_str(buf, 2, name);
+    put_resource_bytes(buf, rtype.as_bytes(), name.as_bytes());
+}
+
+/// `put_resource` of bytes already checked to be valid UTF-8.
+fn put_resource_bytes(buf: &mut Vec<u8>, rtype: &[u8], name: &[u8]) {
+    let len = |b: &[u8]| if b.is_empty() { 0 } else { len_field(1, b.len()) };
+    put_len_header(buf, 1, len(rtype) + len(name));
+    put_bytes(buf, 1, rtype);
+    put_bytes(buf, 2, name);
 }
 
 /// Splits a `dd.internal.resource:<type>:<name>` tag; `None` when it is not
@@ -235,6 +246,11 @@ fn series_body_len(s: &Series) -> usize {
 /// Appends one series as a `MetricPayload.series` (field 1) record, fields in
 /// the Agent's order 1, 2, 3, 5, 7, 8, 4, 9.
 pub fn encode_series(buf: &mut Vec<u8>, s: &Series) {
+    if let SeriesId::Context { key, suffix } = &s.id {
+        if put_record(buf, |b| series_body_from_context(b, key, suffix, s)) {
+            return;
+        }
+    }
     let body = series_body_len(s);
     buf.reserve(body + 6);
     put_len_header(buf, 1, body);
@@ -251,6 +267,11 @@ pub fn encode_series(buf: &mut Vec<u8>, s: &Series) {
     for t in plain_tags(s) {
         put_str(buf, 3, &t);
     }
+    put_series_tail(buf, s);
+}
+
+/// Series fields after the tags: 5, 7, 8, 4 (points), 9.
+fn put_series_tail(buf: &mut Vec<u8>, s: &Series) {
     put_int(buf, 5, metric_type_value(s.metric_type));
     put_str(buf, 7, &s.source_type_name);
     put_int(buf, 8, s.interval as u64);
@@ -260,6 +281,135 @@ pub fn encode_series(buf: &mut Vec<u8>, s: &Series) {
         put_double(buf, 1, p.value);
     }
     put_metadata(buf, 9, s.origin);
+}
+
+/// Room left in front of a record body for its header: the field-1 key
+/// byte and a varint length (5 bytes cover any `u32`).
+const RECORD_HEAD_ROOM: usize = 6;
+
+/// Appends a field-1 record whose body `body` writes in one pass (no
+/// sizing pass): the body is written after a gap, then moved back to
+/// follow its header. When `body` returns false, nothing is appended.
+fn put_record(buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; RECORD_HEAD_ROOM]);
+    let body_start = buf.len();
+    if !body(buf) {
+        buf.truncate(start);
+        return false;
+    }
+    let n = buf.len() - body_start;
+    let mut h = [0u8; RECORD_HEAD_ROOM];
+    let mut hl = 0;
+    let mut push = |b: u8| {
+        h[hl] = b;
+        hl += 1;
+    };
+    push(((1u64 << 3) | LEN) as u8);
+    let mut v = n as u64;
+    while v >= 0x80 {
+        push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    push(v as u8);
+    buf[start..start + hl].copy_from_slice(&h[..hl]);
+    buf.copy_within(body_start.., start + hl);
+    buf.truncate(start + hl + n);
+    true
+}
+
+/// Whether `b` is output unchanged by the lossy UTF-8 conversion the
+/// generic path applies (ASCII checked first: the common case, faster).
+fn verbatim(b: &[u8]) -> bool {
+    b.is_ascii() || std::str::from_utf8(b).is_ok()
+}
+
+/// Whether a tag starts with `device:` or `dd.internal.resource:` (both
+/// start with `d`: one byte compare for most tags).
+fn special_tag(t: &[u8]) -> bool {
+    t.first() == Some(&b'd') && (t.starts_with(DEVICE_TAG.as_bytes()) || t.starts_with(RESOURCE_TAG.as_bytes()))
+}
+
+/// The series body written straight from the context bytes, in one pass
+/// over the tags for the output plus one prefix scan. Returns false (the
+/// caller falls back to the generic path, which makes invalid UTF-8 lossy)
+/// as soon as a written part is not valid UTF-8: the bytes written are then
+/// exactly what the generic path writes.
+fn series_body_from_context(buf: &mut Vec<u8>, key: &ContextKey, suffix: &str, s: &Series) -> bool {
+    let (name, host) = (key.name(), key.host());
+    if !verbatim(name) || !verbatim(host) {
+        return false;
+    }
+    let (mut device, mut resources) = (None, false);
+    for t in key.tags() {
+        if special_tag(t) {
+            match t.strip_prefix(DEVICE_TAG.as_bytes()) {
+                Some(d) => device = Some(d),
+                None => resources = true,
+            }
+        }
+    }
+    put_resource_bytes(buf, b"host", host);
+    if let Some(d) = device {
+        if !verbatim(d) {
+            return false;
+        }
+        put_resource_bytes(buf, b"device", d);
+    }
+    if resources {
+        for t in key.tags() {
+            if let Some(rest) = t.strip_prefix(RESOURCE_TAG.as_bytes()) {
+                if !verbatim(rest) {
+                    return false;
+                }
+                if let Some(i) = rest.iter().position(|&c| c == b':') {
+                    let (rt, rn) = (&rest[..i], &rest[i + 1..]);
+                    if !rt.is_empty() && !rn.is_empty() {
+                        put_resource_bytes(buf, rt, rn);
+                    }
+                }
+            }
+        }
+    }
+    if !name.is_empty() || !suffix.is_empty() {
+        put_len_header(buf, 2, name.len() + suffix.len());
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(suffix.as_bytes());
+    }
+    for t in key.tags() {
+        if special_tag(t) {
+            continue;
+        }
+        if !verbatim(t) {
+            return false;
+        }
+        put_bytes(buf, 3, t);
+    }
+    put_series_tail(buf, s);
+    true
+}
+
+/// The sketch body written straight from the context bytes (see
+/// `series_body_from_context`).
+fn sketch_body_from_context(buf: &mut Vec<u8>, key: &ContextKey, suffix: &str, s: &SketchSeries) -> bool {
+    let (name, host) = (key.name(), key.host());
+    if !verbatim(name) || !verbatim(host) {
+        return false;
+    }
+    if !name.is_empty() || !suffix.is_empty() {
+        put_len_header(buf, 1, name.len() + suffix.len());
+        buf.extend_from_slice(name);
+        buf.extend_from_slice(suffix.as_bytes());
+    }
+    put_bytes(buf, 2, host);
+    for t in key.tags() {
+        if !verbatim(t) {
+            return false;
+        }
+        put_bytes(buf, 4, t);
+    }
+    put_dogsketches(buf, s);
+    true
 }
 
 fn zigzag32(k: i32) -> u64 {
@@ -304,6 +454,11 @@ fn sketch_body_len(s: &SketchSeries) -> usize {
 /// Appends one sketch as a `SketchPayload.sketches` (field 1) record: fields
 /// 1, 2, 4, 7…, 8; dogsketch fields 1–8 with packed zig-zag keys.
 pub fn encode_sketch(buf: &mut Vec<u8>, s: &SketchSeries) {
+    if let SeriesId::Context { key, suffix } = &s.id {
+        if put_record(buf, |b| sketch_body_from_context(b, key, suffix, s)) {
+            return;
+        }
+    }
     let body = sketch_body_len(s);
     buf.reserve(body + 6);
     put_len_header(buf, 1, body);
@@ -312,6 +467,10 @@ pub fn encode_sketch(buf: &mut Vec<u8>, s: &SketchSeries) {
     for t in s.id.tags() {
         put_str(buf, 4, &t);
     }
+    put_dogsketches(buf, s);
+}
+
+fn put_dogsketches(buf: &mut Vec<u8>, s: &SketchSeries) {
     for d in &s.dogsketches {
         put_len_header(buf, 7, dogsketch_len(d));
         put_int(buf, 1, d.ts as u64);
@@ -339,7 +498,7 @@ pub fn encode_sketch(buf: &mut Vec<u8>, s: &SketchSeries) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Point, SeriesId};
+    use crate::model::Point;
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()
@@ -436,6 +595,70 @@ mod tests {
         let mut b = Vec::new();
         put_int(&mut b, 8, (-1i64) as u64);
         assert_eq!(b.len(), 11);
+    }
+
+    /// The one-pass context encoders (taken when every part is valid UTF-8)
+    /// write exactly the generic path's bytes, for valid names, hosts and
+    /// tags of every kind, and fall back (same bytes) when one part is not.
+    #[test]
+    fn context_fast_path_matches_generic_path() {
+        use crate::model::ContextKey;
+        use std::borrow::Cow;
+        use std::sync::Arc;
+        let cases: Vec<(&[u8], &[u8], Vec<&[u8]>)> = vec![
+            (b"m", b"h1", vec![b"a:b"]),
+            (b"", b"", vec![]),
+            (b"caf\xc3\xa9.x", b"h\xc3\xa9", vec![b"", b"a:\xc3\xa9", b"device:sda", b"device:", b"device:sdb", b"d", b"dev:x"]),
+            (b"m", b"h", vec![b"dd.internal.resource:db:x", b"dd.internal.resource:bad", b"dd.internal.resource::x", b"dd.internal.resource:t:", b"dd.internal.resource:a:b:c", b"z:1"]),
+            (b"m", b"h", vec![b"a", b"device:\xff"]),
+            (b"m", b"h", vec![b"a", b"dd.internal.resource:\xff:x"]),
+            (b"m", b"h", vec![b"\xfe", b"b"]),
+            (b"m\xff", b"h", vec![b"b"]),
+            (b"m", b"h\xff", vec![b"b"]),
+        ];
+        let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        for (name, host, tags) in cases {
+            let key = Arc::new(ContextKey::new(0, name, host, tags.iter().copied()));
+            let owned_tags: Vec<String> = tags.iter().map(|t| lossy(t)).collect();
+            for suffix in ["", ".95percentile"] {
+                for points in [vec![], vec![Point { timestamp: 1_700_000_000, value: 0.5 }, Point { timestamp: 0, value: 0.0 }]] {
+                    let mk = |id: SeriesId| Series {
+                        id,
+                        points: points.clone(),
+                        metric_type: MetricType::Gauge,
+                        interval: 10,
+                        source_type_name: String::new(),
+                        origin: Origin::DogStatsD,
+                    };
+                    let ctx = mk(SeriesId::context(key.clone(), Cow::Borrowed(suffix)));
+                    let own = mk(SeriesId::owned(format!("{}{suffix}", lossy(name)), lossy(host), owned_tags.clone()));
+                    let (mut a, mut b) = (vec![7u8], vec![7u8]);
+                    encode_series(&mut a, &ctx);
+                    encode_series(&mut b, &own);
+                    assert_eq!(a, b, "series {name:?} {tags:?} {suffix:?}");
+                    let all_valid = std::str::from_utf8(name).is_ok()
+                        && std::str::from_utf8(host).is_ok()
+                        && tags.iter().all(|t| std::str::from_utf8(t).is_ok());
+                    let fast = put_record(&mut Vec::new(), |b| series_body_from_context(b, &key, suffix, &ctx));
+                    assert_eq!(fast, all_valid, "fast path taken iff all parts are valid UTF-8");
+                }
+                let d = Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
+                let ctx = SketchSeries { id: SeriesId::context(key.clone(), Cow::Borrowed(suffix)), dogsketches: vec![d.clone()] };
+                let own = SketchSeries { id: SeriesId::owned(format!("{}{suffix}", lossy(name)), lossy(host), owned_tags.clone()), dogsketches: vec![d] };
+                let (mut a, mut b) = (vec![7u8], vec![7u8]);
+                encode_sketch(&mut a, &ctx);
+                encode_sketch(&mut b, &own);
+                assert_eq!(a, b, "sketch {name:?} {tags:?} {suffix:?}");
+            }
+        }
+        // A body longer than 127 bytes needs a two-byte length varint.
+        let long = vec![b'x'; 300];
+        let key = Arc::new(ContextKey::new(0, b"m", b"h", [&long[..]].into_iter()));
+        let mk = |id: SeriesId| Series { id, points: vec![], metric_type: MetricType::Rate, interval: 10, source_type_name: String::new(), origin: Origin::DogStatsD };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_series(&mut a, &mk(SeriesId::context(key, Cow::Borrowed(""))));
+        encode_series(&mut b, &mk(SeriesId::owned("m".into(), "h".into(), vec![String::from_utf8(long).unwrap()])));
+        assert_eq!(a, b);
     }
 
     /// A series borrowing a context encodes byte for byte like the same
