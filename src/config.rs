@@ -159,6 +159,10 @@ pub struct Config {
     pub manifest_buffer_bytes: usize,
     /// Backoff, concurrency, proxy and key-validation settings of the forwarder.
     pub forwarder: ForwarderTuning,
+    /// `EDGESTAT_RECV_COALESCE_US`: after a UDP drain that found datagrams,
+    /// wait this long before draining again, so each wake-up takes a batch
+    /// (0 = read as soon as one arrives); at most 10000.
+    pub recv_coalesce_us: u64,
 }
 
 /// The Agent's `forwarder_*` / `proxy.*` keys beyond timeout and queue size.
@@ -794,6 +798,10 @@ impl Config {
             orchestrator_queue_payloads: edge_usize("ORCHESTRATOR_QUEUE_PAYLOADS", 1024, 1)?,
             manifest_buffer_bytes: edge_usize("MANIFEST_BUFFER_BYTES", 64 << 20, 1)?,
             forwarder: forwarder_tuning(src)?,
+            recv_coalesce_us: match edge_usize("RECV_COALESCE_US", 200, 0)? {
+                n if n > 10_000 => return Err(bad("EDGESTAT_RECV_COALESCE_US", &n.to_string(), "between 0 and 10000")),
+                n => n as u64,
+            },
         })
     }
 }
