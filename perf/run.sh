@@ -31,6 +31,27 @@ PY
 bench packed --duration 10 --contexts 3000 --so-rcvbuf 4194304
 # Maximum rate, ~150 B single-metric datagrams.
 bench single --profile single --duration 10 --contexts 3000 --so-rcvbuf 4194304
+# Saturated receiver, ~150 B datagrams: 10 rounds of stop / fill the socket
+# with 100k datagrams / resume / time the drain (the sender on the other core
+# cannot saturate it). 100k datagrams need ~84 MB of socket buffer (842 B of
+# skb truesize each): net.core.rmem_max is raised for these runs (root) and
+# restored on exit. Side by side: the plain recvmmsg floor on this machine.
+if [ -z "$only" ] || [ "$only" = burst ]; then
+  old_rmem=$(sysctl -n net.core.rmem_max)
+  trap 'sysctl -qw net.core.rmem_max='"$old_rmem" EXIT
+  sysctl -qw net.core.rmem_max=134217728
+  bench burst --profile single --contexts 3000 --so-rcvbuf 67108864 --burst 100000 --rounds 10 --flush-interval 60s
+  python3 - <<'PY'
+import json
+b = json.load(open("perf/results/burst.json"))["burst"]
+print(f"burst          {b['cpu_ns_per_datagram']:.0f} ns CPU/datagram ({b['shard_cpu_ns_per_datagram']:.0f} ns shard threads),"
+      f" {b['datagrams_per_cpu_s']/1e6:.2f} M datagrams/s per core, drops {b['kernel_drops']}")
+PY
+  cargo build --release --quiet --example recv_floor
+  target/release/examples/recv_floor 100000 5 32 | tee perf/results/recv_floor.txt
+  sysctl -qw net.core.rmem_max="$old_rmem"
+  trap - EXIT
+fi
 # Zero loss at 80% of the maximum processed rate measured above.
 if [ -z "$only" ] || [ "$only" = packed80 ]; then
   rate=$(python3 -c 'import json; print(int(0.8*json.load(open("perf/results/packed.json"))["lines_per_s_processed"]))')

@@ -145,7 +145,7 @@ fn start_and_wait(mut cfg: Config) -> Result<(), String> {
             udp: udp.pop(),
             unix: unix.take(),
         };
-        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams)
+        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)
             .map_err(|e| e.to_string())?;
         shards.push(h);
     }

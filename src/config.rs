@@ -163,6 +163,10 @@ pub struct Config {
     pub flush_encode_threads: usize,
     /// Backoff, concurrency, proxy and key-validation settings of the forwarder.
     pub forwarder: ForwarderTuning,
+    /// `EDGESTAT_RECV_COALESCE_US`: after a UDP drain that found datagrams,
+    /// wait this long before draining again, so each wake-up takes a batch
+    /// (0 = read as soon as one arrives); at most 10000.
+    pub recv_coalesce_us: u64,
 }
 
 /// The Agent's `forwarder_*` / `proxy.*` keys beyond timeout and queue size.
@@ -802,6 +806,10 @@ impl Config {
                 n => n,
             },
             forwarder: forwarder_tuning(src)?,
+            recv_coalesce_us: match edge_usize("RECV_COALESCE_US", 200, 0)? {
+                n if n > 10_000 => return Err(bad("EDGESTAT_RECV_COALESCE_US", &n.to_string(), "between 0 and 10000")),
+                n => n as u64,
+            },
         })
     }
 }

@@ -72,6 +72,47 @@ fn bench_against_started_edgestat_reports_no_loss() {
     assert!(plot.starts_with("<svg") && plot.contains("<polyline"), "{plot}");
 }
 
+/// `--burst`: the harness stops the started edgestat, fills its socket,
+/// resumes it and times the drain; every datagram must be processed and
+/// the burst fields filled. 300 datagrams per round fit even a socket
+/// capped at the common default `rmem_max` (≈ 850 B of buffer each).
+#[test]
+fn bench_burst_mode_counts_every_datagram() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("burst.json");
+    let out = Command::new(common::BIN)
+        .args(["bench", "--profile", "single", "--burst", "300", "--rounds", "4", "--contexts", "100"])
+        .args(["--so-rcvbuf", "4194304", "--flush-interval", "60s", "--no-progress"])
+        .arg("--json")
+        .arg(&json)
+        .current_dir(dir.path())
+        .output()
+        .expect("run edgestat bench --burst");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "bench failed: {}\n{table}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
+    assert!(table.contains("burst CPU per datagram"), "{table}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(r["packets_sent"].as_u64(), Some(1200), "{r:#}");
+    assert_eq!(r["lines_sent"].as_u64(), Some(1200));
+    assert_eq!(r["lines_processed"].as_u64(), Some(1200), "{r:#}");
+    assert_eq!(r["samples_processed"], r["samples_sent"]);
+    assert_eq!(r["loss_ratio"].as_f64(), Some(0.0));
+    assert_eq!(r["kernel_drops"].as_u64(), Some(0));
+    let b = &r["burst"];
+    assert_eq!(b["rounds"].as_u64(), Some(4), "{b:#}");
+    assert_eq!(b["datagrams_per_round"].as_u64(), Some(300));
+    assert_eq!(b["datagrams"].as_u64(), Some(1200));
+    assert_eq!(b["kernel_drops"].as_u64(), Some(0));
+    // Each queued datagram costs more buffer than its ~150 payload bytes.
+    assert!(b["queue_bytes_per_datagram"].as_f64().unwrap() > 150.0, "{b:#}");
+    assert!(b["peak_queue_bytes"].as_u64().unwrap() > 300 * 150, "{b:#}");
+    assert!(b["cpu_s"].as_f64().unwrap() > 0.0, "{b:#}");
+    assert!(b["shard_cpu_s"].as_f64().unwrap() > 0.0, "{b:#}");
+    assert!(b["shard_cpu_s"].as_f64().unwrap() <= b["cpu_s"].as_f64().unwrap());
+    assert!(b["wall_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["workload"]["burst"].as_u64(), Some(300));
+}
+
 #[test]
 fn bench_rejects_bad_arguments() {
     let out = Command::new(common::BIN).args(["bench", "--duration", "0", "--no-progress"]).output().unwrap();

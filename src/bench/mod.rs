@@ -8,6 +8,7 @@
 //! drives any DogStatsD server (point that server's `DD_DD_URL` at
 //! `--intake-listen` to count what it processed).
 
+pub mod burst;
 pub mod procfs;
 pub mod report;
 pub mod sender;
@@ -100,6 +101,16 @@ pub struct BenchArgs {
     /// No progress line on stderr.
     #[arg(long)]
     pub no_progress: bool,
+    /// Burst mode: per round, stop the target (SIGSTOP), fill its socket
+    /// with this many datagrams, resume it and measure its CPU and wall
+    /// time until the queue is empty (saturates the receiver even when the
+    /// sender is slower; the socket must hold them: raise --so-rcvbuf and
+    /// net.core.rmem_max). --duration and --rate are ignored. 0 = off.
+    #[arg(long, value_name = "DATAGRAMS", default_value_t = 0)]
+    pub burst: u64,
+    /// Rounds of --burst.
+    #[arg(long, default_value_t = 10)]
+    pub rounds: u64,
 }
 
 /// Why a bench could not run; one line.
@@ -263,7 +274,7 @@ impl Drop for Started {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
-    if args.duration <= 0.0 || args.rate < 0.0 || args.contexts == 0 {
+    if (args.duration <= 0.0 && args.burst == 0) || args.rate < 0.0 || args.contexts == 0 {
         return Err(BenchError::Usage("--duration and --contexts must be positive, --rate not negative".into()));
     }
     let single = args.profile == Profile::Single;
@@ -380,8 +391,17 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     };
 
     let t_send = Instant::now();
-    let sent = sender::run(&mut workload, &sockets, rate, duration, &progress);
-    let send_s = t_send.elapsed().as_secs_f64();
+    let mut burst_stats = None;
+    let sent = if args.burst > 0 {
+        let pid = pid.ok_or_else(|| BenchError::Usage("--burst needs the target's pid (--target-pid)".into()))?;
+        let (g, b) = burst::run(pid, addr.port(), &mut workload, &sockets, args.burst, args.rounds.max(1), &progress)?;
+        burst_stats = Some(b);
+        g
+    } else {
+        sender::run(&mut workload, &sockets, rate, duration, None, &progress)
+    };
+    // Burst mode: the rate is over the drain time (target running, queue deep).
+    let send_s = burst_stats.as_ref().map(|b| b.wall_s).filter(|w| *w > 0.0).unwrap_or_else(|| t_send.elapsed().as_secs_f64());
 
     // Let the target empty its receive queues before reading its CPU time.
     let drain_end = Instant::now() + Duration::from_secs(10);
@@ -431,6 +451,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
             "so_rcvbuf": args.so_rcvbuf,
             "flush_interval": args.flush_interval,
             "env": args.env,
+            "burst": args.burst,
+            "rounds": if args.burst > 0 { Some(args.rounds) } else { None },
         }),
         duration_s: send_s,
         lines_sent: sent.total_lines(),
@@ -445,6 +467,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         rss_bytes: mem.map(|m| m.0),
         rss_peak_bytes: mem.map(|m| m.1),
         flush_latency,
+        burst: burst_stats.clone(),
         ..Default::default()
     };
     if let Some(p) = &processed {
@@ -480,8 +503,13 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         r.loss_ratio = Some(1.0 - kept);
         r.compression_ratio = if p.compressed_bytes > 0 { Some(p.uncompressed_bytes as f64 / p.compressed_bytes as f64) } else { None };
     }
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        let cpu = c1.saturating_sub(c0).as_secs_f64();
+    let cpu = match (&burst_stats, cpu0, cpu1) {
+        // Only the drains: the target's idle time while stopped and filled does not count.
+        (Some(b), _, _) => Some(b.cpu_s),
+        (None, Some(c0), Some(c1)) => Some(c1.saturating_sub(c0).as_secs_f64()),
+        _ => None,
+    };
+    if let Some(cpu) = cpu {
         r.target_cpu_s = Some(cpu);
         let lines = r.lines_processed.unwrap_or(r.lines_sent) as f64;
         let packets = sent.packets as f64 * if r.lines_sent > 0 { lines / r.lines_sent as f64 } else { 0.0 };

@@ -99,6 +99,33 @@ pub fn pid_of_udp_port(port: u16) -> Option<u32> {
     None
 }
 
+/// CPU time of every thread of `pid` in nanoseconds (`schedstat`'s
+/// `sum_exec_runtime`, exact, unlike the 10 ms ticks of `stat`): the whole
+/// process, and the threads whose name starts with `prefix`.
+pub fn task_cpu_ns(pid: u32, prefix: &str) -> Option<(u64, u64)> {
+    let (mut all, mut matched) = (0u64, 0u64);
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(t.path().join("schedstat")) else { continue };
+        let ns = stat.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        all += ns;
+        if std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with(prefix)) {
+            matched += ns;
+        }
+    }
+    Some((all, matched))
+}
+
+/// Whether every thread of `pid` is stopped (state `T`).
+pub fn all_stopped(pid: u32) -> bool {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    dir.flatten().all(|t| {
+        std::fs::read_to_string(t.path().join("stat"))
+            .ok()
+            .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "T" || st == "t")))
+            .unwrap_or(false)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +153,8 @@ mod tests {
         let port = s.local_addr().unwrap().port();
         assert_eq!(udp_counters(port).0.sockets, 1);
         assert_eq!(pid_of_udp_port(port), Some(pid));
+        let (all, _) = task_cpu_ns(pid, "none").unwrap();
+        assert!(all > 0);
+        assert!(!all_stopped(pid));
     }
 }

@@ -205,6 +205,8 @@ pub struct Report {
     pub send_errors: u64,
     /// Timeline.
     pub timeline: Vec<TimePoint>,
+    /// Burst mode measurements (`--burst`).
+    pub burst: Option<super::burst::BurstStats>,
 }
 
 fn human(v: f64) -> String {
@@ -256,6 +258,11 @@ impl Report {
                 format!("{} requests, {} B compressed, {} B raw, ratio {:.2}", i.payloads, i.compressed_bytes, i.uncompressed_bytes, self.compression_ratio.unwrap_or(0.0))
             })),
         ));
+        if let Some(b) = &self.burst {
+            rows.push(("burst rounds × datagrams".into(), format!("{} × {} (queue {:.0} B/datagram, peak {} B, drops {})", b.rounds, b.datagrams_per_round, b.queue_bytes_per_datagram, b.peak_queue_bytes, b.kernel_drops)));
+            rows.push(("burst CPU per datagram".into(), format!("{:.0} ns all threads, {:.0} ns shard threads", b.cpu_ns_per_datagram, b.shard_cpu_ns_per_datagram)));
+            rows.push(("burst datagrams/s".into(), format!("{}/s per core, {}/s wall clock while draining", human(b.datagrams_per_cpu_s), human(b.datagrams_per_wall_s))));
+        }
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter().map(|(k, v)| format!("{k:<w$}  {v}\n")).collect()
     }

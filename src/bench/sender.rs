@@ -41,13 +41,15 @@ pub fn connect(target: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> 
 }
 
 /// Sends `workload` to the connected `sockets` for `duration` at
-/// `rate_lines` lines/s (`None`: as fast as possible). Returns what was
-/// sent (datagrams the kernel refused are not counted).
+/// `rate_lines` lines/s (`None`: as fast as possible), stopping early after
+/// `max_packets` datagrams when given. Returns what was sent (datagrams the
+/// kernel refused are not counted).
 pub fn run(
     workload: &mut Workload,
     sockets: &[UdpSocket],
     rate_lines: Option<f64>,
     duration: Duration,
+    max_packets: Option<u64>,
     progress: &Arc<Progress>,
 ) -> Generated {
     let mut bufs: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(16 * 1024)).collect();
@@ -64,7 +66,7 @@ pub fn run(
     };
     while !progress.stop.load(Ordering::Relaxed) {
         let elapsed = start.elapsed();
-        if elapsed >= duration {
+        if elapsed >= duration || max_packets.is_some_and(|m| sent.packets >= m) {
             break;
         }
         if let Some(r) = rate_lines {
@@ -76,6 +78,10 @@ pub fn run(
                 continue;
             }
         }
+        let per_batch = match max_packets {
+            Some(m) => per_batch.min((m - sent.packets) as usize),
+            None => per_batch,
+        };
         for i in 0..per_batch {
             let before = workload.generated.clone();
             workload.next_packet(&mut bufs[i]);
