@@ -7,18 +7,16 @@ use std::time::Duration;
 
 mod common;
 
-#[test]
-fn bench_against_started_edgestat_reports_no_loss() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let svg = dir.path().join("plot.svg");
+/// One fixed-rate bench run against a started edgestat: (table, report).
+fn run_fixed_rate_bench(dir: &std::path::Path, json: &std::path::Path, svg: &std::path::Path) -> (String, serde_json::Value) {
     let mut child = Command::new(common::BIN)
-        .args(["bench", "--duration", "3", "--rate", "20000", "--contexts", "300", "--shards", "2", "--no-progress"])
+        .args(["bench", "--duration", "3", "--rate", "10000", "--contexts", "300", "--shards", "2", "--no-progress"])
+        .args(["--so-rcvbuf", "4194304"])
         .arg("--json")
-        .arg(&json)
+        .arg(json)
         .arg("--plot")
-        .arg(&svg)
-        .current_dir(dir.path())
+        .arg(svg)
+        .current_dir(dir)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("spawn edgestat bench");
@@ -37,11 +35,33 @@ fn bench_against_started_edgestat_reports_no_loss() {
     std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut table).unwrap();
     assert!(status.success(), "bench failed: {status}\n{table}");
     assert!(table.contains("lines processed"), "{table}");
+    (table, serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap())
+}
 
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+#[test]
+fn bench_against_started_edgestat_reports_no_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let svg = dir.path().join("plot.svg");
+    // A starved CI machine can stall the target long enough for the kernel
+    // to drop datagrams (not edgestat's doing). Such a run must show that
+    // loss; then the bench is run again, and one of three runs must be clean.
+    let mut attempt = 0;
+    let r = loop {
+        attempt += 1;
+        let (table, r) = run_fixed_rate_bench(dir.path(), &json, &svg);
+        let drops = r["kernel_drops"].as_u64().unwrap();
+        if drops == 0 {
+            break r;
+        }
+        assert!(r["lines_processed"].as_u64().unwrap() < r["lines_sent"].as_u64().unwrap(), "kernel drops must show as loss: {r:#}");
+        assert!(r["loss_ratio"].as_f64().unwrap() > 0.0);
+        assert!(attempt < 3, "kernel drops in three runs in a row: {table}");
+        eprintln!("attempt {attempt}: {drops} kernel drops on a starved machine; running again");
+    };
     let sent = r["lines_sent"].as_u64().unwrap();
-    // ~60k lines at 20k/s; a loaded machine may send fewer, never zero.
-    assert!(sent > 5_000 && sent <= 61_000, "lines_sent {sent}");
+    // ~30k lines at 10k/s; a loaded machine may send fewer, never zero.
+    assert!(sent > 5_000 && sent <= 31_000, "lines_sent {sent}");
     assert_eq!(r["lines_processed"].as_u64(), Some(sent), "{r:#}");
     assert_eq!(r["samples_processed"], r["samples_sent"]);
     assert_eq!(r["loss_ratio"].as_f64(), Some(0.0));
@@ -65,7 +85,7 @@ fn bench_against_started_edgestat_reports_no_loss() {
     assert!(r["flush_latency"]["count"].as_u64().unwrap() >= 1, "{:#}", r["flush_latency"]);
     assert!(r["intake"]["payloads"].as_u64().unwrap() >= 1);
     assert!(r["compression_ratio"].as_f64().unwrap() > 1.0);
-    // Processed contexts: every one of the 300 was hit at 60k lines.
+    // Processed contexts: every one of the 300 was hit at 30k lines.
     assert_eq!(r["intake"]["contexts"].as_u64(), Some(300), "{:#}", r["intake"]);
     assert!(r["timeline"].as_array().unwrap().len() >= 5);
     let plot = std::fs::read_to_string(&svg).unwrap();
