@@ -89,17 +89,26 @@ static A: Counting = Counting;
 
 const MIB: f64 = 1048576.0;
 
+/// This process's resident set (kB), for what touched pages cost.
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
 fn report(phase: &str, base: i64) {
     let live = LIVE.load(Relaxed) - base;
     let bc = BASE_CHUNK.load(Relaxed);
     let chunk = LIVE_CHUNK.load(Relaxed) - bc;
     let n: i64 = CLASS_COUNT.iter().zip(BASE_CLASS.iter()).map(|(c, b)| c.load(Relaxed) - b.load(Relaxed)).sum();
     println!(
-        "{phase:<44} live {:>7.2} MiB (chunks {:>7.2} MiB)  allocations {:>8}  peak so far {:>7.2} MiB",
+        "{phase:<44} live {:>7.2} MiB (chunks {:>7.2} MiB)  allocations {:>8}  peak so far {:>7.2} MiB  process RSS {:>7.2} MiB",
         live as f64 / MIB,
         chunk as f64 / MIB,
         n,
-        (PEAK_CHUNK.load(Relaxed) - bc) as f64 / MIB
+        (PEAK_CHUNK.load(Relaxed) - bc) as f64 / MIB,
+        rss_kb() as f64 / 1024.0
     );
 }
 
