@@ -301,6 +301,12 @@ impl ShardSampler {
             }
             self.spare.push(b);
         }
+        // A drained bucket keeps its maps' capacity for the next bucket to
+        // open, but one spare is enough (buckets open one at a time): at
+        // 100k contexts each spare holds ~6 MiB of map capacity, which would
+        // otherwise sit through the flush's own peak. After a forced flush
+        // (shutdown) nothing is reused.
+        self.spare.truncate(if force { 0 } else { 1 });
         let buckets = &self.buckets;
         let before = self.contexts.len();
         self.contexts.retain(|id, slot| {
