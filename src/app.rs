@@ -26,6 +26,7 @@ pub fn run(config_file: Option<&Path>) -> i32 {
     };
     crate::logging::init(&cfg.log_level);
     abort_on_panic();
+    set_malloc_arenas(cfg.malloc_arenas);
     match start_and_wait(cfg) {
         Ok(()) => 0,
         Err(e) => {
@@ -33,6 +34,20 @@ pub fn run(config_file: Option<&Path>) -> i32 {
             EXIT_START
         }
     }
+}
+
+/// Applies `EDGESTAT_MALLOC_ARENAS` (glibc only) before any thread starts.
+fn set_malloc_arenas(n: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if n > 0 {
+        // SAFETY: mallopt only changes allocator parameters; called before
+        // any other thread exists.
+        if unsafe { libc::mallopt(libc::M_ARENA_MAX, n.min(i32::MAX as usize) as i32) } != 1 {
+            tracing::warn!(arenas = n, "cannot set EDGESTAT_MALLOC_ARENAS");
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
 }
 
 /// A panic is a bug. A shard that died would leave its socket receiving

@@ -43,8 +43,10 @@ pub enum Agg {
         /// Monotonic nanoseconds of the sample.
         seq: u64,
     },
-    /// Distinct raw members.
-    Set(HashSet<Box<[u8]>>),
+    /// Distinct raw members. Boxed so that every other aggregate (and every
+    /// bucket-map slot, which is sized for the largest variant) stays small:
+    /// sets are rare and allocate per member anyway.
+    Set(Box<HashSet<Box<[u8]>>>),
     /// (value, weight = 1/r) samples.
     Histogram(Vec<(f64, f64)>),
 }
@@ -54,7 +56,7 @@ impl Agg {
         match kind {
             SampleKind::Counter | SampleKind::Distribution => Agg::Counter(0.0),
             SampleKind::Gauge => Agg::Gauge { value: 0.0, seq: 0 },
-            SampleKind::Set => Agg::Set(HashSet::new()),
+            SampleKind::Set => Agg::Set(Box::default()),
             SampleKind::Histogram => Agg::Histogram(Vec::new()),
         }
     }
@@ -86,7 +88,7 @@ impl Agg {
                 *value = v2;
                 *seq = s2;
             }
-            (Agg::Set(a), Agg::Set(b)) => a.extend(b),
+            (Agg::Set(a), Agg::Set(b)) => a.extend(*b),
             (Agg::Histogram(a), Agg::Histogram(b)) => a.extend(b),
             // Mixed types across shards: keep ours, fold the other's total in.
             (Agg::Counter(a), Agg::Gauge { value, .. }) => *a += value,
@@ -275,6 +277,11 @@ impl ShardSampler {
         metrics: &mut Vec<FlushEntry>,
         sketches: &mut Vec<SketchEntry>,
     ) {
+        // Exact room up front: pushing 100k entries into a Vec that doubles
+        // from empty leaves up to half of it unused at the flush peak.
+        let closing = |b: &&Bucket| force || b.start + BUCKET_SECONDS <= cutoff;
+        metrics.reserve_exact(self.buckets.iter().filter(closing).map(|b| b.metrics.len()).sum());
+        sketches.reserve_exact(self.buckets.iter().filter(closing).map(|b| b.sketches.len()).sum());
         let mut i = 0;
         while i < self.buckets.len() {
             if !(force || self.buckets[i].start + BUCKET_SECONDS <= cutoff) {
@@ -294,6 +301,12 @@ impl ShardSampler {
             }
             self.spare.push(b);
         }
+        // A drained bucket keeps its maps' capacity for the next bucket to
+        // open, but one spare is enough (buckets open one at a time): at
+        // 100k contexts each spare holds ~6 MiB of map capacity, which would
+        // otherwise sit through the flush's own peak. After a forced flush
+        // (shutdown) nothing is reused.
+        self.spare.truncate(if force { 0 } else { 1 });
         let buckets = &self.buckets;
         let before = self.contexts.len();
         self.contexts.retain(|id, slot| {
