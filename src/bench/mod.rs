@@ -242,15 +242,21 @@ fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Start
 
 impl Started {
     /// SIGTERM, then wait (bounded) for the final flush and exit.
-    fn stop(&mut self) -> Result<(), BenchError> {
+    /// Returns the last peak RSS (VmHWM) read before exit: it includes the
+    /// final flush, often the process's largest moment.
+    fn stop(&mut self) -> Result<Option<u64>, BenchError> {
         // SAFETY: kill(2) on our own child.
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
         let end = Instant::now() + Duration::from_secs(90);
+        let mut hwm = None;
         loop {
+            if let Some((_, peak)) = procfs::rss(self.child.id()) {
+                hwm = Some(peak);
+            }
             match self.child.try_wait() {
-                Ok(Some(st)) if st.success() => return Ok(()),
+                Ok(Some(st)) if st.success() => return Ok(hwm),
                 Ok(Some(st)) => return Err(BenchError::Io(format!("edgestat run exited with {st}"))),
                 Ok(None) if Instant::now() > end => {
                     let _ = self.child.kill();
@@ -419,8 +425,9 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     let _ = sampler.join();
 
     let mut flush_latency = None;
+    let mut final_hwm = None;
     if let Some(s) = started.as_mut() {
-        s.stop()?;
+        final_hwm = s.stop()?;
         // The stderr reader sees the final flush line just after exit.
         std::thread::sleep(Duration::from_millis(200));
         flush_latency = s.flushes.lock().ok().filter(|h| !h.is_empty()).map(|h| FlushLatency::of(&h));
@@ -465,7 +472,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         by_kind: report::by_kind(&sent.lines, &sent.samples, processed.as_ref()),
         send_errors: progress.send_errors.load(Ordering::Relaxed),
         rss_bytes: mem.map(|m| m.0),
-        rss_peak_bytes: mem.map(|m| m.1),
+        rss_peak_bytes: mem.map(|m| m.1).max(final_hwm),
         flush_latency,
         burst: burst_stats.clone(),
         ..Default::default()

@@ -193,7 +193,8 @@ pub struct Report {
     pub packets_per_cpu_s: Option<f64>,
     /// Target RSS at the end of sending.
     pub rss_bytes: Option<u64>,
-    /// Peak target RSS (VmHWM).
+    /// Peak target RSS (VmHWM) over the whole run, the final flush
+    /// included when the harness started the target.
     pub rss_peak_bytes: Option<u64>,
     /// Flush durations reported by the target.
     pub flush_latency: Option<FlushLatency>,

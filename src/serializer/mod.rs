@@ -648,7 +648,7 @@ mod tests {
             let (mut sp, mut kp) = (Vec::new(), Vec::new());
             ser.series_v2_slice(&series, &mut sp);
             ser.sketches_slice(&sketches, &mut kp);
-            let mut decode = |ps: &[Payload], footer: &[u8], max_c: usize| {
+            let decode = |ps: &[Payload], footer: &[u8], max_c: usize| {
                 let mut all = Vec::new();
                 for p in ps {
                     assert!(p.body.len() <= max_c);
