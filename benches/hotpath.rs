@@ -5,9 +5,8 @@
 //! uncompressed byte (MB/s).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edgestat::aggregator::{FlushMerger, FlushSettings};
+use edgestat::aggregator::FlushMerger;
 use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::config::HistogramAggregate;
 use edgestat::protocol::{lines, parse_line, Message, ParseOptions};
 use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig, StreamEncoder};
 use edgestat::shard::ShardState;
@@ -95,13 +94,7 @@ fn parse_and_insert(c: &mut Criterion) {
 fn flush_100k(c: &mut Criterion) {
     // ~100k contexts touched (uniform choice: 400k lines reach ~98%).
     let (pk, _, _) = corpus(100_000, 12_000, false);
-    let settings = FlushSettings {
-        histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
-        histogram_percentiles: vec![95],
-        expiry_seconds: 300,
-        context_expiry_seconds: 300,
-        blocklist: Default::default(),
-    };
+    let settings = edgestat::bench::workload::bench_flush_settings();
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
     let mut g = c.benchmark_group("flush_100k");
     g.sample_size(10);
@@ -143,13 +136,7 @@ fn compressors(c: &mut Criterion) {
         s.handle_datagram(p, NOW, 1);
     }
     let f = s.take_flush(NOW + 20, false);
-    let settings = FlushSettings {
-        histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
-        histogram_percentiles: vec![95],
-        expiry_seconds: 300,
-        context_expiry_seconds: 300,
-        blocklist: Default::default(),
-    };
+    let settings = edgestat::bench::workload::bench_flush_settings();
     let out = FlushMerger::new(settings, 10_000_000).flush(f.metrics, f.sketches, NOW + 20);
     let mut raw = Vec::new();
     for s in &out.series {

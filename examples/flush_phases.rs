@@ -5,9 +5,8 @@
 
 use std::time::Instant;
 
-use edgestat::aggregator::{FlushMerger, FlushOutput, FlushSettings};
+use edgestat::aggregator::{FlushMerger, FlushOutput};
 use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::config::HistogramAggregate;
 use edgestat::serializer::{Payload, Serializer, SerializerConfig};
 use edgestat::shard::ShardState;
 
@@ -23,13 +22,7 @@ fn main() {
         w.next_packet(&mut b);
         shard.handle_datagram(&b, NOW, 1);
     }
-    let settings = FlushSettings {
-        histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
-        histogram_percentiles: vec![95],
-        expiry_seconds: 300,
-        context_expiry_seconds: 300,
-        blocklist: Default::default(),
-    };
+    let settings = edgestat::bench::workload::bench_flush_settings();
     let threads: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
     ser.set_encode_threads(threads).expect("serializer");

@@ -11,9 +11,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 
-use edgestat::aggregator::{FlushMerger, FlushSettings};
+use edgestat::aggregator::FlushMerger;
 use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::config::HistogramAggregate;
 use edgestat::serializer::{Serializer, SerializerConfig};
 use edgestat::shard::ShardState;
 
@@ -140,13 +139,7 @@ fn main() {
     let base = LIVE.load(Relaxed);
     let mut w = Workload::new(WorkloadConfig { contexts, min_tags: 2, max_tags: 50, packet_bytes: 8192, single: false, multi_value_pct: 8, seed: 1 });
     let mut shard = ShardState::new(edgestat::bench::workload::bench_shard_settings(10_000_000));
-    let settings = FlushSettings {
-        histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
-        histogram_percentiles: vec![95],
-        expiry_seconds: 300,
-        context_expiry_seconds: 300,
-        blocklist: Default::default(),
-    };
+    let settings = edgestat::bench::workload::bench_flush_settings();
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
     let mut merger = FlushMerger::new(settings, 10_000_000);
     report("start (workload generator + serializer)", base);

@@ -33,6 +33,23 @@ fn same(a: &Arc<ContextKey>, b: &Arc<ContextKey>) -> bool {
     Arc::ptr_eq(a, b) || **a == **b
 }
 
+/// Chains entry `i` (context `key`) behind the earlier entries of its
+/// context, or opens a group for it: `groups` holds (first, last) per
+/// context, `next` the chain, `heads` the groups in arrival order.
+fn link<'a>(groups: &mut HashTable<(u32, u32)>, heads: &mut Vec<u32>, next: &mut [u32], i: u32, key: &Arc<ContextKey>, key_of: impl Fn(u32) -> &'a Arc<ContextKey>) {
+    let h = key.key_hash();
+    match groups.find_mut(h, |&(first, _)| same(key_of(first), key)) {
+        Some((_, last)) => {
+            next[*last as usize] = i;
+            *last = i;
+        }
+        None => {
+            groups.insert_unique(h, (i, i), |&(first, _)| key_of(first).key_hash());
+            heads.push(i);
+        }
+    }
+}
+
 /// What one flush produced.
 #[derive(Debug, Default)]
 pub struct FlushOutput {
@@ -151,17 +168,7 @@ impl FlushMerger {
                     None => {}
                 }
             }
-            let i = i as u32;
-            match groups.find_mut(h, |&(first, _)| same(&entries[first as usize].key, &e.key)) {
-                Some((_, last)) => {
-                    next[*last as usize] = i;
-                    *last = i;
-                }
-                None => {
-                    groups.insert_unique(h, (i, i), |&(first, _)| entries[first as usize].key.key_hash());
-                    heads.push(i);
-                }
-            }
+            link(&mut groups, &mut heads, &mut next, i as u32, &e.key, |j| &entries[j as usize].key);
         }
         for e in &sketches {
             if !buckets.contains(&e.bucket) {
@@ -336,18 +343,7 @@ fn merge_sketches(mut sketches: Vec<SketchEntry>) -> Vec<SketchSeries> {
     let mut next: Vec<u32> = vec![NONE; sketches.len()];
     for i in 0..sketches.len() {
         let e = &sketches[i];
-        let h = e.key.key_hash();
-        let i = i as u32;
-        match groups.find_mut(h, |&(first, _)| same(&sketches[first as usize].key, &e.key)) {
-            Some((_, last)) => {
-                next[*last as usize] = i;
-                *last = i;
-            }
-            None => {
-                groups.insert_unique(h, (i, i), |&(first, _)| sketches[first as usize].key.key_hash());
-                heads.push(i);
-            }
-        }
+        link(&mut groups, &mut heads, &mut next, i as u32, &e.key, |j| &sketches[j as usize].key);
     }
     drop(groups);
     let mut out = Vec::with_capacity(heads.len());

@@ -116,7 +116,7 @@ pub fn run(
         shard_ns += s1.saturating_sub(s0);
         st.rounds += 1;
         st.datagrams += g.packets;
-        add(&mut total, &g);
+        total.add(&g);
     }
     let (drops1, _) = procfs::udp_counters(port);
     st.kernel_drops = drops1.drops.saturating_sub(drops0.drops);
@@ -130,13 +130,4 @@ pub fn run(
     st.datagrams_per_cpu_s = if cpu_ns > 0 { n * 1e9 / cpu_ns as f64 } else { 0.0 };
     st.datagrams_per_wall_s = if st.wall_s > 0.0 { n / st.wall_s } else { 0.0 };
     Ok((total, st))
-}
-
-fn add(acc: &mut Generated, d: &Generated) {
-    for k in 0..5 {
-        acc.lines[k] += d.lines[k];
-        acc.samples[k] += d.samples[k];
-    }
-    acc.packets += d.packets;
-    acc.bytes += d.bytes;
 }

@@ -102,7 +102,7 @@ pub fn run(
             match sendmmsg(sock, &bufs[done..per_batch]) {
                 Ok(n) => {
                     for d in &batch_gen[done..done + n] {
-                        add(&mut sent, d);
+                        sent.add(d);
                     }
                     let lines: u64 = batch_lines[done..done + n].iter().sum();
                     progress.lines.fetch_add(lines, Ordering::Relaxed);
@@ -124,14 +124,6 @@ pub fn run(
     sent
 }
 
-fn add(acc: &mut Generated, d: &Generated) {
-    for k in 0..5 {
-        acc.lines[k] += d.lines[k];
-        acc.samples[k] += d.samples[k];
-    }
-    acc.packets += d.packets;
-    acc.bytes += d.bytes;
-}
 
 /// One `sendmmsg(2)` of `bufs` on a connected socket; returns how many
 /// datagrams the kernel took.

@@ -94,6 +94,16 @@ pub struct Generated {
 }
 
 impl Generated {
+    /// Adds `d`'s counts (a sender thread's or a burst round's share).
+    pub fn add(&mut self, d: &Generated) {
+        for k in 0..5 {
+            self.lines[k] += d.lines[k];
+            self.samples[k] += d.samples[k];
+        }
+        self.packets += d.packets;
+        self.bytes += d.bytes;
+    }
+
     /// All lines.
     pub fn total_lines(&self) -> u64 {
         self.lines.iter().sum()
@@ -282,6 +292,20 @@ pub fn bench_shard_settings(max_contexts: usize) -> crate::shard::ShardSettings 
         max_queued: 100_000,
         context_expiry_seconds: 300,
         parse: crate::protocol::ParseOptions::default(),
+    }
+}
+
+/// The flush settings the flush benches and examples measure with: the
+/// Agent's default histogram aggregates plus a 95th percentile, 300 s
+/// expiries, no blocklist.
+pub fn bench_flush_settings() -> crate::aggregator::FlushSettings {
+    use crate::config::HistogramAggregate;
+    crate::aggregator::FlushSettings {
+        histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
+        histogram_percentiles: vec![95],
+        expiry_seconds: 300,
+        context_expiry_seconds: 300,
+        blocklist: Default::default(),
     }
 }
 
