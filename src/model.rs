@@ -160,15 +160,10 @@ impl std::hash::Hash for ContextKey {
 /// which dominated the flush cost).
 #[derive(Debug, Clone)]
 pub enum SeriesId {
-    /// Owned strings.
-    Owned {
-        /// Metric name, suffix included.
-        name: String,
-        /// Host (may be empty).
-        host: String,
-        /// Sorted, de-duplicated tags.
-        tags: Vec<String>,
-    },
+    /// Owned strings, boxed: rare (the Agent's own series, passthrough),
+    /// so aggregated series do not pay for their size (40 B per rendered
+    /// series at the flush peak).
+    Owned(Box<OwnedId>),
     /// Borrowed from an aggregation context.
     Context {
         /// The shared context.
@@ -178,10 +173,21 @@ pub enum SeriesId {
     },
 }
 
+/// The strings of an owned [`SeriesId`].
+#[derive(Debug, Clone)]
+pub struct OwnedId {
+    /// Metric name, suffix included.
+    pub name: String,
+    /// Host (may be empty).
+    pub host: String,
+    /// Sorted, de-duplicated tags.
+    pub tags: Vec<String>,
+}
+
 impl SeriesId {
     /// An owned identity.
     pub fn owned(name: String, host: String, tags: Vec<String>) -> Self {
-        SeriesId::Owned { name, host, tags }
+        SeriesId::Owned(Box::new(OwnedId { name, host, tags }))
     }
 
     /// An identity borrowed from `key`, name suffixed with `suffix`.
@@ -193,7 +199,7 @@ impl SeriesId {
     /// Does not allocate for valid UTF-8.
     pub fn name_parts(&self) -> (Cow<'_, str>, &str) {
         match self {
-            SeriesId::Owned { name, .. } => (Cow::Borrowed(name.as_str()), ""),
+            SeriesId::Owned(o) => (Cow::Borrowed(o.name.as_str()), ""),
             SeriesId::Context { key, suffix } => (lossy(key.name()), suffix),
         }
     }
@@ -209,7 +215,7 @@ impl SeriesId {
     /// The host (lossy UTF-8).
     pub fn host(&self) -> Cow<'_, str> {
         match self {
-            SeriesId::Owned { host, .. } => Cow::Borrowed(host.as_str()),
+            SeriesId::Owned(o) => Cow::Borrowed(o.host.as_str()),
             SeriesId::Context { key, .. } => lossy(key.host()),
         }
     }
@@ -224,7 +230,7 @@ impl SeriesId {
     /// bytes gives the same answer as checking the lossy string).
     pub fn tag_bytes(&self) -> impl DoubleEndedIterator<Item = &[u8]> + Clone + '_ {
         let (owned, key): (&[String], Option<&ContextKey>) = match self {
-            SeriesId::Owned { tags, .. } => (tags, None),
+            SeriesId::Owned(o) => (&o.tags, None),
             SeriesId::Context { key, .. } => (&[], Some(key)),
         };
         owned.iter().map(|t| t.as_bytes()).chain(key.into_iter().flat_map(|k| k.tags()))
@@ -233,7 +239,7 @@ impl SeriesId {
     /// Number of tags.
     pub fn tag_count(&self) -> usize {
         match self {
-            SeriesId::Owned { tags, .. } => tags.len(),
+            SeriesId::Owned(o) => o.tags.len(),
             SeriesId::Context { key, .. } => key.tag_count(),
         }
     }
@@ -344,6 +350,16 @@ pub struct Event {
     pub source_type_name: String,
     /// Agent-internal event type, empty to omit.
     pub event_type: String,
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Rendered series live all at once at the flush peak (100k contexts):
+    /// keep the identity to a pointer plus the suffix.
+    #[test]
+    fn series_identity_stays_small() {
+        assert!(std::mem::size_of::<super::SeriesId>() <= 32, "{}", std::mem::size_of::<super::SeriesId>());
+    }
 }
 
 #[cfg(test)]

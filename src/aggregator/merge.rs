@@ -226,7 +226,12 @@ impl FlushMerger {
 
         // 4. Render: one entry (the common case) directly, several through
         // the reused scratch list.
-        let mut out = FlushOutput { series: Vec::with_capacity(heads.len()), sketches: Vec::new() };
+        // Sized for what will be rendered (a histogram renders one series per
+        // aggregate/percentile): growing a 100k-series vector would copy it
+        // at the flush's memory peak.
+        let histograms = heads.iter().filter(|&&h| matches!(entries[h as usize].agg, Agg::Histogram(_))).count();
+        let expected = heads.len() + histograms * self.hist_outputs.len().saturating_sub(1);
+        let mut out = FlushOutput { series: Vec::with_capacity(expected), sketches: Vec::new() };
         let mut scratch = std::mem::take(&mut self.scratch);
         for &head in &heads {
             let head = head as usize;
