@@ -12,21 +12,8 @@ use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig, Str
 use edgestat::shard::ShardState;
 
 fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, u64) {
-    let mut w = Workload::new(WorkloadConfig {
-        contexts,
-        min_tags: if single { 8 } else { 2 },
-        max_tags: if single { 12 } else { 50 },
-        packet_bytes: 8192,
-        single,
-        multi_value_pct: 8,
-        seed: 1,
-    });
-    let mut out = Vec::with_capacity(packets);
-    for _ in 0..packets {
-        let mut b = Vec::new();
-        w.next_packet(&mut b);
-        out.push(b);
-    }
+    let mut w = Workload::new(WorkloadConfig::standard(contexts, single));
+    let out = w.packets(packets);
     (out, w.generated.total_lines(), w.generated.bytes)
 }
 

@@ -14,7 +14,7 @@ const NOW: i64 = 1_700_000_001;
 
 fn main() {
     let contexts: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
-    let mut w = Workload::new(WorkloadConfig { contexts, min_tags: 2, max_tags: 50, packet_bytes: 8192, single: false, multi_value_pct: 8, seed: 1 });
+    let mut w = Workload::new(WorkloadConfig::standard(contexts, false));
     let mut shard = ShardState::new(edgestat::bench::workload::bench_shard_settings(10_000_000));
     let mut b = Vec::new();
     for _ in 0..(contexts / 8) {

@@ -20,22 +20,8 @@ fn main() {
     let profile = std::env::args().nth(1).unwrap_or_else(|| "packed".into());
     let single = profile == "single";
     let packets_n = if single { 20_000 } else { 600 };
-    let mut w = Workload::new(WorkloadConfig {
-        contexts: 3000,
-        min_tags: if single { 8 } else { 2 },
-        max_tags: if single { 12 } else { 50 },
-        packet_bytes: 8192,
-        single,
-        multi_value_pct: 8,
-        seed: 1,
-    });
-    let packets: Vec<Vec<u8>> = (0..packets_n)
-        .map(|_| {
-            let mut b = Vec::new();
-            w.next_packet(&mut b);
-            b
-        })
-        .collect();
+    let mut w = Workload::new(WorkloadConfig::standard(3000, single));
+    let packets = w.packets(packets_n);
     let mut s = ShardState::new(edgestat::bench::workload::bench_shard_settings(1_000_000));
     // Warm-up: create every context and bucket entry.
     for p in &packets {

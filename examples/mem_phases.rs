@@ -137,7 +137,7 @@ fn main() {
     );
 
     let base = LIVE.load(Relaxed);
-    let mut w = Workload::new(WorkloadConfig { contexts, min_tags: 2, max_tags: 50, packet_bytes: 8192, single: false, multi_value_pct: 8, seed: 1 });
+    let mut w = Workload::new(WorkloadConfig::standard(contexts, false));
     let mut shard = ShardState::new(edgestat::bench::workload::bench_shard_settings(10_000_000));
     let settings = edgestat::bench::workload::bench_flush_settings();
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");

@@ -77,22 +77,8 @@ impl Batch {
 fn main() {
     let arg = |i: usize, d: usize| std::env::args().nth(i).and_then(|a| a.parse().ok()).unwrap_or(d);
     let (per_round, rounds, batch_n) = (arg(1, 100_000), arg(2, 5), arg(3, 32));
-    let mut w = Workload::new(WorkloadConfig {
-        contexts: 3000,
-        min_tags: 8,
-        max_tags: 12,
-        packet_bytes: 8192,
-        single: true,
-        multi_value_pct: 8,
-        seed: 1,
-    });
-    let packets: Vec<Vec<u8>> = (0..per_round)
-        .map(|_| {
-            let mut b = Vec::new();
-            w.next_packet(&mut b);
-            b
-        })
-        .collect();
+    let mut w = Workload::new(WorkloadConfig::standard(3000, true));
+    let packets = w.packets(per_round);
     let avg = packets.iter().map(|p| p.len()).sum::<usize>() as f64 / packets.len() as f64;
 
     let rx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).expect("socket");

@@ -284,14 +284,14 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         return Err(BenchError::Usage("--duration and --contexts must be positive, --rate not negative".into()));
     }
     let single = args.profile == Profile::Single;
+    let profile = WorkloadConfig::standard(args.contexts, single);
     let wcfg = WorkloadConfig {
-        contexts: args.contexts,
-        min_tags: args.min_tags.unwrap_or(if single { 8 } else { 2 }).max(1),
-        max_tags: args.max_tags.unwrap_or(if single { 12 } else { 50 }).max(2),
-        packet_bytes: args.packet_bytes.unwrap_or(8192).max(64),
-        single,
+        min_tags: args.min_tags.unwrap_or(profile.min_tags).max(1),
+        max_tags: args.max_tags.unwrap_or(profile.max_tags).max(2),
+        packet_bytes: args.packet_bytes.unwrap_or(profile.packet_bytes).max(64),
         multi_value_pct: args.multi_value_pct.min(100),
         seed: args.seed,
+        ..profile
     };
     let mut workload = Workload::new(wcfg.clone());
 

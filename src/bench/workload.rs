@@ -70,6 +70,23 @@ pub struct WorkloadConfig {
     pub seed: u64,
 }
 
+impl WorkloadConfig {
+    /// The bench's default shape for `contexts` contexts, seed 1: packed
+    /// (2–50 tags, ≤ 8 KB datagrams) or single (8–12 tags, one line per
+    /// datagram). The criterion benches and the perf examples measure this.
+    pub fn standard(contexts: usize, single: bool) -> Self {
+        WorkloadConfig {
+            contexts,
+            min_tags: if single { 8 } else { 2 },
+            max_tags: if single { 12 } else { 50 },
+            packet_bytes: 8192,
+            single,
+            multi_value_pct: 8,
+            seed: 1,
+        }
+    }
+}
+
 struct Context {
     kind: Kind,
     /// `name:`
@@ -239,6 +256,18 @@ impl Workload {
         }
         out.extend_from_slice(&ctx.tail);
         (ctx.kind, k)
+    }
+
+    /// The next `n` datagrams, each in its own buffer (for benches that
+    /// replay a fixed corpus).
+    pub fn packets(&mut self, n: usize) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|_| {
+                let mut b = Vec::new();
+                self.next_packet(&mut b);
+                b
+            })
+            .collect()
     }
 
     /// Fills `buf` (cleared first) with the next datagram and accounts it.
