@@ -505,18 +505,20 @@ impl Config {
                 None => Ok(default),
             }
         };
-        let edge_usize = |name: &str, default: usize, min: usize| -> Result<usize, ConfigError> {
+        let edge_usize_in = |name: &str, default: usize, min: usize, max: usize| -> Result<usize, ConfigError> {
             match src.edgestat(name) {
                 Some((k, v)) => {
                     let n: usize = parse_num(&k, &v, "a non-negative integer")?;
-                    if n < min {
-                        return Err(bad(&k, &v, &format!("an integer >= {min}")));
+                    if n < min || n > max {
+                        let want = if max == usize::MAX { format!("an integer >= {min}") } else { format!("between {min} and {max}") };
+                        return Err(bad(&k, &v, &want));
                     }
                     Ok(n)
                 }
                 None => Ok(default),
             }
         };
+        let edge_usize = |name: &str, default: usize, min: usize| edge_usize_in(name, default, min, usize::MAX);
 
         let hostname = match src.dd("hostname") {
             Some((_, v)) if !v.trim().is_empty() => v.trim().to_string(),
@@ -798,24 +800,15 @@ impl Config {
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,
-            recv_batch_datagrams: match edge_usize("RECV_BATCH_DATAGRAMS", 32, 1)? {
-                n if n > 1024 => return Err(bad("EDGESTAT_RECV_BATCH_DATAGRAMS", &n.to_string(), "between 1 and 1024")),
-                n => n,
-            },
+            recv_batch_datagrams: edge_usize_in("RECV_BATCH_DATAGRAMS", 32, 1, 1024)?,
             malloc_arenas: edge_usize("MALLOC_ARENAS", 0, 0)?,
             orchestrator_base_url,
             api_queue_items: edge_usize("API_QUEUE_ITEMS", 100_000, 1)?,
             orchestrator_queue_payloads: edge_usize("ORCHESTRATOR_QUEUE_PAYLOADS", 1024, 1)?,
             manifest_buffer_bytes: edge_usize("MANIFEST_BUFFER_BYTES", 64 << 20, 1)?,
-            flush_encode_threads: match edge_usize("FLUSH_ENCODE_THREADS", 1, 1)? {
-                n if n > 16 => return Err(bad("EDGESTAT_FLUSH_ENCODE_THREADS", &n.to_string(), "between 1 and 16")),
-                n => n,
-            },
+            flush_encode_threads: edge_usize_in("FLUSH_ENCODE_THREADS", 1, 1, 16)?,
             forwarder: forwarder_tuning(src)?,
-            recv_coalesce_us: match edge_usize("RECV_COALESCE_US", 200, 0)? {
-                n if n > 10_000 => return Err(bad("EDGESTAT_RECV_COALESCE_US", &n.to_string(), "between 0 and 10000")),
-                n => n as u64,
-            },
+            recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
         })
     }
 }
