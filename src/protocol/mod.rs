@@ -80,8 +80,15 @@ pub struct Lines<'a> {
 /// piece was taken. The splitting loop shared by values and tags (short
 /// pieces, where a plain byte loop beats a SIMD search's set-up).
 pub(crate) fn next_piece<'a>(rest: &mut Option<&'a [u8]>, sep: u8) -> Option<&'a [u8]> {
+    take_piece(rest, |r| r.iter().position(|&b| b == sep))
+}
+
+/// Takes the piece before the separator `find` locates off `rest` (all of
+/// it when there is none); `None` once the last piece was taken.
+#[inline]
+fn take_piece<'a>(rest: &mut Option<&'a [u8]>, find: impl Fn(&[u8]) -> Option<usize>) -> Option<&'a [u8]> {
     let r = (*rest)?;
-    Some(match r.iter().position(|&b| b == sep) {
+    Some(match find(r) {
         Some(i) => {
             *rest = Some(&r[i + 1..]);
             &r[..i]
@@ -98,17 +105,7 @@ impl<'a> Iterator for Lines<'a> {
     fn next(&mut self) -> Option<&'a [u8]> {
         loop {
             // Lines are long (hundreds of bytes): SIMD search, not a byte loop.
-            let r = self.rest?;
-            let line = match memchr::memchr(b'\n', r) {
-                Some(i) => {
-                    self.rest = Some(&r[i + 1..]);
-                    &r[..i]
-                }
-                None => {
-                    self.rest = None;
-                    r
-                }
-            };
+            let line = take_piece(&mut self.rest, |r| memchr::memchr(b'\n', r))?;
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if !line.is_empty() {
                 return Some(line);
