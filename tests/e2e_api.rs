@@ -13,6 +13,17 @@ fn api_env(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
+/// Starts edgestat shipping to `intake` with the local API and telemetry on
+/// free ports, a 1 s flush, plus `extra` settings: (agent, api port,
+/// telemetry port).
+fn start_with_api_and_telemetry(intake: &Intake, extra: &[(&str, &str)]) -> (Agent, u16, u16) {
+    let (api_port, tel_port) = (free_tcp_port(), free_tcp_port());
+    let (api, tel) = (api_env(api_port), api_env(tel_port));
+    let mut env: Vec<(&str, &str)> = vec![("EDGESTAT_API_ADDR", &api), ("EDGESTAT_TELEMETRY_ADDR", &tel), ("EDGESTAT_FLUSH_INTERVAL", "1s")];
+    env.extend_from_slice(extra);
+    (Agent::start(Some(intake), &env), api_port, tel_port)
+}
+
 /// All events in `/intake/` payloads, flattened with their group name.
 fn intake_events(intake: &Intake) -> Vec<(String, Value)> {
     let mut out = Vec::new();
@@ -82,17 +93,7 @@ fn error_of(body: &str) -> String {
 #[test]
 fn api_events_and_checks_arrive_like_dogstatsd_and_bad_input_is_refused() {
     let intake = Intake::start_tls();
-    let api_port = free_tcp_port();
-    let tel_port = free_tcp_port();
-    let agent = Agent::start(
-        Some(&intake),
-        &[
-            ("EDGESTAT_API_ADDR", &api_env(api_port)),
-            ("EDGESTAT_TELEMETRY_ADDR", &api_env(tel_port)),
-            ("DD_DOGSTATSD_TAGS", "team:edge"),
-            ("EDGESTAT_FLUSH_INTERVAL", "1s"),
-        ],
-    );
+    let (agent, api_port, tel_port) = start_with_api_and_telemetry(&intake, &[("DD_DOGSTATSD_TAGS", "team:edge")]);
     let api = format!("http://127.0.0.1:{api_port}");
     let ev = format!("{api}/v1/events");
     let cr = format!("{api}/v1/check_run");
@@ -473,18 +474,8 @@ fn noise(n: usize) -> String {
 #[test]
 fn an_oversized_event_is_dropped_and_counted_the_others_arrive() {
     let intake = Intake::start_tls();
-    let api_port = free_tcp_port();
-    let tel_port = free_tcp_port();
-    let agent = Agent::start(
-        Some(&intake),
-        &[
-            ("EDGESTAT_API_ADDR", &api_env(api_port)),
-            ("EDGESTAT_TELEMETRY_ADDR", &api_env(tel_port)),
-            ("EDGESTAT_FLUSH_INTERVAL", "1s"),
-            ("DD_SERIALIZER_MAX_PAYLOAD_SIZE", "2000"),
-            ("DD_SERIALIZER_MAX_UNCOMPRESSED_PAYLOAD_SIZE", "4000"),
-        ],
-    );
+    let (agent, api_port, tel_port) =
+        start_with_api_and_telemetry(&intake, &[("DD_SERIALIZER_MAX_PAYLOAD_SIZE", "2000"), ("DD_SERIALIZER_MAX_UNCOMPRESSED_PAYLOAD_SIZE", "4000")]);
     let mut batch: Vec<Value> = (0..30)
         .map(|i| json!({"title": format!("normal-{i}"), "text": format!("event number {i} {}", noise(40)), "source_type_name": if i % 2 == 0 { "even" } else { "odd" }}))
         .collect();
