@@ -284,7 +284,7 @@ impl ShardSampler {
         sketches.reserve_exact(self.buckets.iter().filter(closing).map(|b| b.sketches.len()).sum());
         let mut i = 0;
         while i < self.buckets.len() {
-            if !(force || self.buckets[i].start + BUCKET_SECONDS <= cutoff) {
+            if !closing(&&self.buckets[i]) {
                 i += 1;
                 continue;
             }

@@ -283,8 +283,9 @@ impl Serializer {
                 .collect();
             build(self, first, out);
             for h in handles {
-                // A panicking helper would be a bug; its payloads are lost
-                // (counted nowhere else), the flush goes on.
+                // A panic is a bug and aborts the whole process (the
+                // panic hook set by `app`), so a join error cannot carry
+                // lost payloads in edgestat itself.
                 if let Ok(o) = h.join() {
                     helper_out.push(o);
                 }
