@@ -5,11 +5,11 @@
 //! uncompressed byte (MB/s).
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use edgestat::aggregator::FlushMerger;
-use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::protocol::{lines, parse_line, Message, ParseOptions};
-use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig, StreamEncoder};
-use edgestat::shard::ShardState;
+use edgestat::core::aggregator::FlushMerger;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::core::protocol::{lines, parse_line, Message, ParseOptions};
+use edgestat::core::serializer::{proto, Compression, Serializer, SerializerConfig, StreamEncoder};
+use edgestat::core::shard::ShardState;
 
 fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, u64) {
     let mut w = Workload::new(WorkloadConfig::standard(contexts, single));
@@ -18,7 +18,7 @@ fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, 
 }
 
 fn shard() -> ShardState {
-    ShardState::new(edgestat::bench::workload::bench_shard_settings(1_000_000))
+    ShardState::new(edgestat::tools::bench::workload::bench_shard_settings(1_000_000))
 }
 
 const NOW: i64 = 1_700_000_001;
@@ -81,7 +81,7 @@ fn parse_and_insert(c: &mut Criterion) {
 fn flush_100k(c: &mut Criterion) {
     // ~100k contexts touched (uniform choice: 400k lines reach ~98%).
     let (pk, _, _) = corpus(100_000, 12_000, false);
-    let settings = edgestat::bench::workload::bench_flush_settings();
+    let settings = edgestat::tools::bench::workload::bench_flush_settings();
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
     let mut g = c.benchmark_group("flush_100k");
     g.sample_size(10);
@@ -123,7 +123,7 @@ fn compressors(c: &mut Criterion) {
         s.handle_datagram(p, NOW, 1);
     }
     let f = s.take_flush(NOW + 20, false);
-    let settings = edgestat::bench::workload::bench_flush_settings();
+    let settings = edgestat::tools::bench::workload::bench_flush_settings();
     let out = FlushMerger::new(settings, 10_000_000).flush(f.metrics, f.sketches, NOW + 20);
     let mut raw = Vec::new();
     for s in &out.series {

@@ -3,9 +3,9 @@
 //! uncompressed bytes, so builder/raw MB/s can be compared directly.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use edgestat::model::{MetricType, Origin, Point, Series, SeriesId};
-use edgestat::serializer::builder::{AddError, PayloadBuilder};
-use edgestat::serializer::{proto, Compression, Serializer, SerializerConfig};
+use edgestat::core::model::{MetricType, Origin, Point, Series, SeriesId};
+use edgestat::core::serializer::builder::{AddError, PayloadBuilder};
+use edgestat::core::serializer::{proto, Compression, Serializer, SerializerConfig};
 
 fn make_series(n: usize) -> Vec<Series> {
     (0..n)

@@ -5,24 +5,24 @@
 
 use std::time::Instant;
 
-use edgestat::aggregator::{FlushMerger, FlushOutput};
-use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::serializer::{Payload, Serializer, SerializerConfig};
-use edgestat::shard::ShardState;
+use edgestat::core::aggregator::{FlushMerger, FlushOutput};
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::core::serializer::{Payload, Serializer, SerializerConfig};
+use edgestat::core::shard::ShardState;
 
 const NOW: i64 = 1_700_000_001;
 
 fn main() {
     let contexts: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(100_000);
     let mut w = Workload::new(WorkloadConfig::standard(contexts, false));
-    let mut shard = ShardState::new(edgestat::bench::workload::bench_shard_settings(10_000_000));
+    let mut shard = ShardState::new(edgestat::tools::bench::workload::bench_shard_settings(10_000_000));
     let mut b = Vec::new();
     for _ in 0..(contexts / 8) {
         b.clear();
         w.next_packet(&mut b);
         shard.handle_datagram(&b, NOW, 1);
     }
-    let settings = edgestat::bench::workload::bench_flush_settings();
+    let settings = edgestat::tools::bench::workload::bench_flush_settings();
     let threads: usize = std::env::args().nth(2).and_then(|a| a.parse().ok()).unwrap_or(1);
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
     ser.set_encode_threads(threads).expect("serializer");
@@ -56,12 +56,12 @@ fn main() {
 // attribute each phase: `perf/flush-ir.sh`.
 
 #[inline(never)]
-fn phase_take(shard: &mut ShardState) -> edgestat::shard::ShardFlush {
+fn phase_take(shard: &mut ShardState) -> edgestat::core::shard::ShardFlush {
     shard.take_flush(NOW + 20, false)
 }
 
 #[inline(never)]
-fn phase_merge(merger: &mut FlushMerger, f: edgestat::shard::ShardFlush) -> FlushOutput {
+fn phase_merge(merger: &mut FlushMerger, f: edgestat::core::shard::ShardFlush) -> FlushOutput {
     merger.flush(f.metrics, f.sketches, NOW + 20)
 }
 

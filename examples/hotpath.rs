@@ -6,8 +6,8 @@
 //! `cargo build --release --example hotpath && valgrind --tool=callgrind
 //!  --toggle-collect='*hot_loop*' target/release/examples/hotpath packed`
 
-use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::shard::ShardState;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::core::shard::ShardState;
 
 #[inline(never)]
 fn hot_loop(s: &mut ShardState, packets: &[Vec<u8>]) {
@@ -22,7 +22,7 @@ fn main() {
     let packets_n = if single { 20_000 } else { 600 };
     let mut w = Workload::new(WorkloadConfig::standard(3000, single));
     let packets = w.packets(packets_n);
-    let mut s = ShardState::new(edgestat::bench::workload::bench_shard_settings(1_000_000));
+    let mut s = ShardState::new(edgestat::tools::bench::workload::bench_shard_settings(1_000_000));
     // Warm-up: create every context and bucket entry.
     for p in &packets {
         s.handle_datagram(p, 1_700_000_001, 0);

@@ -11,10 +11,10 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 
-use edgestat::aggregator::FlushMerger;
-use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::serializer::{Serializer, SerializerConfig};
-use edgestat::shard::ShardState;
+use edgestat::core::aggregator::FlushMerger;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::core::serializer::{Serializer, SerializerConfig};
+use edgestat::core::shard::ShardState;
 
 struct Counting;
 
@@ -130,16 +130,16 @@ fn main() {
     println!("{contexts} contexts, {rate} lines/s, {seconds} s of traffic, a flush every {flush_every} s");
     println!(
         "sizes: Agg {} B, FlushEntry {} B, SketchEntry {} B, Sketch {} B",
-        std::mem::size_of::<edgestat::aggregator::Agg>(),
-        std::mem::size_of::<edgestat::aggregator::FlushEntry>(),
-        std::mem::size_of::<edgestat::aggregator::SketchEntry>(),
-        std::mem::size_of::<edgestat::aggregator::sketch::Sketch>()
+        std::mem::size_of::<edgestat::core::aggregator::Agg>(),
+        std::mem::size_of::<edgestat::core::aggregator::FlushEntry>(),
+        std::mem::size_of::<edgestat::core::aggregator::SketchEntry>(),
+        std::mem::size_of::<edgestat::core::aggregator::sketch::Sketch>()
     );
 
     let base = LIVE.load(Relaxed);
     let mut w = Workload::new(WorkloadConfig::standard(contexts, false));
-    let mut shard = ShardState::new(edgestat::bench::workload::bench_shard_settings(10_000_000));
-    let settings = edgestat::bench::workload::bench_flush_settings();
+    let mut shard = ShardState::new(edgestat::tools::bench::workload::bench_shard_settings(10_000_000));
+    let settings = edgestat::tools::bench::workload::bench_flush_settings();
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
     let mut merger = FlushMerger::new(settings, 10_000_000);
     report("start (workload generator + serializer)", base);

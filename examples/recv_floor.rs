@@ -21,8 +21,8 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use edgestat::bench::workload::{bench_shard_settings, Workload, WorkloadConfig};
-use edgestat::shard::ShardState;
+use edgestat::tools::bench::workload::{bench_shard_settings, Workload, WorkloadConfig};
+use edgestat::core::shard::ShardState;
 
 fn thread_cpu_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.

@@ -1,27 +1,19 @@
 //! edgestat: a thread-per-core DogStatsD agent that aggregates, serializes
 //! and forwards exactly like the Datadog Agent.
 //!
-//! Pure layers (no runtime, no I/O): [`protocol`], [`aggregator`],
-//! [`serializer`], [`model`]. I/O layers: [`runtime`] (glommio shards),
-//! [`flusher`], [`forwarder`], [`intake`], [`app`].
+//! Three layers, each importing only the ones before it:
+//!
+//! 1. [`core`]: the pure pipeline — parse a datagram, aggregate it in a
+//!    shard, merge shards at a flush, encode payloads. No I/O, no runtime,
+//!    no configuration reader; every module takes its own settings struct.
+//! 2. [`agent`]: the `edgestat run` process — configuration, glommio shards
+//!    and sockets, the flusher, forwarders, local API and telemetry.
+//! 3. [`tools`]: the other commands — the local intake and the benchmark.
+//!
+//! `tests/layers.rs` fails the build's tests when an import breaks this order
+//! or creates a cycle between modules.
 #![deny(missing_docs)]
 
-pub mod aggregator;
-pub mod api;
-pub mod app;
-pub mod bench;
-pub mod config;
-pub mod filter;
-pub mod flusher;
-pub mod forwarder;
-pub mod hostname;
-pub mod http_server;
-pub mod intake;
-pub mod logging;
-pub mod model;
-pub mod orchestrator;
-pub mod protocol;
-pub mod runtime;
-pub mod serializer;
-pub mod shard;
-pub mod telemetry;
+pub mod agent;
+pub mod core;
+pub mod tools;

@@ -43,22 +43,22 @@ enum Command {
         max_stored_payloads: usize,
     },
     /// Benchmark harness: load generator + intake + report (JSON, table, SVG plot).
-    Bench(edgestat::bench::BenchArgs),
+    Bench(edgestat::tools::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { config } => edgestat::app::run(config.as_deref()),
+        Command::Run { config } => edgestat::agent::app::run(config.as_deref(), &edgestat::tools::intake::start_for_agent),
         Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, max_stored_payloads } => {
-            edgestat::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
+            edgestat::agent::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
             let tls = match (tls_cert, tls_key, tls_self_signed) {
-                (Some(cert), Some(key), _) => edgestat::intake::TlsMode::Files { cert, key },
-                (_, _, Some(dir)) => edgestat::intake::TlsMode::SelfSigned { dir },
-                _ => edgestat::intake::TlsMode::Plain,
+                (Some(cert), Some(key), _) => edgestat::tools::intake::TlsMode::Files { cert, key },
+                (_, _, Some(dir)) => edgestat::tools::intake::TlsMode::SelfSigned { dir },
+                _ => edgestat::tools::intake::TlsMode::Plain,
             };
-            let cfg = edgestat::intake::IntakeConfig { listen, tls, data_dir, max_stored_payloads };
-            match edgestat::intake::run_blocking(cfg) {
+            let cfg = edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, max_stored_payloads };
+            match edgestat::tools::intake::run_blocking(cfg) {
                 Ok(()) => 0,
                 Err(e) => {
                     eprintln!("edgestat intake: {e}");
@@ -66,7 +66,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bench(args) => edgestat::bench::run(args),
+        Command::Bench(args) => edgestat::tools::bench::run(args),
     };
     ExitCode::from(code as u8)
 }

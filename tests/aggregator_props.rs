@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgestat::aggregator::{FlushMerger, FlushSettings};
-use edgestat::config::HistogramAggregate;
-use edgestat::model::MetricType;
-use edgestat::protocol::ParseOptions;
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::core::aggregator::{FlushMerger, FlushSettings};
+use edgestat::core::aggregator::HistogramAggregate;
+use edgestat::core::model::MetricType;
+use edgestat::core::protocol::ParseOptions;
+use edgestat::core::shard::{ShardSettings, ShardState};
 use proptest::prelude::*;
 
 const T0: i64 = 1_700_000_000;
@@ -42,7 +42,7 @@ fn settings() -> ShardSettings {
         extra_tags: vec![],
         namespace: String::new(),
         namespace_blacklist: vec![],
-        context_budget: edgestat::aggregator::ContextBudget::new(10_000),
+        context_budget: edgestat::core::aggregator::ContextBudget::new(10_000),
         blocklist: Default::default(),
         max_queued: 10_000,
         context_expiry_seconds: 20,
@@ -191,7 +191,7 @@ proptest! {
     /// are int16 as in the Agent: above ~1e211 they saturate, like the Agent.)
     #[test]
     fn sketch_bins_are_within_relative_accuracy(v in prop_oneof![1e-9f64..1e-3, 1e-3f64..1e3, 1e3f64..1e200], neg in any::<bool>()) {
-        use edgestat::aggregator::sketch::key;
+        use edgestat::core::aggregator::sketch::key;
         let v = if neg { -v } else { v };
         let k = key(v);
         prop_assert!(k != 0);

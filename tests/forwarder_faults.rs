@@ -269,7 +269,7 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 #[test]
 fn corrupt_and_truncated_spill_files_are_skipped_and_counted() {
-    use edgestat::forwarder::spill::{encode, folder_for, SpillHeader};
+    use edgestat::agent::forwarder::spill::{encode, folder_for, SpillHeader};
     let intake = Intake::start_tls();
     let spill = tempfile::tempdir().unwrap();
     let dir = spill.path().join(folder_for(&intake.url));

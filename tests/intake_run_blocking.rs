@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use edgestat::intake::{run_blocking, IntakeConfig, TlsMode};
+use edgestat::tools::intake::{run_blocking, IntakeConfig, TlsMode};
 
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

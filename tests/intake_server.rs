@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
-use edgestat::intake::{self, IntakeConfig, IntakeHandle, TlsMode};
+use edgestat::tools::intake::{self, IntakeConfig, IntakeHandle, TlsMode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};

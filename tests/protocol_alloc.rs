@@ -4,7 +4,7 @@
 //! interfere.
 
 
-use edgestat::protocol::{lines, parse_line, Message, ParseOptions};
+use edgestat::core::protocol::{lines, parse_line, Message, ParseOptions};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;

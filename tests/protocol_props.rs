@@ -1,7 +1,7 @@
 //! Property tests: a reference model for metric lines, and fuzz-style
 //! robustness checks (public API only).
 
-use edgestat::protocol::{lines, parse_go_float, parse_line, Message, MetricKind, ParseOptions};
+use edgestat::core::protocol::{lines, parse_go_float, parse_line, Message, MetricKind, ParseOptions};
 use proptest::prelude::*;
 
 const KINDS: [MetricKind; 6] = [
@@ -274,7 +274,7 @@ fn exercise(data: &[u8]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn touch(r: Result<Message<'_>, edgestat::protocol::ParseError>) {
+fn touch(r: Result<Message<'_>, edgestat::core::protocol::ParseError>) {
     match r {
         Ok(Message::Metric(m)) => {
             let n = m.values().count();

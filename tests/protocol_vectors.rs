@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use base64::Engine;
-use edgestat::protocol::{
+use edgestat::core::protocol::{
     lines, parse_line, AlertType, EventMessage, EventPriority, ExternalData, LocalData, Message,
     MetricKind, MetricSample, ParseError, ParseOptions, ServiceCheckMessage,
 };

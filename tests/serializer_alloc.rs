@@ -5,8 +5,8 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use edgestat::model::{MetricType, Origin, Point, Series, SeriesId};
-use edgestat::serializer::{Compression, Serializer, SerializerConfig};
+use edgestat::core::model::{MetricType, Origin, Point, Series, SeriesId};
+use edgestat::core::serializer::{Compression, Serializer, SerializerConfig};
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);

@@ -5,8 +5,8 @@
 
 use std::io::Read;
 
-use edgestat::model::{Dogsketch, Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck, SketchSeries};
-use edgestat::serializer::{json, proto, Compression, Payload, Serializer, SerializerConfig};
+use edgestat::core::model::{Dogsketch, Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck, SketchSeries};
+use edgestat::core::serializer::{json, proto, Compression, Payload, Serializer, SerializerConfig};
 use proptest::prelude::*;
 
 // ---- prost-derived decoding structs (test only) ----

@@ -3,9 +3,9 @@
 //! Counting global allocator in its own test binary; counts per thread.
 
 
-use edgestat::aggregator::ContextBudget;
-use edgestat::protocol::ParseOptions;
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::core::aggregator::ContextBudget;
+use edgestat::core::protocol::ParseOptions;
+use edgestat::core::shard::{ShardSettings, ShardState};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;

@@ -5,9 +5,9 @@
 //! per-thread counting allocator (own test binary).
 
 
-use edgestat::bench::workload::{Workload, WorkloadConfig};
-use edgestat::protocol::ParseOptions;
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::core::protocol::ParseOptions;
+use edgestat::core::shard::{ShardSettings, ShardState};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -19,7 +19,7 @@ fn shard() -> ShardState {
         extra_tags: vec!["team:edge".into()],
         namespace: String::new(),
         namespace_blacklist: vec![],
-        context_budget: edgestat::aggregator::ContextBudget::new(100_000),
+        context_budget: edgestat::core::aggregator::ContextBudget::new(100_000),
         blocklist: Default::default(),
         max_queued: 1000,
         context_expiry_seconds: 300,

@@ -2,10 +2,10 @@
 //! aggregate, flush), bounded so it runs in CI: no input panics, memory
 //! stays within the context budget, and every datagram is counted.
 
-use edgestat::aggregator::{ContextBudget, FlushMerger, FlushSettings};
-use edgestat::config::HistogramAggregate;
-use edgestat::protocol::ParseOptions;
-use edgestat::shard::{ShardSettings, ShardState};
+use edgestat::core::aggregator::{ContextBudget, FlushMerger, FlushSettings};
+use edgestat::core::aggregator::HistogramAggregate;
+use edgestat::core::protocol::ParseOptions;
+use edgestat::core::shard::{ShardSettings, ShardState};
 use proptest::prelude::*;
 
 fn shard(budget: std::sync::Arc<ContextBudget>) -> ShardState {

@@ -1,0 +1,303 @@
+//! `edgestat run`: wires configuration, shards, flusher and forwarder
+//! together and owns the process lifecycle (signals, ordered shutdown).
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::agent::config::{Config, Endpoint, Sources};
+use crate::agent::flusher::{FlushSummary, Flusher};
+use crate::agent::forwarder::{Forwarder, ForwarderSettings};
+use crate::agent::runtime::{self, ShardSockets};
+use crate::core::shard::ShardSettings;
+
+/// Exit status for a configuration error (interface.md).
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit status for any other start-up failure.
+pub const EXIT_START: i32 = 1;
+
+/// Where `run` ships when neither `DD_API_KEY` nor `DD_DD_URL` is set.
+///
+/// The caller provides it (the command line starts the intake tool), so the
+/// agent never depends on a tool; this is all the agent needs of it.
+pub trait LocalIntake: Send {
+    /// Base URL for the forwarder (`http://127.0.0.1:PORT`).
+    fn base_url(&self) -> String;
+    /// Stops it once delivery is over.
+    fn shutdown(self: Box<Self>);
+}
+
+/// Starts a [`LocalIntake`] that keeps payloads under the given data folder.
+pub type StartLocalIntake<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn LocalIntake>, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Why the agent could not start; printed as the one line on stderr.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+    /// The embedded local intake did not start.
+    #[error("cannot start the embedded intake: {0}")]
+    LocalIntake(Box<dyn std::error::Error + Send + Sync>),
+    /// A forwarder did not start.
+    #[error(transparent)]
+    Forwarder(#[from] crate::agent::forwarder::ForwarderError),
+    /// The local API did not start.
+    #[error(transparent)]
+    Api(#[from] crate::agent::api::ApiError),
+    /// The telemetry endpoint did not start.
+    #[error(transparent)]
+    Telemetry(#[from] crate::agent::http_server::ListenError),
+    /// Sockets or shards did not start.
+    #[error(transparent)]
+    Runtime(#[from] crate::agent::runtime::RuntimeError),
+    /// The flusher's compressor could not be created.
+    #[error("cannot create the payload compressor: {0}")]
+    Compressor(crate::core::serializer::CompressError),
+    /// A thread could not be spawned.
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        /// Which thread.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The flusher thread panicked (the panic hook aborts first; kept for completeness).
+    #[error("the flusher thread panicked")]
+    FlusherPanicked,
+}
+
+/// Runs the agent until SIGTERM/SIGINT; returns the process exit status.
+pub fn run(config_file: Option<&Path>, local_intake: StartLocalIntake) -> i32 {
+    let cfg = match Sources::load(config_file).and_then(|s| Config::from_sources(&s)) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("edgestat: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    crate::agent::logging::init(&cfg.log_level);
+    abort_on_panic();
+    set_malloc_arenas(cfg.malloc_arenas);
+    match start_and_wait(cfg, local_intake) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("edgestat: {e}");
+            EXIT_START
+        }
+    }
+}
+
+/// Applies `EDGESTAT_MALLOC_ARENAS` (glibc only) before any thread starts.
+fn set_malloc_arenas(n: usize) {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if n > 0 {
+        // SAFETY: mallopt only changes allocator parameters; called before
+        // any other thread exists.
+        if unsafe { libc::mallopt(libc::M_ARENA_MAX, n.min(i32::MAX as usize) as i32) } != 1 {
+            tracing::warn!(arenas = n, "cannot set EDGESTAT_MALLOC_ARENAS");
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    let _ = n;
+}
+
+/// A panic is a bug. A shard that died would leave its socket receiving
+/// into a buffer nobody reads, silently losing data, so the whole process
+/// stops instead (a supervisor restarts it) after printing the panic.
+fn abort_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("edgestat: internal error (this is a bug), aborting");
+        std::process::abort();
+    }));
+}
+
+fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(), StartError> {
+    // Signals first, so a SIGTERM during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
+        .map_err(StartError::Signals)?;
+
+    let mut embedded = None;
+    let mut summary_target = String::new();
+    if cfg.endpoint.is_none() {
+        let intake = local_intake(&cfg.data_dir).map_err(StartError::LocalIntake)?;
+        let url = intake.base_url();
+        summary_target = format!("{url} (payloads in {})", cfg.data_dir.join("payloads.jsonl").display());
+        tracing::info!(url = %url, data_dir = %cfg.data_dir.display(), "no DD_API_KEY or DD_DD_URL: shipping to the embedded local intake");
+        cfg.endpoint = Some(Endpoint { base_url: url, api_keys: Vec::new() });
+        embedded = Some(intake);
+    }
+
+    let mut endpoints: Vec<Endpoint> = cfg.endpoint.iter().cloned().collect();
+    endpoints.extend(cfg.additional_endpoints.iter().cloned());
+    let forwarder = Forwarder::start(ForwarderSettings::from_config(&cfg, endpoints))?;
+
+    // Local submission API + the orchestrator forwarder it feeds (a second
+    // forwarder, as in the Agent: own host, no version prefix).
+    let mut api_parts = None;
+    if let Some(addr) = cfg.api_addr {
+        let main = cfg.endpoint.clone().unwrap_or(Endpoint { base_url: String::new(), api_keys: Vec::new() });
+        let orch_url = cfg.orchestrator_base_url.clone().unwrap_or_else(|| main.base_url.clone());
+        let mut orch_settings = ForwarderSettings::from_config(
+            &cfg,
+            vec![Endpoint { base_url: orch_url.trim_end_matches('/').to_string(), api_keys: main.api_keys.clone() }],
+        );
+        // Like the Agent's orchestrator forwarder: no API key validation, and
+        // its own spill folder so the metrics forwarder never replays its files.
+        orch_settings.apikey_validation_interval = None;
+        orch_settings.storage_path = orch_settings.storage_path.map(|p| p.join("orchestrator"));
+        let orch_forwarder = Forwarder::start(orch_settings)?;
+        let orch_stats = orch_forwarder.stats.clone();
+        let sender = crate::agent::orchestrator::OrchestratorSender::start(orch_forwarder, cfg.orchestrator_queue_payloads, cfg.shutdown_timeout)
+            .map_err(|source| StartError::Thread { what: "orchestrator sender", source })?;
+        let api = crate::agent::api::Api::start(
+            addr,
+            crate::agent::api::ApiSettings {
+                hostname: cfg.hostname.clone(),
+                queue_items: cfg.api_queue_items,
+                manifest_buffer_bytes: cfg.manifest_buffer_bytes,
+                orchestrator_legacy_endpoint: cfg.orchestrator_use_legacy_endpoint,
+            },
+            sender.queue(),
+        )?;
+        api_parts = Some((api, sender, orch_stats));
+    }
+    let api_shared = api_parts.as_ref().map(|(a, _, _)| a.shared.clone());
+    let mut telemetry = None;
+    let mut recorder = None;
+    if let Some(addr) = cfg.telemetry_addr {
+        let r = crate::agent::flusher::stats::FlushRecorder::new();
+        let mut forwarders = vec![("metrics", forwarder.stats.clone())];
+        if let Some((_, _, s)) = &api_parts {
+            forwarders.push(("orchestrator", s.clone()));
+        }
+        let sources = crate::agent::telemetry::Sources { flush: r.shared(), forwarders, api: api_shared.clone() };
+        telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
+        recorder = Some(r);
+    }
+
+    let mut udp = match cfg.udp_addr {
+        Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes)?,
+        None => Vec::new(),
+    };
+    if let Some(p) = &cfg.unix_socket {
+        runtime::prepare_unix_path(p)?;
+    }
+    let mut unix = cfg.unix_socket.clone();
+    let shard_settings = ShardSettings {
+        hostname: cfg.hostname.clone(),
+        extra_tags: cfg.dogstatsd_tags.clone(),
+        namespace: cfg.metric_namespace.clone(),
+        namespace_blacklist: cfg.metric_namespace_blacklist.clone(),
+        context_budget: crate::core::aggregator::ContextBudget::new(cfg.max_contexts),
+        blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(&cfg.metric_blocklist, cfg.metric_blocklist_match_prefix)),
+        max_queued: cfg.max_queued_events,
+        context_expiry_seconds: cfg.context_expiry_seconds,
+        parse: crate::core::protocol::ParseOptions::default(),
+    };
+    let mut shards = Vec::with_capacity(cfg.shards);
+    udp.reverse();
+    for id in 0..cfg.shards {
+        // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
+        let sockets = ShardSockets {
+            udp: udp.pop(),
+            unix: unix.take(),
+        };
+        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)?;
+        shards.push(h);
+    }
+    tracing::info!(
+        shards = cfg.shards,
+        udp = ?cfg.udp_addr,
+        unix = ?cfg.unix_socket,
+        flush_interval_ms = cfg.flush_interval.as_millis() as u64,
+        "edgestat running"
+    );
+
+    let on_flush: Box<dyn FnMut(&FlushSummary) + Send> = if embedded.is_some() {
+        Box::new(move |s: &FlushSummary| {
+            println!(
+                "flush: {} series, {} sketches, {} service checks, {} events -> {} payloads, {} bytes; {} contexts; {} packets, {} parse errors -> {}",
+                s.series,
+                s.sketches,
+                s.service_checks,
+                s.events,
+                s.payloads,
+                s.bytes,
+                s.contexts,
+                s.stats.packets,
+                s.stats.parse_errors.values().sum::<u64>(),
+                summary_target
+            );
+        })
+    } else {
+        Box::new(|_s: &FlushSummary| {})
+    };
+    let shutdown_timeout = cfg.shutdown_timeout;
+    let mut flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
+        .map_err(StartError::Compressor)?;
+    if let Some((api, _, _)) = &api_parts {
+        flusher.attach_api(api.flush_side());
+    }
+    if let Some(r) = recorder {
+        flusher.attach_telemetry(r);
+    }
+    let api_closer = api_shared.clone();
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+    let flusher_thread = std::thread::Builder::new()
+        .name("edgestat-flusher".into())
+        .spawn(move || flusher.run(stop_rx))
+        .map_err(|source| StartError::Thread { what: "flusher", source })?;
+
+    // First signal: orderly shutdown. Second: leave at once.
+    let signal_thread = std::thread::Builder::new()
+        .name("edgestat-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(signal = sig, "stopping: draining sockets and flushing every bucket");
+                    // The API answers 503 from here on; what it accepted is
+                    // in the queues the final flush drains.
+                    if let Some(api) = &api_closer {
+                        api.close();
+                    }
+                    let _ = stop_tx.send(());
+                } else {
+                    eprintln!("edgestat: second signal, exiting immediately");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|source| StartError::Thread { what: "signal", source })?;
+    let _ = signal_thread;
+
+    let forwarder = flusher_thread.join().map_err(|_| StartError::FlusherPanicked)?;
+    // The orchestrator forwarder drains in parallel with the main one.
+    // The API keeps answering 503 until delivery is over.
+    let (api, orch_done) = match api_parts {
+        Some((api, sender, _)) => (Some(api), Some(std::thread::spawn(move || sender.shutdown()))),
+        None => (None, None),
+    };
+    forwarder.shutdown(shutdown_timeout);
+    if let Some(t) = orch_done {
+        let _ = t.join();
+    }
+    if let Some(api) = api {
+        api.stop();
+    }
+    // Shards end on their own after answering `Shutdown`; their threads are
+    // not joined so a wedged one cannot keep the process alive.
+    drop(shards);
+    if let Some(i) = embedded {
+        i.shutdown();
+    }
+    if let Some(t) = telemetry {
+        t.stop();
+    }
+    tracing::info!("edgestat stopped");
+    let _ = Duration::ZERO;
+    Ok(())
+}

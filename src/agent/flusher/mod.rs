@@ -1,0 +1,340 @@
+//! The flush coordinator: every flush interval it asks each shard for its
+//! closed buckets, merges them, appends the Agent's own series and service
+//! check, serializes every enabled payload kind and hands the payloads to
+//! the forwarder. Runs on its own thread; talks to shards only through
+//! bounded crossbeam channels.
+
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
+use crate::agent::config::{Config, AGENT_VERSION};
+use crate::agent::forwarder::{Forwarder, Payload};
+use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
+use crate::agent::clock::unix_now;
+use crate::agent::runtime::Control;
+use crate::core::serializer::{PayloadKind, Serializer};
+use crate::core::shard::{ShardFlush, ShardStats};
+
+pub mod stats;
+
+/// Version of the agent-payload protobuf definitions we encode
+/// (`DD-Agent-Payload` header on protobuf payloads).
+pub const AGENT_PAYLOAD_VERSION: &str = "v5.0.174";
+
+fn kind_label(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::SeriesV1 => "series_v1",
+        PayloadKind::SeriesV2 => "series_v2",
+        PayloadKind::Sketches => "sketches",
+        PayloadKind::ServiceChecks => "service_checks",
+        PayloadKind::Events => "events",
+    }
+}
+
+/// How long a flush waits for a shard's answer before going on without it.
+const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Per-flush summary (printed in embedded mode, kept for telemetry).
+#[derive(Debug, Default, Clone)]
+pub struct FlushSummary {
+    /// Series sent.
+    pub series: usize,
+    /// Sketch contexts sent.
+    pub sketches: usize,
+    /// Service checks sent (including `datadog.agent.up`).
+    pub service_checks: usize,
+    /// Events sent.
+    pub events: usize,
+    /// Payloads produced.
+    pub payloads: usize,
+    /// Compressed bytes produced.
+    pub bytes: usize,
+    /// Cumulative shard counters.
+    pub stats: ShardStats,
+    /// Live contexts over all shards.
+    pub contexts: usize,
+}
+
+/// Owns the merge and serialization state across flushes.
+pub struct Flusher {
+    cfg: Config,
+    shards: Vec<Sender<Control>>,
+    merger: FlushMerger,
+    serializer: Serializer,
+    forwarder: Forwarder,
+    start_time: i64,
+    started_sent: bool,
+    startup_event: Option<Event>,
+    /// Drop counters already reported, to log only what is new.
+    reported_drops: std::collections::BTreeMap<&'static str, u64>,
+    /// Called with each flush summary (embedded mode prints it).
+    on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
+    /// Local submission API: events/checks drained and manifests sent at each flush.
+    api: Option<crate::agent::api::ApiFlushSide>,
+    /// Telemetry recorder, published once per flush.
+    telemetry: Option<stats::FlushRecorder>,
+}
+
+impl Flusher {
+    /// A flusher for `shards`, shipping through `forwarder`.
+    pub fn new(
+        cfg: Config,
+        shards: Vec<Sender<Control>>,
+        forwarder: Forwarder,
+        on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
+    ) -> Result<Self, crate::core::serializer::CompressError> {
+        let mut serializer = Serializer::new(cfg.serializer)?;
+        serializer.set_encode_threads(cfg.flush_encode_threads)?;
+        let settings = FlushSettings {
+            histogram_aggregates: cfg.histogram_aggregates.clone(),
+            histogram_percentiles: cfg.histogram_percentiles.clone(),
+            expiry_seconds: cfg.expiry_seconds,
+            context_expiry_seconds: cfg.context_expiry_seconds,
+            blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(&cfg.metric_blocklist, cfg.metric_blocklist_match_prefix)),
+        };
+        let start_time = unix_now();
+        let startup_event = Some(Event {
+            title: String::new(),
+            text: format!("Version {AGENT_VERSION}"),
+            timestamp: start_time,
+            host: cfg.hostname.clone(),
+            source_type_name: "System".into(),
+            event_type: "Agent Startup".into(),
+            ..Default::default()
+        });
+        Ok(Self {
+            merger: FlushMerger::new(settings, cfg.max_contexts),
+            serializer,
+            cfg,
+            shards,
+            forwarder,
+            start_time,
+            started_sent: false,
+            startup_event,
+            reported_drops: Default::default(),
+            on_flush,
+            api: None,
+            telemetry: None,
+        })
+    }
+
+    /// Drains the local API's queues at every flush (and sends its manifests).
+    pub fn attach_api(&mut self, api: crate::agent::api::ApiFlushSide) {
+        self.api = Some(api);
+    }
+
+    /// Publishes telemetry after every flush.
+    pub fn attach_telemetry(&mut self, recorder: stats::FlushRecorder) {
+        self.telemetry = Some(recorder);
+    }
+
+    /// Runs until `stop` fires (or is dropped), then performs the final
+    /// flush of every bucket and returns the forwarder for draining.
+    pub fn run(mut self, stop: Receiver<()>) -> Forwarder {
+        let ticker = crossbeam_channel::tick(self.cfg.flush_interval);
+        loop {
+            crossbeam_channel::select! {
+                recv(ticker) -> _ => self.flush(false),
+                recv(stop) -> _ => break,
+            }
+        }
+        self.flush(true);
+        self.forwarder
+    }
+
+    fn collect(&mut self, now: i64, final_flush: bool) -> Vec<ShardFlush> {
+        let (tx, rx) = crossbeam_channel::bounded(self.shards.len().max(1));
+        let mut asked = 0;
+        for s in &self.shards {
+            let msg = if final_flush {
+                Control::Shutdown { now, reply: tx.clone() }
+            } else {
+                Control::Flush { now, force: false, reply: tx.clone() }
+            };
+            if s.send_timeout(msg, SHARD_REPLY_TIMEOUT).is_ok() {
+                asked += 1;
+            } else {
+                tracing::error!("a shard did not accept the flush request");
+            }
+        }
+        drop(tx);
+        let mut out = Vec::with_capacity(asked);
+        // The final flush waits longer: shards drain their sockets first.
+        let wait = if final_flush { SHARD_REPLY_TIMEOUT * 4 } else { SHARD_REPLY_TIMEOUT };
+        for _ in 0..asked {
+            match rx.recv_timeout(wait) {
+                Ok(f) => out.push(f),
+                Err(_) => {
+                    tracing::error!("a shard did not answer the flush request in time");
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn flush(&mut self, final_flush: bool) {
+        let started = std::time::Instant::now();
+        let now = unix_now();
+        let parts = self.collect(now, final_flush);
+
+        let mut summary = FlushSummary::default();
+        let mut metrics = Vec::new();
+        let mut sketches = Vec::new();
+        let mut passthrough = Vec::new();
+        let mut events = Vec::new();
+        let mut checks = Vec::new();
+        for p in parts {
+            metrics.extend(p.metrics);
+            sketches.extend(p.sketches);
+            passthrough.extend(p.passthrough);
+            events.extend(p.events);
+            checks.extend(p.service_checks);
+            summary.stats.add(&p.stats);
+            summary.contexts += p.contexts;
+        }
+        if let Some(api) = &self.api {
+            api.take(&mut events, &mut checks);
+        }
+        let merged = self.merger.flush(metrics, sketches, now);
+        let mut series = merged.series;
+        series.extend(passthrough);
+        self.append_agent_series(&mut series, now, final_flush);
+        checks.push(ServiceCheck {
+            check: "datadog.agent.up".into(),
+            host_name: self.cfg.hostname.clone(),
+            timestamp: now,
+            status: 0,
+            message: String::new(),
+            tags: Vec::new(),
+        });
+        if let Some(e) = self.startup_event.take() {
+            events.insert(0, e);
+        }
+
+        if self.cfg.log_payloads {
+            for s in &series {
+                tracing::info!(target: "edgestat::payloads", series = ?s);
+            }
+            for s in &merged.sketches {
+                tracing::info!(target: "edgestat::payloads", sketch = ?s);
+            }
+            for c in &checks {
+                tracing::info!(target: "edgestat::payloads", service_check = ?c);
+            }
+            for e in &events {
+                tracing::info!(target: "edgestat::payloads", event = ?e);
+            }
+        }
+
+        let mut built = Vec::new();
+        if self.cfg.enable_series {
+            summary.series = series.len();
+            if self.cfg.use_v2_api_series {
+                self.serializer.series_v2_slice(&series, &mut built);
+                self.ship(PayloadKind::SeriesV2, &mut built, &mut summary);
+            } else {
+                self.serializer.series_v1(series.iter(), &mut built);
+                self.ship(PayloadKind::SeriesV1, &mut built, &mut summary);
+            }
+        }
+        if self.cfg.enable_sketches && !merged.sketches.is_empty() {
+            summary.sketches = merged.sketches.len();
+            self.serializer.sketches_slice(&merged.sketches, &mut built);
+            self.ship(PayloadKind::Sketches, &mut built, &mut summary);
+        }
+        if self.cfg.enable_service_checks {
+            summary.service_checks = checks.len();
+            self.serializer.service_checks(checks.iter(), &mut built);
+            self.ship(PayloadKind::ServiceChecks, &mut built, &mut summary);
+        }
+        if self.cfg.enable_events && !events.is_empty() {
+            summary.events = events.len();
+            let host = self.cfg.hostname.clone();
+            self.serializer.events(&mut events, &host, &mut built);
+            self.ship(PayloadKind::Events, &mut built, &mut summary);
+        }
+        self.log_new_drops(&summary.stats);
+        // Orchestrator manifests go last, like the Agent's flush; each is its
+        // own payload on the orchestrator forwarder.
+        if let Some(api) = &self.api {
+            api.send_manifests(now);
+        }
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, elapsed_us = started.elapsed().as_micros() as u64, payloads = summary.payloads, "flush done");
+        if let Some(t) = &mut self.telemetry {
+            t.publish(&summary, self.serializer.stats(), started.elapsed());
+        }
+        (self.on_flush)(&summary);
+    }
+
+    fn ship(&mut self, kind: PayloadKind, built: &mut Vec<crate::core::serializer::Payload>, summary: &mut FlushSummary) {
+        let encoding = self.cfg.serializer.compression.content_encoding();
+        for p in built.drain(..) {
+            summary.payloads += 1;
+            summary.bytes += p.body.len();
+            let mut headers = vec![("Content-Type", kind.content_type().to_string()), ("Content-Encoding", encoding.to_string())];
+            if kind.is_protobuf() {
+                headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
+            }
+            if let Some(t) = &mut self.telemetry {
+                t.on_payload(kind_label(kind), p.body.len(), p.items);
+            }
+            let submit_started = std::time::Instant::now();
+            self.forwarder.submit(Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers });
+            if let Some(t) = &mut self.telemetry {
+                t.on_forwarder_submit(submit_started.elapsed());
+            }
+        }
+    }
+
+    /// One warning line per flush naming every drop reason that grew.
+    fn log_new_drops(&mut self, stats: &ShardStats) {
+        let mut parts = Vec::new();
+        for (reason, total) in stats.dropped.iter().chain(stats.parse_errors.iter()) {
+            let before = self.reported_drops.insert(reason, *total).unwrap_or(0);
+            if *total > before {
+                parts.push(format!("{reason}={}", total - before));
+            }
+        }
+        if !parts.is_empty() {
+            tracing::warn!("dropped since the last flush: {}", parts.join(" "));
+        }
+    }
+
+    fn append_agent_series(&mut self, series: &mut Vec<Series>, now: i64, final_flush: bool) {
+        let version_tag = format!("version:{AGENT_VERSION}");
+        series.push(Series {
+            id: SeriesId::owned("datadog.agent.running".into(), self.cfg.hostname.clone(), vec![version_tag.clone()]),
+            points: vec![Point { timestamp: now, value: 1.0 }],
+            metric_type: MetricType::Gauge,
+            interval: 0,
+            source_type_name: "System".into(),
+            origin: Origin::Internal,
+        });
+        series.push(Series {
+            id: SeriesId::owned("n_o_i_n_d_e_x.datadog.agent.payload.dropped".into(), self.cfg.hostname.clone(), Vec::new()),
+            points: vec![Point { timestamp: now, value: 0.0 }],
+            metric_type: MetricType::Gauge,
+            interval: 0,
+            source_type_name: "System".into(),
+            origin: Origin::InternalNoIndex,
+        });
+        // `datadog.agent.started` goes through the time sampler in the
+        // Agent: one count point at its bucket start once that bucket closes.
+        let bucket = bucket_start(self.start_time);
+        let cutoff = now - now.rem_euclid(BUCKET_SECONDS);
+        if !self.started_sent && (final_flush || bucket + BUCKET_SECONDS <= cutoff) {
+            self.started_sent = true;
+            series.push(Series {
+                id: SeriesId::owned("datadog.agent.started".into(), self.cfg.hostname.clone(), vec![version_tag]),
+                points: vec![Point { timestamp: bucket, value: 1.0 }],
+                metric_type: MetricType::Count,
+                interval: BUCKET_SECONDS,
+                source_type_name: String::new(),
+                origin: Origin::Internal,
+            });
+        }
+    }
+}

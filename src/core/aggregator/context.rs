@@ -1,0 +1,241 @@
+//! Contexts: (metric name, host, sorted de-duplicated tags), interned per
+//! shard so the hot path looks a context up without allocating.
+
+use std::hash::{BuildHasher, Hasher};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+
+pub use crate::core::model::ContextKey;
+
+impl ContextKey {
+    /// Name as UTF-8 (lossy) for serialization.
+    pub fn name_string(&self) -> String {
+        String::from_utf8_lossy(self.name()).into_owned()
+    }
+    /// Host as UTF-8 (lossy).
+    pub fn host_string(&self) -> String {
+        String::from_utf8_lossy(self.host()).into_owned()
+    }
+    /// Tags as UTF-8 (lossy).
+    pub fn tag_strings(&self) -> Vec<String> {
+        self.tags().map(|t| String::from_utf8_lossy(t).into_owned()).collect()
+    }
+}
+
+/// A borrowed context, built per sample from the datagram without allocating.
+pub struct KeyView<'a> {
+    /// Metric name, namespace included.
+    pub name: &'a [u8],
+    /// Resolved host.
+    pub host: &'a [u8],
+    /// Sorted, de-duplicated tags.
+    pub tags: &'a [&'a [u8]],
+}
+
+/// One fixed hasher seed per process so keys hash the same in every shard
+/// and in the flush merger.
+fn hasher_builder() -> &'static foldhash::fast::FixedState {
+    static STATE: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
+    STATE.get_or_init(|| foldhash::fast::FixedState::with_seed(fastrand::u64(..)))
+}
+
+impl KeyView<'_> {
+    /// Hash of name, host and tags (tags must already be sorted).
+    pub fn hash(&self) -> u64 {
+        let mut h = hasher_builder().build_hasher();
+        h.write_usize(self.name.len());
+        h.write(self.name);
+        h.write_usize(self.host.len());
+        h.write(self.host);
+        for t in self.tags {
+            h.write_usize(t.len());
+            h.write(t);
+        }
+        h.finish()
+    }
+
+    fn matches(&self, k: &ContextKey) -> bool {
+        k.name() == self.name
+            && k.host() == self.host
+            && k.tag_count() == self.tags.len()
+            && k.tags().zip(self.tags.iter()).all(|(a, b)| a == *b)
+    }
+
+    /// Owned copy; allocates (only done for a context's first sample).
+    pub fn to_key(&self, hash: u64) -> ContextKey {
+        ContextKey::new(hash, self.name, self.host, self.tags.iter().copied())
+    }
+}
+
+/// Per-context bookkeeping kept by a shard.
+#[derive(Debug)]
+pub struct ContextSlot {
+    /// Shared with flush entries; cloning it is a reference-count bump.
+    pub key: Arc<ContextKey>,
+    /// Unix seconds of the last sample.
+    pub last_seen: i64,
+}
+
+/// The node-wide bound on live contexts (`EDGESTAT_MAX_CONTEXTS`), shared
+/// by every shard's table. Touched only when a context is created or
+/// forgotten, never for a known context, so the per-datagram path stays
+/// free of shared state in steady state.
+#[derive(Debug)]
+pub struct ContextBudget {
+    live: std::sync::atomic::AtomicUsize,
+    max: usize,
+}
+
+impl ContextBudget {
+    /// A budget of `max` live contexts for the whole node.
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self { live: std::sync::atomic::AtomicUsize::new(0), max })
+    }
+
+    /// The bound.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Live contexts over all shards.
+    pub fn live(&self) -> usize {
+        self.live.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn try_take(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.live
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| if n < self.max { Some(n + 1) } else { None })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Bounded interning table: context id (dense `u32`) ↔ key.
+pub struct ContextTable {
+    index: HashTable<u32>,
+    slots: Vec<Option<ContextSlot>>,
+    free: Vec<u32>,
+    live: usize,
+    budget: Arc<ContextBudget>,
+}
+
+/// Why a context could not be resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContextError {
+    /// `EDGESTAT_MAX_CONTEXTS` reached; the sample is dropped and counted.
+    LimitReached,
+}
+
+impl ContextTable {
+    /// An empty table drawing its contexts from `budget`.
+    pub fn new(budget: Arc<ContextBudget>) -> Self {
+        Self { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), live: 0, budget }
+    }
+
+    /// Number of live contexts.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when no context is live.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Finds or creates the context and marks it seen at `now`.
+    pub fn resolve(&mut self, view: &KeyView<'_>, now: i64) -> Result<u32, ContextError> {
+        let hash = view.hash();
+        let slots = &self.slots;
+        if let Some(&id) = self.index.find(hash, |&id| {
+            slots[id as usize].as_ref().is_some_and(|s| s.key.key_hash() == hash && view.matches(&s.key))
+        }) {
+            if let Some(slot) = self.slots[id as usize].as_mut() {
+                slot.last_seen = slot.last_seen.max(now);
+            }
+            return Ok(id);
+        }
+        if !self.budget.try_take() {
+            return Err(ContextError::LimitReached);
+        }
+        let slot = ContextSlot { key: Arc::new(view.to_key(hash)), last_seen: now };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = Some(slot);
+                id
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let slots = &self.slots;
+        self.index.insert_unique(hash, id, |&i| slots[i as usize].as_ref().map_or(0, |s| s.key.key_hash()));
+        self.live += 1;
+        Ok(id)
+    }
+
+    /// Marks a live context seen at `now` (the fast path of a cached line).
+    pub fn touch(&mut self, id: u32, now: i64) {
+        if let Some(slot) = self.slots.get_mut(id as usize).and_then(Option::as_mut) {
+            slot.last_seen = slot.last_seen.max(now);
+        }
+    }
+
+    /// The slot of a live context.
+    pub fn get(&self, id: u32) -> Option<&ContextSlot> {
+        self.slots.get(id as usize).and_then(Option::as_ref)
+    }
+
+    /// Forgets every context for which `keep` returns false.
+    pub fn retain(&mut self, mut keep: impl FnMut(u32, &ContextSlot) -> bool) {
+        for id in 0..self.slots.len() as u32 {
+            let Some(slot) = self.slots[id as usize].as_ref() else { continue };
+            if keep(id, slot) {
+                continue;
+            }
+            let hash = slot.key.key_hash();
+            if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
+                entry.remove();
+            }
+            self.slots[id as usize] = None;
+            self.free.push(id);
+            self.live -= 1;
+            self.budget.give_back();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_view_same_id_and_limit() {
+        let budget = ContextBudget::new(2);
+        let mut t = ContextTable::new(budget.clone());
+        let tags: [&[u8]; 2] = [b"a:1", b"b:2"];
+        let v = KeyView { name: b"m", host: b"h", tags: &tags };
+        let a = t.resolve(&v, 1).unwrap();
+        assert_eq!(t.resolve(&v, 2).unwrap(), a);
+        assert_eq!(t.get(a).unwrap().last_seen, 2);
+        let v2 = KeyView { name: b"m", host: b"h2", tags: &tags };
+        let b = t.resolve(&v2, 2).unwrap();
+        assert_ne!(a, b);
+        let v3 = KeyView { name: b"m3", host: b"h", tags: &[] };
+        assert_eq!(t.resolve(&v3, 2), Err(ContextError::LimitReached));
+        // The budget is per node: a second table cannot exceed it either.
+        let mut other = ContextTable::new(budget.clone());
+        assert_eq!(other.resolve(&v3, 2), Err(ContextError::LimitReached));
+        t.retain(|id, _| id != a);
+        assert_eq!(t.len(), 1);
+        assert_eq!(budget.live(), 1);
+        let c = t.resolve(&v3, 3).unwrap();
+        assert_eq!(c, a, "freed id is reused");
+        assert_eq!(t.resolve(&v2, 3).unwrap(), b);
+    }
+}

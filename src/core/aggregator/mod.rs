@@ -1,0 +1,13 @@
+//! Aggregation with the Datadog Agent's semantics (`aggregation.md`).
+//!
+//! Pure code: shards own a [`ShardSampler`] each; at flush the closed
+//! buckets are handed to one [`FlushMerger`] which renders series/sketches.
+
+pub mod context;
+pub mod merge;
+pub mod sampler;
+pub mod sketch;
+
+pub use context::{ContextBudget, ContextKey, KeyView};
+pub use merge::{FlushMerger, FlushOutput, FlushSettings, HistogramAggregate};
+pub use sampler::{bucket_start, Agg, FlushEntry, SampleDrop, SampleKind, ShardSampler, SketchEntry, BUCKET_SECONDS};

@@ -1,0 +1,14 @@
+//! The pure pipeline: DogStatsD bytes in, Datadog payload bytes out.
+//!
+//! Nothing here does I/O, reads configuration or knows about the runtime:
+//! each module takes a small settings struct built by the agent, so the
+//! whole pipeline is testable and benchmarkable as plain functions.
+//! Data flows `protocol` → `shard` (with `filter`) → `aggregator` →
+//! `serializer`, sharing the types in `model`.
+
+pub mod aggregator;
+pub mod filter;
+pub mod model;
+pub mod protocol;
+pub mod serializer;
+pub mod shard;
