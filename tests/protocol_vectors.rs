@@ -1,4 +1,4 @@
-//! Real client datagrams and the malformed corpus from `shared/vectors`,
+//! Real client datagrams and the malformed corpus in `tests/data/vectors`,
 //! checked against the parser (public API only).
 
 use std::collections::{HashMap, HashSet};
@@ -9,7 +9,7 @@ use edgestat::core::protocol::{
     MetricKind, MetricSample, ParseError, ParseOptions, ServiceCheckMessage,
 };
 
-const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors");
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/vectors");
 
 fn b64(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
@@ -1210,4 +1210,24 @@ fn malformed_txt_lines_agree_with_jsonl() {
     for (piece, c) in pieces.iter().zip(in_txt) {
         assert_eq!(*piece, c.bytes.as_slice(), "{}", c.id);
     }
+}
+
+/// The data files are exactly the recorded ones: sizes and counts agree
+/// with `manifest.json` (a checkout that rewrote line endings fails here).
+#[test]
+fn vector_files_match_the_manifest() {
+    let path = format!("{VECTORS}/manifest.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let files = manifest["files"].as_object().expect("files");
+    assert_eq!(files.len(), FILES.len() + 2, "every capture and both malformed files are listed");
+    for (name, entry) in files {
+        let path = format!("{VECTORS}/{name}");
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(bytes.len() as u64, entry["bytes"].as_u64().unwrap(), "{name}: size");
+        if let Some(n) = entry["datagrams"].as_u64() {
+            assert_eq!(load_dgrams(name).len() as u64, n, "{name}: datagrams");
+        }
+    }
+    assert_eq!(load_cases().len() as u64, files["malformed.jsonl"]["cases"].as_u64().unwrap());
 }
