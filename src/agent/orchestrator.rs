@@ -1,12 +1,12 @@
-//! Orchestrator payloads: process-message framing (payloads.md §8.1), the
-//! Agent's orchestrator headers (§2) and the sender thread that owns the
+//! Orchestrator payloads: the agent-payload process-message framing, the
+//! Agent's orchestrator headers and the sender thread that owns the
 //! separate orchestrator forwarder (the Agent runs a second forwarder for
 //! the orchestrator host too).
 //!
 //! Framing: 16-byte header, version 3, encoding **4** (a standard zstd
 //! frame of the protobuf body). The Agent writes encoding 2 (legacy
 //! pre-1.0 zstd), which no maintained Rust zstd can produce; agent-payload's
-//! decoder accepts 4 (payloads.md §8.1). The zstd frame is produced by the
+//! decoder accepts 4. The zstd frame is produced by the
 //! same streaming [`PayloadBuilder`] every other payload kind uses.
 //!
 //! Every message becomes exactly one payload: orchestrator messages are
@@ -40,7 +40,8 @@ pub const PATH_METADATA_LEGACY: &str = "/api/v1/orchestrator";
 /// Path of orchestrator manifests.
 pub const PATH_MANIFESTS: &str = "/api/v2/orchmanif";
 
-/// Whether `t` is an orchestrator metadata message type (payloads.md §8.1).
+/// Whether `t` is an orchestrator metadata message type (agent-payload
+/// message type ids).
 pub fn is_metadata_type(t: u8) -> bool {
     matches!(t, 41..=52 | 54..=59 | 61 | 83..=88 | 200)
 }

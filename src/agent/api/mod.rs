@@ -1,5 +1,5 @@
-//! The local submission API (`EDGESTAT_API_ADDR`, interface.md "Local
-//! submission API"): HTTP/1.1 on its own thread, JSON validated with
+//! The local submission API (`EDGESTAT_API_ADDR`, described in README.md):
+//! HTTP/1.1 on its own thread, JSON validated with
 //! simd-json.
 //!
 //! * `POST /v1/events`, `POST /v1/check_run`: validated, then queued in one
@@ -42,7 +42,7 @@ use crate::core::model::{Event, ServiceCheck};
 use crate::agent::orchestrator::{self, OrchestratorQueue, ProcessMessageEncoder, SendError};
 use crate::agent::clock::unix_now;
 
-/// Largest request body accepted (interface.md: 413 over 4 MiB).
+/// Largest request body accepted (413 over 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
 /// An oversized body is read and discarded up to this size so that the
 /// client gets its 413 rather than a connection reset; beyond it we hang up.

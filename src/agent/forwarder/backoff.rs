@@ -1,5 +1,5 @@
 //! Per-endpoint circuit breaker with the Agent's exponential backoff
-//! (forwarder.md §4). Pure: the caller passes the time in.
+//! (formula in docs/delivery.md). Pure: the caller passes the time in.
 
 use std::time::Duration;
 

@@ -1,4 +1,4 @@
-//! Aggregation with the Datadog Agent's semantics (`aggregation.md`).
+//! Aggregation with the Datadog Agent's semantics (docs/dogstatsd-compat.md).
 //!
 //! Pure code: shards own a [`ShardSampler`] each; at flush the closed
 //! buckets are handed to one [`FlushMerger`] which renders series/sketches.

@@ -14,7 +14,7 @@ const MAX_KEY: i32 = 32767;
 /// Bin limit; the lowest bins collapse beyond it.
 pub const BIN_LIMIT: usize = 4096;
 
-/// Key of a value (aggregation.md §6.2).
+/// Key of a value (the Agent's DDSketch key mapping).
 pub fn key(v: f64) -> i32 {
     if v < 0.0 {
         return -key(-v);
@@ -76,7 +76,7 @@ impl Sketch {
         self.cnt
     }
 
-    /// Inserts `v` with a sample rate (aggregation.md §6.3).
+    /// Inserts `v` with a sample rate (the Agent's weighting).
     pub fn insert(&mut self, v: f64, rate: f64) {
         let rate = if rate <= 0.0 || rate > 1.0 { 1.0 } else { rate };
         if rate == 1.0 {

@@ -1,7 +1,7 @@
 //! DogStatsD wire protocol: splitting datagrams into lines and parsing each
 //! line into a metric sample, event or service check, byte-for-byte like the
 //! Datadog Agent (`comp/dogstatsd/server/impl/parse*.go`). See
-//! `spec/dogstatsd.md` §2–§5.
+//! docs/dogstatsd-compat.md and the annotated corpus in tests/data/vectors.
 //!
 //! Design: the parser is pure and zero-copy. Parsed messages borrow from the
 //! datagram; metric lines never allocate (values are validated at parse time

@@ -1,5 +1,5 @@
 //! The one streaming payload builder every payload kind uses
-//! (`serializer.md` §2, the Agent's `stream.Compressor`).
+//! (the Agent's `stream.Compressor`).
 //!
 //! Items are appended to an uncompressed staging buffer; the staging buffer is
 //! pushed through the compressor and flushed ("pack") only when the cheap
@@ -289,7 +289,7 @@ impl PayloadBuilder {
             && self.written.saturating_add(u) <= self.limits.max_uncompressed
     }
 
-    /// `AddItem` (serializer.md §2) with an optional weight limit. On
+    /// The Agent's `AddItem` with an optional weight limit. On
     /// `PayloadFull` the caller closes the payload and retries in a new one;
     /// an item that does not fit even an empty payload is `ItemTooBig`.
     pub fn add_item(&mut self, item: &[u8], weight: usize) -> Result<(), AddError> {

@@ -2,7 +2,7 @@
 //! reusable streaming encoder that writes into a caller-owned buffer.
 //!
 //! The stream encoder supports exactly what the payload builder needs
-//! (`serializer.md` §2): `write` bytes, `flush` so that the output reflects
+//! (the Agent's `stream.Compressor`): `write` bytes, `flush` so that the output reflects
 //! everything written so far, and `finish`. The encoder state (zstd context,
 //! deflate state, lz4 staging block) lives as long as the builder and is reset
 //! between payloads instead of being reallocated.
@@ -76,7 +76,7 @@ impl Compression {
         }
     }
 
-    /// `Content-Encoding` header value for this compressor (payloads.md §2).
+    /// `Content-Encoding` header value for this compressor (the Agent's).
     pub fn content_encoding(&self) -> &'static str {
         match self {
             Compression::Zstd { .. } => "zstd",
@@ -87,7 +87,7 @@ impl Compression {
         }
     }
 
-    /// Worst-case compressed size of `n` input bytes (serializer.md §1 table);
+    /// Worst-case compressed size of `n` input bytes (each library's own bound);
     /// every limit check of the builder uses it.
     pub fn bound(&self, n: usize) -> usize {
         match self {

@@ -1,5 +1,5 @@
 //! Go/json-iterator compatible JSON writers and the JSON item renderers
-//! (series v1, service checks, events), payloads.md §4, §6, §7.
+//! (series v1, service checks, events), in the Agent's key order.
 //!
 //! Everything writes into a caller-owned, reused `Vec<u8>`; nothing here
 //! allocates except when that buffer has to grow.
@@ -198,7 +198,7 @@ pub fn event_group(e: &Event) -> &str {
     }
 }
 
-/// Renders one event object (payloads.md §7 key order and omission rules).
+/// Renders one event object (the Agent's key order and omission rules).
 pub fn render_event(buf: &mut Vec<u8>, e: &Event) {
     buf.extend_from_slice(b"{\"msg_title\":");
     write_str(buf, &e.title);

@@ -1,6 +1,5 @@
 //! The serializer: turns flushed data (`crate::core::model`) into compressed intake
-//! payloads byte-compatible with the Datadog Agent (`serializer.md`,
-//! `payloads.md`).
+//! payloads byte-compatible with the Datadog Agent's serializer.
 //!
 //! Pure code: no I/O, threads or async. A [`Serializer`] is long-lived and
 //! owns one reusable [`PayloadBuilder`] plus scratch buffers, so steady-state
@@ -32,7 +31,7 @@ pub enum PayloadKind {
 }
 
 impl PayloadKind {
-    /// Intake path to POST the payload to (payloads.md §1).
+    /// Intake path to POST the payload to (the Agent's endpoint paths).
     pub fn path(self) -> &'static str {
         match self {
             PayloadKind::SeriesV1 => "/api/v1/series",
@@ -59,7 +58,7 @@ impl PayloadKind {
     }
 }
 
-/// Serializer settings (the Agent's `serializer_*` keys, serializer.md §1).
+/// Serializer settings (the Agent's `serializer_*` keys, docs/configuration.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SerializerConfig {
     /// `serializer_compressor_kind` + `serializer_zstd_compressor_level`.
@@ -110,7 +109,7 @@ impl SerializerConfig {
     }
 }
 
-/// Cumulative counters, named after the Agent's telemetry (serializer.md §9).
+/// Cumulative counters, named after the Agent's serializer telemetry.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SerializerStats {
     /// `jsonstream.total_calls`: JSON builds (series v1, service checks).
@@ -358,7 +357,7 @@ impl Serializer {
     }
 
     /// Adds the rendered `self.item`, closing full payloads and retrying once
-    /// (serializer.md §3/§4/§5 handling).
+    /// (the Agent's handling of full payloads and items too big for one).
     fn add_simple(&mut self, fam: Family, weight: usize, out: &mut Vec<Payload>) {
         for _attempt in 0..2 {
             match self.builder.add_item(&self.item, weight) {

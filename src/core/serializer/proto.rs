@@ -1,6 +1,6 @@
 //! Hand-written protobuf writer for series v2 (`MetricSeries`) and sketches
 //! (`Sketch`), byte-identical to the Agent's molecule-based streaming writer
-//! (payloads.md §3, §5): Agent field order, proto3 zero skipping, embedded
+//! (`agent-payload` protobuf schemas): Agent field order, proto3 zero skipping, embedded
 //! messages always written.
 //!
 //! Each item is encoded as a complete field-1 record of the enclosing

@@ -54,7 +54,7 @@
 //!   fails (e.g. the legacy pre-1.0 format of encoding 2) the compressed
 //!   body is kept and `decompress_error` says why. `collector` is the
 //!   envelope of the `Collector*` message, read schema-less by field number
-//!   per message type (payloads.md §8.3): `host_name` is `null` for types
+//!   per message type (agent-payload `process` protos): `host_name` is `null` for types
 //!   without one, `items` counts the resource list entries (1 for
 //!   `CollectorCluster`); for manifests (80/81/82) it also carries
 //!   `"manifests":[{"type":18,"resource_version":"","uid":"...",
@@ -1009,7 +1009,7 @@ mod tests {
     use super::*;
     use std::io::Write;
 
-    /// Hex example of payloads.md §3.
+    /// A series v2 payload written by the Agent, as hex.
     pub const SERIES_HEX: &str = "0a310a0a0a04686f737412026831\
         12016d1a03613a622803400a\
         220f1080e2cfaa0609000000000000f03f\
