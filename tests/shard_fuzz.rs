@@ -1,11 +1,13 @@
 //! Fuzz harness for the whole per-datagram path (split, parse, enrich,
 //! aggregate, flush), bounded so it runs in CI: no input panics, memory
-//! stays within the context budget, and every datagram is counted.
+//! stays within the context budget, and every line and every sample has
+//! exactly one counted outcome.
 
-use edgestat::core::aggregator::{ContextBudget, FlushMerger, FlushSettings};
 use edgestat::core::aggregator::HistogramAggregate;
-use edgestat::core::protocol::ParseOptions;
+use edgestat::core::aggregator::{ContextBudget, FlushMerger, FlushSettings};
+use edgestat::core::protocol::{parse_line, Message, ParseOptions};
 use edgestat::core::shard::{ShardSettings, ShardState};
+use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 fn shard(budget: std::sync::Arc<ContextBudget>) -> ShardState {
@@ -42,6 +44,44 @@ fn piece() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// What the shard must report, worked out from the datagrams alone: lines
+/// split here (on `\n`, one trailing `\r` removed, empty lines skipped), each
+/// classified by the public parser.
+#[derive(Default)]
+struct Outcomes {
+    lines: u64,
+    metric_lines: u64,
+    samples: u64,
+    events: u64,
+    service_checks: u64,
+    parse_errors: BTreeMap<&'static str, u64>,
+}
+
+fn expected_outcomes(datagrams: &[Vec<Vec<u8>>]) -> Outcomes {
+    let opts = ParseOptions { honor_timestamps: true, origin_detection_client: true };
+    let mut o = Outcomes::default();
+    for parts in datagrams {
+        let d = parts.concat();
+        for line in d.split(|&b| b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            o.lines += 1;
+            match parse_line(line, &opts) {
+                Ok(Message::Metric(m)) => {
+                    o.metric_lines += 1;
+                    o.samples += m.value_count() as u64;
+                }
+                Ok(Message::Event(_)) => o.events += 1,
+                Ok(Message::ServiceCheck(_)) => o.service_checks += 1,
+                Err(e) => *o.parse_errors.entry(e.kind()).or_default() += 1,
+            }
+        }
+    }
+    o
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
     #[test]
@@ -55,6 +95,18 @@ proptest! {
         }
         let f = s.take_flush(1_700_000_100, true);
         prop_assert_eq!(f.stats.packets, datagrams.len() as u64);
+        let want = expected_outcomes(&datagrams);
+        let st = &f.stats;
+        let dropped = |k: &str| st.dropped.get(k).copied().unwrap_or(0);
+        let queue_drops = dropped("event_queue_full") + dropped("service_check_queue_full");
+        let lines = st.metric_lines + st.events + st.service_checks + queue_drops + st.parse_errors.values().sum::<u64>();
+        prop_assert_eq!(lines, want.lines, "every line has one outcome: {:?}", st);
+        prop_assert_eq!(st.metric_lines, want.metric_lines);
+        prop_assert_eq!(st.events + dropped("event_queue_full"), want.events);
+        prop_assert_eq!(st.service_checks + dropped("service_check_queue_full"), want.service_checks);
+        prop_assert_eq!(&st.parse_errors, &want.parse_errors);
+        let sample_drops = st.dropped.values().sum::<u64>() - queue_drops;
+        prop_assert_eq!(st.metric_samples + sample_drops, want.samples, "every sample aggregated or dropped by reason: {:?}", st);
         prop_assert!(f.events.len() <= 64 && f.service_checks.len() <= 64 && f.passthrough.len() <= 64);
         let mut m = FlushMerger::new(FlushSettings {
             histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],

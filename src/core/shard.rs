@@ -52,7 +52,10 @@ pub struct ShardStats {
     pub service_checks: u64,
     /// Parse errors by `ParseError::kind()`.
     pub parse_errors: BTreeMap<&'static str, u64>,
-    /// Samples dropped at aggregation by reason.
+    /// Samples dropped at aggregation by reason; also events and service
+    /// checks dropped because their queue was full (one per line), so every
+    /// line is a parse error, a metric line, an event, a service check or
+    /// one of those two drops.
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
@@ -282,7 +285,8 @@ impl ShardState {
             MetricKind::Gauge => (MetricType::Gauge, 1.0),
             MetricKind::Counter => (MetricType::Rate, 10.0),
             _ => {
-                self.drop_sample("timestamped_unsupported_type");
+                // One drop per sample, like every other sample drop.
+                *self.stats.dropped.entry("timestamped_unsupported_type").or_default() += m.value_count() as u64;
                 return;
             }
         };
