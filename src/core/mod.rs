@@ -10,5 +10,6 @@ pub mod aggregator;
 pub mod filter;
 pub mod model;
 pub mod protocol;
+pub mod redact;
 pub mod serializer;
 pub mod shard;

@@ -386,6 +386,9 @@ pub(crate) enum Outcome {
 const ATTEMPTS_HEADER: &str = "X-DD-Agent-Attempts";
 
 async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&str>, timeout: Duration, attempt: u32) -> Outcome {
+    // Error texts end up in logs: an intake or a proxy echoing the key must
+    // not put it there.
+    let hide = |text: String| crate::core::redact::scrub(&text, &api_key.map(str::to_string).into_iter().collect::<Vec<_>>());
     let mut req = hyper::Request::post(url)
         .header("DD-Agent-Version", AGENT_VERSION)
         .header("User-Agent", format!("datadog-agent/{AGENT_VERSION}"));
@@ -401,7 +404,7 @@ async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&st
     }
     let req = match req.body(Full::new(p.body.clone())) {
         Ok(r) => r,
-        Err(e) => return Outcome::Rejected(classify_build_error(&e), e.to_string()),
+        Err(e) => return Outcome::Rejected(classify_build_error(&e), hide(e.to_string())),
     };
     let fut = async {
         let resp = client.request(req).await?;
@@ -420,13 +423,13 @@ async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&st
             } else {
                 ErrorKind::Connection
             };
-            Outcome::Retry(kind, chain)
+            Outcome::Retry(kind, hide(chain))
         }
         Ok(Ok((code, body))) => match code {
             c if c < 400 => Outcome::Success,
             400 | 403 | 413 => {
                 let text = String::from_utf8_lossy(&body[..body.len().min(1000)]).into_owned();
-                Outcome::Rejected(code, text)
+                Outcome::Rejected(code, hide(text))
             }
             c => Outcome::Retry(ErrorKind::Http, format!("HTTP {c}")),
         },

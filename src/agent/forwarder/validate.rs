@@ -27,7 +27,7 @@ pub enum KeyStatus {
 }
 
 /// Where keys of `base_url` are validated: Datadog sites go to `https://api.<site>`,
-/// every other URL is used unchanged (forwarder.md §7).
+/// every other URL is used unchanged, as the Agent does.
 pub fn api_domain(base_url: &str) -> String {
     let Some((scheme, rest)) = base_url.split_once("://") else { return base_url.to_string() };
     let host_end = rest.find(['/', ':']).unwrap_or(rest.len());
@@ -86,6 +86,8 @@ pub async fn run(client: HttpClient, base_url: String, keys: Vec<String>, interv
     loop {
         for (i, key) in keys.iter().enumerate() {
             let (status, detail) = check(&client, &base_url, key, timeout).await;
+            // The key travels in the URL here; an error quoting it is redacted.
+            let detail = crate::core::redact::scrub(&detail, std::slice::from_ref(key));
             match status {
                 KeyStatus::Valid => {
                     stats.apikey_valid.fetch_add(1, Ordering::Relaxed);
