@@ -38,6 +38,10 @@ enum Command {
         /// Also append every stored payload as a JSON line to DIR/payloads.jsonl.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// Bound in bytes on DIR/payloads.jsonl plus DIR/payloads.jsonl.1 (rotated at half of it).
+        #[arg(long, value_name = "BYTES", default_value_t = edgestat::tools::intake::store::DEFAULT_DATA_MAX_BYTES,
+              value_parser = clap::value_parser!(u64).range(edgestat::tools::intake::store::MIN_DATA_MAX_BYTES..))]
+        data_max_bytes: u64,
         /// Bound on payloads kept in memory (oldest evicted first).
         #[arg(long, value_name = "N", default_value_t = 100_000)]
         max_stored_payloads: usize,
@@ -50,14 +54,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { config } => edgestat::agent::app::run(config.as_deref(), &edgestat::tools::intake::start_for_agent),
-        Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, max_stored_payloads } => {
+        Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, data_max_bytes, max_stored_payloads } => {
             edgestat::agent::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
             let tls = match (tls_cert, tls_key, tls_self_signed) {
                 (Some(cert), Some(key), _) => edgestat::tools::intake::TlsMode::Files { cert, key },
                 (_, _, Some(dir)) => edgestat::tools::intake::TlsMode::SelfSigned { dir },
                 _ => edgestat::tools::intake::TlsMode::Plain,
             };
-            let cfg = edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, max_stored_payloads };
+            let cfg = edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, data_max_bytes, max_stored_payloads };
             match edgestat::tools::intake::run_blocking(cfg) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -35,6 +35,7 @@ fn run_blocking_serves_until_sigterm() {
             dir: cert_dir.clone(),
         },
         data_dir: None,
+        data_max_bytes: edgestat::tools::intake::store::DEFAULT_DATA_MAX_BYTES,
         max_stored_payloads: 10,
     };
     let t = std::thread::spawn(move || run_blocking(cfg));

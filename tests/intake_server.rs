@@ -16,10 +16,10 @@ use tokio::net::TcpStream;
 
 // ---------------------------------------------------------------- helpers
 
-/// payloads.md §3 worked example.
+/// A series v2 payload as the Agent writes it (hex).
 const SERIES_HEX: &str = "0a31 0a0a0a04686f737412026831 12016d 1a03613a62 2803 400a
     220f 1080e2cfaa06 09000000000000f03f 4a060a04200a280a";
-/// payloads.md §5 worked example.
+/// A sketch payload as the Agent writes it (hex).
 const SKETCH_HEX: &str = "0a4e 0a036c6174 12026831 2203613a62 3a36 0880e2cfaa06 1002
     19000000000000f03f 210000000000000840 290000000000000040 310000000000001040
     3a04f4148216 42020101 42060a04200a280a 1200";
@@ -503,6 +503,7 @@ async fn https_self_signed_trusted_by_rustls_client() {
             dir: certdir.clone(),
         },
         data_dir: None,
+        data_max_bytes: intake::store::DEFAULT_DATA_MAX_BYTES,
         max_stored_payloads: 1000,
     };
     let h = intake::start(cfg.clone()).await.unwrap();

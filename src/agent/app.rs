@@ -10,7 +10,7 @@ use crate::agent::forwarder::{Forwarder, ForwarderSettings};
 use crate::agent::runtime::{self, ShardSockets};
 use crate::core::shard::ShardSettings;
 
-/// Exit status for a configuration error (interface.md).
+/// Exit status for a configuration error (docs/configuration.md).
 pub const EXIT_CONFIG: i32 = 2;
 /// Exit status for any other start-up failure.
 pub const EXIT_START: i32 = 1;
@@ -26,8 +26,10 @@ pub trait LocalIntake: Send {
     fn shutdown(self: Box<Self>);
 }
 
-/// Starts a [`LocalIntake`] that keeps payloads under the given data folder.
-pub type StartLocalIntake<'a> = &'a dyn Fn(&Path) -> Result<Box<dyn LocalIntake>, Box<dyn std::error::Error + Send + Sync>>;
+/// Starts a [`LocalIntake`] that keeps payloads under the given data folder,
+/// in files that together hold at most the given number of bytes.
+pub type StartLocalIntake<'a> =
+    &'a dyn Fn(&Path, u64) -> Result<Box<dyn LocalIntake>, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Why the agent could not start; printed as the one line on stderr.
 #[derive(Debug, thiserror::Error)]
@@ -114,6 +116,7 @@ fn abort_on_panic() {
 }
 
 fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(), StartError> {
+    runtime::check_memlock()?;
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(StartError::Signals)?;
@@ -121,10 +124,10 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     let mut embedded = None;
     let mut summary_target = String::new();
     if cfg.endpoint.is_none() {
-        let intake = local_intake(&cfg.data_dir).map_err(StartError::LocalIntake)?;
+        let intake = local_intake(&cfg.data_dir, cfg.intake_data_max_bytes).map_err(StartError::LocalIntake)?;
         let url = intake.base_url();
         summary_target = format!("{url} (payloads in {})", cfg.data_dir.join("payloads.jsonl").display());
-        tracing::info!(url = %url, data_dir = %cfg.data_dir.display(), "no DD_API_KEY or DD_DD_URL: shipping to the embedded local intake");
+        tracing::info!(url = %url, data_dir = %cfg.data_dir.display(), data_max_bytes = cfg.intake_data_max_bytes, "no DD_API_KEY or DD_DD_URL: shipping to the embedded local intake");
         cfg.endpoint = Some(Endpoint { base_url: url, api_keys: Vec::new() });
         embedded = Some(intake);
     }

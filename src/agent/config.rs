@@ -5,7 +5,8 @@
 //! knobs are `EDGESTAT_*` environment variables (documented in `tuning/`).
 //! The environment wins over the YAML file.
 
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,12 +49,20 @@ pub struct TlsSettings {
 }
 
 /// Where payloads are shipped.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// Base URL without trailing slash (`https://host:port`).
     pub base_url: String,
     /// API keys; one transaction per key. Empty: one transaction, no key.
     pub api_keys: Vec<String>,
+}
+
+/// Keys redacted, so a debug print of the configuration leaks none.
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<String> = self.api_keys.iter().map(|k| crate::core::redact::key(k)).collect();
+        f.debug_struct("Endpoint").field("base_url", &self.base_url).field("api_keys", &keys).finish()
+    }
 }
 
 /// Everything `edgestat run` needs, validated.
@@ -133,6 +142,9 @@ pub struct Config {
     pub telemetry_addr: Option<SocketAddr>,
     /// `EDGESTAT_DATA_DIR`.
     pub data_dir: PathBuf,
+    /// `EDGESTAT_INTAKE_DATA_MAX_BYTES`: bound on the embedded intake's
+    /// `payloads.jsonl` + `payloads.jsonl.1` in the data dir.
+    pub intake_data_max_bytes: u64,
     /// `EDGESTAT_MAX_CONTEXTS`: bound on live contexts for the whole node.
     pub max_contexts: usize,
     /// `EDGESTAT_MAX_QUEUED_EVENTS`: events + service checks kept per shard between flushes.
@@ -230,6 +242,9 @@ const DEFAULT_NAMESPACE_BLACKLIST: &[&str] = &[
 pub struct Sources {
     env: HashMap<String, String>,
     yaml: HashMap<String, String>,
+    /// Every name looked up (env names and yaml keys), so a test can check
+    /// that docs/configuration.md lists exactly the keys the reader accepts.
+    read: RefCell<BTreeSet<String>>,
 }
 
 impl Sources {
@@ -240,18 +255,29 @@ impl Sources {
             None => HashMap::new(),
             Some(path) => read_yaml(path)?,
         };
-        Ok(Self { env, yaml })
+        Ok(Self::from_maps(env, yaml))
     }
 
     /// Builds sources from explicit maps (tests).
     pub fn from_maps(env: HashMap<String, String>, yaml: HashMap<String, String>) -> Self {
-        Self { env, yaml }
+        Self { env, yaml, read: RefCell::default() }
+    }
+
+    /// Every environment name and `datadog.yaml` key looked up so far.
+    pub fn keys_read(&self) -> Vec<String> {
+        self.read.borrow().iter().cloned().collect()
+    }
+
+    fn note(&self, name: &str) {
+        self.read.borrow_mut().insert(name.to_string());
     }
 
     /// Looks up a `datadog.yaml` key: env `DD_<KEY>` first, then the file.
     /// Returns the name the user used (for error lines) and the value.
     fn dd(&self, key: &str) -> Option<(String, String)> {
         let env_name = format!("DD_{}", key.to_ascii_uppercase().replace('.', "_"));
+        self.note(&env_name);
+        self.note(key);
         if let Some(v) = self.env.get(&env_name) {
             return Some((env_name, v.clone()));
         }
@@ -262,17 +288,20 @@ impl Sources {
         if let Some(found) = self.dd(key) {
             return Some(found);
         }
-        aliases
-            .iter()
-            .find_map(|a| self.env.get(*a).map(|v| (a.to_string(), v.clone())))
+        aliases.iter().find_map(|a| {
+            self.note(a);
+            self.env.get(*a).map(|v| (a.to_string(), v.clone()))
+        })
     }
 
     fn edgestat(&self, name: &str) -> Option<(String, String)> {
         let env_name = format!("EDGESTAT_{name}");
+        self.note(&env_name);
         self.env.get(&env_name).map(|v| (env_name, v.clone()))
     }
 
     fn raw_env(&self, name: &str) -> Option<String> {
+        self.note(name);
         self.env.get(name).cloned()
     }
 }
@@ -339,8 +368,10 @@ fn scalar_to_string(v: &serde_yaml::Value) -> Option<String> {
     }
 }
 
+/// The error for `key=value`; a key-shaped word in the value is redacted
+/// (a key pasted into the wrong setting must not reach stderr either).
 fn bad(key: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError { key: key.to_string(), value: value.to_string(), expected: expected.to_string() }
+    ConfigError { key: key.to_string(), value: crate::core::redact::scrub(value, &[]), expected: expected.to_string() }
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, ConfigError> {
@@ -377,7 +408,7 @@ pub fn parse_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
     Ok(Duration::from_millis((n * unit_ms as f64).round() as u64))
 }
 
-/// The version-prefixed metrics host for a Datadog site (forwarder.md §8).
+/// The version-prefixed metrics host for a Datadog site, as the Agent builds it.
 pub fn site_url(site: &str, agent_version: &str) -> String {
     let site = site.trim().trim_end_matches('/').trim_end_matches('.');
     let prefix = agent_version.split('.').take(3).collect::<Vec<_>>().join("-");
@@ -588,13 +619,13 @@ impl Config {
         };
 
         let filterlist = src.dd("metric_filterlist").map(|(_, v)| split_list(&v)).unwrap_or_default();
+        let filterlist_prefix = get_bool("metric_filterlist_match_prefix", false)?;
+        let statsd_blocklist = src.dd("statsd_metric_blocklist").map(|(_, v)| split_list(&v)).unwrap_or_default();
+        let statsd_blocklist_prefix = get_bool("statsd_metric_blocklist_match_prefix", false)?;
         let (metric_blocklist, metric_blocklist_match_prefix) = if filterlist.is_empty() {
-            (
-                src.dd("statsd_metric_blocklist").map(|(_, v)| split_list(&v)).unwrap_or_default(),
-                get_bool("statsd_metric_blocklist_match_prefix", false)?,
-            )
+            (statsd_blocklist, statsd_blocklist_prefix)
         } else {
-            (filterlist, get_bool("metric_filterlist_match_prefix", false)?)
+            (filterlist, filterlist_prefix)
         };
 
         let compression_kind = src.dd("serializer_compressor_kind");
@@ -707,7 +738,7 @@ impl Config {
             .map(|(_, v)| PathBuf::from(v))
             .unwrap_or_else(|| PathBuf::from("./edgestat-data"));
 
-        // The orchestrator forwarder adds no version prefix (payloads.md §8.2).
+        // The orchestrator forwarder adds no version prefix (as in the Agent).
         let orchestrator_base_url = orchestrator_dd_url.clone().or_else(|| dd_url.clone()).or_else(|| {
             (!api_keys.is_empty()).then(|| {
                 let site = site.as_deref().unwrap_or("datadoghq.com").trim().trim_end_matches('/').to_string();
@@ -755,6 +786,7 @@ impl Config {
             api_addr,
             telemetry_addr,
             data_dir,
+            intake_data_max_bytes: edge_usize("INTAKE_DATA_MAX_BYTES", 256 << 20, 4096)? as u64,
             max_contexts: edge_usize("MAX_CONTEXTS", 500_000, 1)?,
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
@@ -866,13 +898,16 @@ fn parse_percentiles(v: &str) -> Vec<u32> {
 }
 
 fn parse_additional_endpoints(key: &str, v: &str) -> Result<Vec<Endpoint>, ConfigError> {
-    let map: HashMap<String, Vec<String>> =
-        serde_json::from_str(v).map_err(|_| bad(key, v, r#"a JSON object {"https://url": ["key", ...]}"#))?;
+    // The value holds API keys: an error shows it with every word that is
+    // not a URL redacted.
+    let hide = |e: ConfigError| ConfigError { value: crate::core::redact::endpoints_value(v), ..e };
+    let map: HashMap<String, Vec<String>> = serde_json::from_str(v)
+        .map_err(|_| hide(bad(key, v, r#"a JSON object {"https://url": ["key", ...]}"#)))?;
     let mut out: Vec<Endpoint> = Vec::new();
     let mut urls: Vec<_> = map.into_iter().collect();
     urls.sort();
     for (url, keys) in urls {
-        let base = versioned_url(&parse_url(key, &url)?, AGENT_VERSION);
+        let base = versioned_url(&parse_url(key, &url).map_err(hide)?, AGENT_VERSION);
         let mut keys: Vec<String> =
             keys.into_iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         keys.sort();
@@ -977,6 +1012,62 @@ mod tests {
             .unwrap();
         assert_eq!(c.additional_endpoints.len(), 1);
         assert_eq!(c.additional_endpoints[0].api_keys, vec!["k1", "k2"]);
+    }
+
+    /// The names in the first two columns of docs/configuration.md's tables.
+    fn documented_keys() -> BTreeSet<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let mut out = BTreeSet::new();
+        for row in doc.lines().filter(|l| l.starts_with('|') && !l.starts_with("|---")) {
+            let cells: Vec<&str> = row.split('|').skip(1).take(2).collect();
+            if cells.first().is_some_and(|c| c.trim() == "environment") {
+                continue;
+            }
+            let env: Vec<&str> = cells[0].split('`').skip(1).step_by(2).collect();
+            let yaml: Vec<&str> = cells.get(1).map(|c| c.split('`').skip(1).step_by(2).collect()).unwrap_or_default();
+            assert!(!env.is_empty(), "a row without an environment name: {row}");
+            for y in &yaml {
+                let dd = format!("DD_{}", y.to_ascii_uppercase().replace('.', "_"));
+                assert!(env.contains(&dd.as_str()), "{y} is documented without {dd}: {row}");
+            }
+            out.extend(env.iter().chain(&yaml).map(|s| s.to_string()));
+        }
+        out
+    }
+
+    #[test]
+    fn config_doc_lists_every_key_the_reader_accepts() {
+        let src = Sources::from_maps(HashMap::new(), HashMap::new());
+        Config::from_sources(&src).unwrap();
+        let read: BTreeSet<String> = src.keys_read().into_iter().collect();
+        let documented = documented_keys();
+        let missing: Vec<_> = read.difference(&documented).collect();
+        let unknown: Vec<_> = documented.difference(&read).collect();
+        assert!(missing.is_empty(), "read but not in docs/configuration.md: {missing:?}");
+        assert!(unknown.is_empty(), "in docs/configuration.md but never read: {unknown:?}");
+    }
+
+    #[test]
+    fn api_keys_never_reach_an_error_or_a_debug_print() {
+        let k = "0123456789abcdef0123456789abcdef";
+        for v in [
+            format!(r#"{{"https://a.example": ["{k}", "second-secret"]"#),
+            format!(r#"{{"https://a.example": "{k}"}}"#),
+            format!(r#"{{"{k}": ["second-secret"]}}"#),
+        ] {
+            let e = cfg(&[("DD_ADDITIONAL_ENDPOINTS", &v)]).unwrap_err();
+            let line = e.to_string();
+            assert_eq!(e.key, "DD_ADDITIONAL_ENDPOINTS");
+            assert!(!line.contains(k) && !line.contains("second-secret"), "{line}");
+            assert!(line.contains("bcdef"), "the last 5 characters tell keys apart: {line}");
+        }
+        // A key pasted into another setting.
+        let line = cfg(&[("DD_DOGSTATSD_PORT", k)]).unwrap_err().to_string();
+        assert!(!line.contains(k), "{line}");
+        let c = cfg(&[("DD_API_KEY", k), ("DD_ADDITIONAL_ENDPOINTS", r#"{"https://b.example": ["second-secret"]}"#)]).unwrap();
+        let dbg = format!("{c:?}");
+        assert!(!dbg.contains(k) && !dbg.contains("second-secret"), "{dbg}");
     }
 
     #[test]

@@ -45,6 +45,15 @@ pub enum RuntimeError {
         /// OS error.
         source: std::io::Error,
     },
+    /// `RLIMIT_MEMLOCK` is below what glommio requires; checked before
+    /// anything starts.
+    #[error(
+        "RLIMIT_MEMLOCK is {limit_bytes} bytes but io_uring needs at least {MIN_MEMLOCK_BYTES} (512 KiB): raise it with `ulimit -l 512` or `LimitMEMLOCK=512K` in the systemd unit"
+    )]
+    Memlock {
+        /// The soft limit found.
+        limit_bytes: u64,
+    },
     /// glommio could not create its io_uring executor.
     #[error("cannot start shard {shard}: {detail}")]
     Executor {
@@ -53,6 +62,25 @@ pub enum RuntimeError {
         /// Why, with a hint.
         detail: String,
     },
+}
+
+/// The smallest soft `RLIMIT_MEMLOCK` with which glommio builds an executor
+/// (it refuses below this).
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
+/// Refuses a soft `RLIMIT_MEMLOCK` below [`MIN_MEMLOCK_BYTES`] up front, so
+/// the user reads what to raise instead of an executor failure after the
+/// sockets are bound. A limit that cannot be read is left to glommio.
+pub fn check_memlock() -> Result<(), RuntimeError> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes into the struct passed by pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        return Ok(());
+    }
+    if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < MIN_MEMLOCK_BYTES {
+        return Err(RuntimeError::Memlock { limit_bytes: lim.rlim_cur });
+    }
+    Ok(())
 }
 
 /// The sockets handed to one shard.
@@ -269,7 +297,11 @@ const IDLE_READ_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// After SIGTERM a reader keeps going until the queue is empty, but at most
 /// this many bytes, so a sender that never stops cannot hold shutdown
-/// hostage: everything queued before the signal is at most SO_RCVBUF bytes.
+/// hostage. Everything queued before the signal is at most the receive
+/// buffer the kernel reports, which is double the value set
+/// (`DD_DOGSTATSD_SO_RCVBUF`); the budget is twice the reported size (four
+/// times the set value) plus one datagram, leaving room for what arrives
+/// during the drain.
 fn drain_budget(sock: &std::net::UdpSocket, buffer_size: usize) -> u64 {
     let rcvbuf = socket2::SockRef::from(sock).recv_buffer_size().unwrap_or(1 << 20);
     (rcvbuf as u64) * 2 + buffer_size as u64

@@ -307,6 +307,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
                 listen,
                 tls: crate::tools::intake::TlsMode::Plain,
                 data_dir: None,
+                data_max_bytes: crate::tools::intake::store::DEFAULT_DATA_MAX_BYTES,
                 max_stored_payloads: 1_000_000,
             })
             .map_err(|e| BenchError::Io(e.to_string()))?,

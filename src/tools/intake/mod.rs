@@ -94,6 +94,9 @@ pub struct IntakeConfig {
     /// When set, every stored record is also appended as one JSON line to
     /// `data_dir/payloads.jsonl` (the directory is created).
     pub data_dir: Option<PathBuf>,
+    /// Bound on `payloads.jsonl` + its rotated `payloads.jsonl.1` in
+    /// `data_dir` (at least 4096 bytes).
+    pub data_max_bytes: u64,
     /// Records kept in memory; the oldest are evicted (and counted in
     /// `/intake/stats`) beyond it. `0` keeps none in memory (the JSONL file
     /// and counters still see everything).
@@ -107,6 +110,7 @@ impl IntakeConfig {
             listen,
             tls: TlsMode::Plain,
             data_dir: None,
+            data_max_bytes: store::DEFAULT_DATA_MAX_BYTES,
             max_stored_payloads: DEFAULT_MAX_STORED_PAYLOADS,
         }
     }
@@ -222,7 +226,7 @@ pub async fn start(cfg: IntakeConfig) -> Result<IntakeHandle, IntakeError> {
             (Some(tokio_rustls::TlsAcceptor::from(sc)), Some(cert))
         }
     };
-    let store = Store::new(cfg.max_stored_payloads, cfg.data_dir.as_deref())?;
+    let store = Store::new(cfg.max_stored_payloads, cfg.data_dir.as_deref(), cfg.data_max_bytes)?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|e| IntakeError::Bind {
@@ -407,11 +411,13 @@ impl crate::agent::app::LocalIntake for EmbeddedIntake {
 /// HTTP on a free loopback port, decoded payloads appended under `data_dir`.
 pub fn start_for_agent(
     data_dir: &std::path::Path,
+    data_max_bytes: u64,
 ) -> Result<Box<dyn crate::agent::app::LocalIntake>, Box<dyn std::error::Error + Send + Sync>> {
     let intake = spawn_embedded(IntakeConfig {
         listen: ([127, 0, 0, 1], 0).into(),
         tls: TlsMode::Plain,
         data_dir: Some(data_dir.to_path_buf()),
+        data_max_bytes,
         max_stored_payloads: 10_000,
     })?;
     Ok(Box::new(intake))

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 use base64::Engine as _;
@@ -24,6 +24,10 @@ pub const MAX_STORED_BYTES: usize = 1024 * 1024 * 1024;
 /// Distinct paths counted individually in `/intake/stats`; the rest are
 /// counted under `"(other)"` so hostile clients cannot grow the map.
 pub const MAX_DISTINCT_PATHS: usize = 1024;
+/// Default bound on `payloads.jsonl` + `payloads.jsonl.1` (256 MiB).
+pub const DEFAULT_DATA_MAX_BYTES: u64 = 256 << 20;
+/// Smallest accepted bound on the JSONL files.
+pub const MIN_DATA_MAX_BYTES: u64 = 4096;
 /// Most failure rules queued at once.
 pub const MAX_FAIL_RULES: usize = 1024;
 /// Largest `count` of one failure rule.
@@ -154,6 +158,8 @@ struct Counters {
     by_answered: BTreeMap<u16, u64>,
     validate_requests: u64,
     jsonl_write_errors: u64,
+    jsonl_rotations: u64,
+    jsonl_dropped_too_large: u64,
 }
 
 struct Inner {
@@ -161,7 +167,69 @@ struct Inner {
     bytes: usize,
     next_seq: u64,
     counters: Counters,
-    jsonl: Option<BufWriter<File>>,
+    jsonl: Option<Jsonl>,
+}
+
+/// The on-disk mirror of the records: `payloads.jsonl`, renamed to
+/// `payloads.jsonl.1` (replacing the previous one) when the next record
+/// would take it past half the bound, so the two files together never
+/// exceed `max_bytes` however long the intake runs.
+struct Jsonl {
+    path: PathBuf,
+    file: BufWriter<File>,
+    size: u64,
+    max_bytes: u64,
+}
+
+/// What [`Jsonl::append`] did besides writing.
+#[derive(Debug, PartialEq, Eq)]
+enum Appended {
+    Written,
+    Rotated,
+    /// The record alone is larger than half the bound; not written.
+    TooLarge,
+}
+
+impl Jsonl {
+    fn open(dir: &Path, max_bytes: u64) -> Result<Self, IntakeError> {
+        std::fs::create_dir_all(dir).map_err(|e| IntakeError::Io {
+            context: format!("cannot create data dir {}", dir.display()),
+            source: e,
+        })?;
+        let path = dir.join("payloads.jsonl");
+        let file = Self::open_file(&path).map_err(|e| IntakeError::Io {
+            context: format!("cannot open {}", path.display()),
+            source: e,
+        })?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(Jsonl { path, file: BufWriter::new(file), size, max_bytes: max_bytes.max(MIN_DATA_MAX_BYTES) })
+    }
+
+    fn open_file(path: &Path) -> std::io::Result<File> {
+        OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// Appends one record and its newline, rotating first when needed.
+    fn append(&mut self, json: &[u8]) -> std::io::Result<Appended> {
+        let half = self.max_bytes / 2;
+        let len = json.len() as u64 + 1;
+        if len > half {
+            return Ok(Appended::TooLarge);
+        }
+        let mut done = Appended::Written;
+        if self.size + len > half {
+            self.file.flush()?;
+            std::fs::rename(&self.path, self.path.with_extension("jsonl.1"))?;
+            self.file = BufWriter::new(Self::open_file(&self.path)?);
+            self.size = 0;
+            done = Appended::Rotated;
+        }
+        self.file.write_all(json)?;
+        self.file.write_all(b"\n")?;
+        self.file.flush()?;
+        self.size += len;
+        Ok(done)
+    }
 }
 
 /// Filter for [`Store::query`].
@@ -184,25 +252,20 @@ pub struct Store {
 
 impl Store {
     /// Creates a store; with `data_dir`, opens (appends to)
-    /// `data_dir/payloads.jsonl`, creating the directory.
-    pub fn new(max_records: usize, data_dir: Option<&Path>) -> Result<Self, IntakeError> {
+    /// `data_dir/payloads.jsonl`, creating the directory, and keeps it and
+    /// its rotated predecessor within `data_max_bytes` together (at least
+    /// [`MIN_DATA_MAX_BYTES`]).
+    pub fn new(max_records: usize, data_dir: Option<&Path>, data_max_bytes: u64) -> Result<Self, IntakeError> {
         let jsonl = match data_dir {
             None => None,
             Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|e| IntakeError::Io {
-                    context: format!("cannot create data dir {}", dir.display()),
-                    source: e,
-                })?;
-                let p = dir.join("payloads.jsonl");
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&p)
-                    .map_err(|e| IntakeError::Io {
-                        context: format!("cannot open {}", p.display()),
-                        source: e,
-                    })?;
-                Some(BufWriter::new(f))
+                let j = Jsonl::open(dir, data_max_bytes)?;
+                tracing::info!(
+                    path = %j.path.display(),
+                    max_bytes = j.max_bytes,
+                    "intake: payloads mirrored to disk; rotated to payloads.jsonl.1 at half the bound, older ones deleted"
+                );
+                Some(j)
             }
         };
         Ok(Store {
@@ -245,19 +308,20 @@ impl Store {
         }
         *c.by_answered.entry(rec.answered).or_insert(0) += 1;
 
-        let mut write_failed = false;
-        if let Some(w) = g.jsonl.as_mut() {
-            let r = w
-                .write_all(&json)
-                .and_then(|_| w.write_all(b"\n"))
-                .and_then(|_| w.flush());
-            if let Err(e) = r {
-                tracing::warn!("intake: cannot append to payloads.jsonl: {e}");
-                write_failed = true;
+        let appended = g.jsonl.as_mut().map(|w| w.append(&json));
+        match appended {
+            None | Some(Ok(Appended::Written)) => {}
+            Some(Ok(Appended::Rotated)) => g.counters.jsonl_rotations += 1,
+            Some(Ok(Appended::TooLarge)) => {
+                if g.counters.jsonl_dropped_too_large == 0 {
+                    tracing::warn!("intake: a record larger than half the data dir bound was not written to payloads.jsonl (logged once; see jsonl_dropped_too_large)");
+                }
+                g.counters.jsonl_dropped_too_large += 1;
             }
-        }
-        if write_failed {
-            g.counters.jsonl_write_errors += 1;
+            Some(Err(e)) => {
+                tracing::warn!("intake: cannot append to payloads.jsonl: {e}");
+                g.counters.jsonl_write_errors += 1;
+            }
         }
 
         let len = json.len();
@@ -347,6 +411,8 @@ impl Store {
             by_answered: BTreeMap<String, u64>,
             validate_requests: u64,
             jsonl_write_errors: u64,
+            jsonl_rotations: u64,
+            jsonl_dropped_too_large: u64,
             fail_rules: usize,
         }
         let g = self.lock();
@@ -365,6 +431,8 @@ impl Store {
                 .collect(),
             validate_requests: g.counters.validate_requests,
             jsonl_write_errors: g.counters.jsonl_write_errors,
+            jsonl_rotations: g.counters.jsonl_rotations,
+            jsonl_dropped_too_large: g.counters.jsonl_dropped_too_large,
             fail_rules,
         };
         serde_json::to_vec(&s).unwrap_or_else(|_| b"{}".to_vec())
@@ -522,8 +590,37 @@ mod tests {
     }
 
     #[test]
+    fn the_jsonl_files_stay_within_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let cur = dir.path().join("payloads.jsonl");
+        let old = dir.path().join("payloads.jsonl.1");
+        std::fs::write(&cur, vec![b'x'; 3000]).unwrap(); // left by an earlier run
+        let s = Store::new(10, Some(dir.path()), 8192).unwrap();
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        for i in 0..500 {
+            s.push(&rec(&format!("/p{i}"), 202));
+            assert!(size(&cur) + size(&old) <= 8192, "bound kept after record {i}");
+            assert!(size(&cur) <= 4096);
+        }
+        let text = std::fs::read_to_string(&cur).unwrap();
+        assert!(text.ends_with("\n") && text.contains("\"/p499\""), "the newest record is in the current file");
+        let older = std::fs::read_to_string(&old).unwrap();
+        assert!(older.starts_with('{') && !older.contains("xxxx"), "the earlier run's bytes rotated away");
+        let stats: serde_json::Value = serde_json::from_slice(&s.stats_json(0)).unwrap();
+        assert!(stats["jsonl_rotations"].as_u64().unwrap() >= 2, "{stats}");
+        assert_eq!(stats["jsonl_write_errors"], 0);
+        // A record larger than half the bound is counted, not written.
+        let mut big = rec("/big", 202);
+        big.body_json = Some(format!("\"{}\"", "y".repeat(5000)).into_bytes());
+        s.push(&big);
+        assert!(size(&cur) + size(&old) <= 8192);
+        let stats: serde_json::Value = serde_json::from_slice(&s.stats_json(0)).unwrap();
+        assert_eq!(stats["jsonl_dropped_too_large"], 1);
+    }
+
+    #[test]
     fn records_are_valid_json_and_bounded() {
-        let s = Store::new(2, None).unwrap();
+        let s = Store::new(2, None, DEFAULT_DATA_MAX_BYTES).unwrap();
         s.push(&rec("/a", 202));
         s.push(&rec("/b", 503));
         let mut r = rec("/a", 202);
@@ -550,7 +647,7 @@ mod tests {
 
     #[test]
     fn zero_capacity_keeps_nothing() {
-        let s = Store::new(0, None).unwrap();
+        let s = Store::new(0, None, DEFAULT_DATA_MAX_BYTES).unwrap();
         s.push(&rec("/a", 202));
         assert_eq!(s.len(), 0);
     }
