@@ -9,16 +9,31 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
+/// The Python that has the `datadog` package: `EDGESTAT_TEST_PYTHON`
+/// (scripts/test.sh sets it to its virtual environment's), else that
+/// environment if it exists, else `python3` from `PATH`.
+fn python() -> std::ffi::OsString {
+    if let Some(p) = std::env::var_os("EDGESTAT_TEST_PYTHON").filter(|p| !p.is_empty()) {
+        return p;
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python");
+    if venv.exists() {
+        return venv.into_os_string();
+    }
+    "python3".into()
+}
+
 #[test]
 fn datadogpy_client_over_udp_and_uds() {
-    let python_ok = Command::new("python3").args(["-c", "import datadog"]).status().map(|s| s.success()).unwrap_or(false);
-    assert!(python_ok, "the datadog Python package is required (scripts/test.sh installs it)");
+    let python = python();
+    let python_ok = Command::new(&python).args(["-c", "import datadog"]).status().map(|s| s.success()).unwrap_or(false);
+    assert!(python_ok, "{python:?} lacks the datadog Python package (scripts/test.sh installs it in target/pyenv)");
 
     let intake = Intake::start_tls();
     let agent = Agent::start(Some(&intake), &[]);
     avoid_bucket_edge(4);
     let driver = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/datadogpy_driver.py");
-    let out = Command::new("python3")
+    let out = Command::new(&python)
         .arg(driver)
         .arg(agent.udp_port.to_string())
         .arg(&agent.socket)
