@@ -234,7 +234,7 @@ async fn run_shard(
             tracing::warn!(error = %e, "cannot set the UDP read timeout");
         }
         let batch = (recv_batch > 1).then(|| BatchRecv::new(fd, recv_batch, buffer_size));
-        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), buffer_size, budget, None, batch, coalesce, queue_budget)));
+        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), ReaderLimits { buffer_size, drain_budget: budget, marker: None, coalesce, queue_budget }, batch)));
     }
     if let Some(path) = &unix {
         match glommio::net::UnixDatagram::bind(path) {
@@ -245,7 +245,7 @@ async fn run_shard(
                     tracing::warn!(error = %e, path = %path.display(), "cannot set the unix socket mode");
                 }
                 sock.set_buffer_size(buffer_size);
-                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), buffer_size, u64::MAX, Some(marker), None, Duration::ZERO, 0)));
+                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), ReaderLimits { buffer_size, drain_budget: u64::MAX, marker: Some(marker), coalesce: Duration::ZERO, queue_budget: 0 }, None)));
             }
             Err(e) => {
                 let _ = ready.send(Err(RuntimeError::Bind { what: format!("unix socket {}", path.display()), source: e.into() }));
@@ -465,17 +465,28 @@ async fn drain(
     }
 }
 
+/// One reader's limits, fixed when it starts.
+struct ReaderLimits {
+    /// Largest datagram read.
+    buffer_size: usize,
+    /// Bytes read at most after shutdown starts.
+    drain_budget: u64,
+    /// The Unix drain marker (`None` on UDP).
+    marker: Option<[u8; 16]>,
+    /// Longest pause between drains while datagrams keep coming.
+    coalesce: Duration,
+    /// Bytes the coalescing pause may let queue up.
+    queue_budget: u64,
+}
+
 async fn read_loop(
     sock: Reader,
     state: Rc<RefCell<ShardState>>,
     stopping: Rc<Cell<bool>>,
-    buffer_size: usize,
-    drain_budget: u64,
-    marker: Option<[u8; 16]>,
+    limits: ReaderLimits,
     mut batch: Option<BatchRecv>,
-    coalesce: Duration,
-    queue_budget: u64,
 ) {
+    let ReaderLimits { buffer_size, drain_budget, marker, coalesce, queue_budget } = limits;
     let mut buf = vec![0u8; buffer_size];
     let mut skip_batches = 0u32;
     let mut drained: u64 = 0;

@@ -375,7 +375,7 @@ mod context_key_tests {
         assert_eq!(k.host(), b"host-1");
         assert_eq!(k.tag_count(), 3);
         assert_eq!(k.tags().collect::<Vec<_>>(), tags.to_vec());
-        assert_eq!(k.tags().rev().next(), Some(&b"\xffz"[..]));
+        assert_eq!(k.tags().next_back(), Some(&b"\xffz"[..]));
         let empty = ContextKey::new(0, b"", b"", std::iter::empty());
         assert_eq!((empty.name(), empty.host(), empty.tag_count()), (&b""[..], &b""[..], 0));
         assert_eq!(empty.heap_bytes(), 12);

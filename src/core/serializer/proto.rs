@@ -605,7 +605,9 @@ mod tests {
         use crate::core::model::ContextKey;
         use std::borrow::Cow;
         use std::sync::Arc;
-        let cases: Vec<(&[u8], &[u8], Vec<&[u8]>)> = vec![
+        /// (name, host, tags)
+        type Case<'a> = (&'a [u8], &'a [u8], Vec<&'a [u8]>);
+        let cases: Vec<Case> = vec![
             (b"m", b"h1", vec![b"a:b"]),
             (b"", b"", vec![]),
             (b"caf\xc3\xa9.x", b"h\xc3\xa9", vec![b"", b"a:\xc3\xa9", b"device:sda", b"device:", b"device:sdb", b"d", b"dev:x"]),
