@@ -6,10 +6,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use edgestat::core::aggregator::FlushMerger;
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 use edgestat::core::protocol::{lines, parse_line, Message, ParseOptions};
 use edgestat::core::serializer::{proto, Compression, Serializer, SerializerConfig, StreamEncoder};
 use edgestat::core::shard::ShardState;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 
 fn corpus(contexts: usize, packets: usize, single: bool) -> (Vec<Vec<u8>>, u64, u64) {
     let mut w = Workload::new(WorkloadConfig::standard(contexts, single));
@@ -105,7 +105,12 @@ fn flush_100k(c: &mut Criterion) {
                 if !reported {
                     reported = true;
                     let bytes: usize = payloads.iter().map(|p| p.body.len()).sum();
-                    eprintln!("flush_100k: {contexts} contexts -> {} series, {} sketches, {} payloads, {bytes} bytes", out.series.len(), out.sketches.len(), payloads.len());
+                    eprintln!(
+                        "flush_100k: {contexts} contexts -> {} series, {} sketches, {} payloads, {bytes} bytes",
+                        out.series.len(),
+                        out.sketches.len(),
+                        payloads.len()
+                    );
                 }
                 black_box(payloads.len())
             },
@@ -153,7 +158,12 @@ fn compressors(c: &mut Criterion) {
                 black_box(dst.len())
             })
         });
-        eprintln!("compress {name}: {} -> {} bytes (ratio {:.2})", raw.len(), dst.len(), raw.len() as f64 / dst.len().max(1) as f64);
+        eprintln!(
+            "compress {name}: {} -> {} bytes (ratio {:.2})",
+            raw.len(),
+            dst.len(),
+            raw.len() as f64 / dst.len().max(1) as f64
+        );
     }
     g.finish();
 }

@@ -10,16 +10,17 @@ use edgestat::core::serializer::{proto, Compression, Serializer, SerializerConfi
 fn make_series(n: usize) -> Vec<Series> {
     (0..n)
         .map(|i| Series {
-            id: SeriesId::owned(format!("app.request.latency.{}", i % 300), format!("host-{}", i % 7), vec![
-                "env:prod".to_string(),
-                format!("service:svc-{}", i % 40),
-                format!("endpoint:/api/v{}/item/{}", i % 3, i % 1000),
-                format!("pod:pod-{}", i),
-            ]),
-            points: vec![Point {
-                timestamp: 1_700_000_000 + (i as i64 % 10),
-                value: (i as f64) * 0.37,
-            }],
+            id: SeriesId::owned(
+                format!("app.request.latency.{}", i % 300),
+                format!("host-{}", i % 7),
+                vec![
+                    "env:prod".to_string(),
+                    format!("service:svc-{}", i % 40),
+                    format!("endpoint:/api/v{}/item/{}", i % 3, i % 1000),
+                    format!("pod:pod-{}", i),
+                ],
+            ),
+            points: vec![Point { timestamp: 1_700_000_000 + (i as i64 % 10), value: (i as f64) * 0.37 }],
             metric_type: if i % 2 == 0 { MetricType::Gauge } else { MetricType::Rate },
             interval: 10,
             source_type_name: String::new(),
@@ -53,10 +54,7 @@ fn bench(c: &mut Criterion) {
     });
 
     for (name, comp) in [("zstd1", Compression::Zstd { level: 1 }), ("zlib", Compression::Zlib)] {
-        let cfg = SerializerConfig {
-            compression: comp,
-            ..SerializerConfig::default()
-        };
+        let cfg = SerializerConfig { compression: comp, ..SerializerConfig::default() };
         let mut ser = Serializer::new(cfg).expect("serializer");
         let mut out = Vec::with_capacity(256);
         g.bench_function(format!("builder_{name}"), |b| {

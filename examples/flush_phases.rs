@@ -6,9 +6,9 @@
 use std::time::Instant;
 
 use edgestat::core::aggregator::{FlushMerger, FlushOutput};
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 use edgestat::core::serializer::{Payload, Serializer, SerializerConfig};
 use edgestat::core::shard::ShardState;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 
 const NOW: i64 = 1_700_000_001;
 
@@ -36,7 +36,11 @@ fn main() {
     let payloads = phase_encode(&mut ser, &out);
     let (t3, c3, m3) = (Instant::now(), cpu(), thread_cpu());
     let (ns, nk) = (out.series.len(), out.sketches.len());
-    let (np, raw, zipped) = (payloads.len(), payloads.iter().map(|p| p.uncompressed_len).sum::<usize>(), payloads.iter().map(|p| p.body.len()).sum::<usize>());
+    let (np, raw, zipped) = (
+        payloads.len(),
+        payloads.iter().map(|p| p.uncompressed_len).sum::<usize>(),
+        payloads.iter().map(|p| p.body.len()).sum::<usize>(),
+    );
     phase_drop(out, payloads);
     let (t4, c4) = (Instant::now(), cpu());
     println!(
@@ -49,7 +53,11 @@ fn main() {
     );
     // On an idle machine the encode wall time is about the busiest
     // thread's CPU time: the calling thread's, or a helper's share.
-    println!("  encode+compress CPU on the calling thread {:?}, on helper threads {:?}", m3 - m2, (c3 - c2).saturating_sub(m3 - m2));
+    println!(
+        "  encode+compress CPU on the calling thread {:?}, on helper threads {:?}",
+        m3 - m2,
+        (c3 - c2).saturating_sub(m3 - m2)
+    );
 }
 
 // One function per phase (never inlined) so that an instruction profile can

@@ -6,8 +6,8 @@
 //! `cargo build --release --example hotpath && valgrind --tool=callgrind
 //!  --toggle-collect='*hot_loop*' target/release/examples/hotpath packed`
 
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 use edgestat::core::shard::ShardState;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 
 #[inline(never)]
 fn hot_loop(s: &mut ShardState, packets: &[Vec<u8>]) {
@@ -28,5 +28,10 @@ fn main() {
         s.handle_datagram(p, 1_700_000_001, 0);
     }
     hot_loop(&mut s, &packets);
-    println!("profile={profile} packets={} lines={} bytes={}", packets.len(), w.generated.total_lines(), w.generated.bytes);
+    println!(
+        "profile={profile} packets={} lines={} bytes={}",
+        packets.len(),
+        w.generated.total_lines(),
+        w.generated.bytes
+    );
 }

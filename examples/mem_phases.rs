@@ -12,9 +12,9 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 
 use edgestat::core::aggregator::FlushMerger;
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 use edgestat::core::serializer::{Serializer, SerializerConfig};
 use edgestat::core::shard::ShardState;
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 
 struct Counting;
 
@@ -92,7 +92,9 @@ const MIB: f64 = 1048576.0;
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -114,9 +116,16 @@ fn report(phase: &str, base: i64) {
 fn classes() {
     println!("  live allocations by size class:");
     for (i, (c, b)) in CLASS_COUNT.iter().zip(CLASS_BYTES.iter()).enumerate() {
-        let (c, b) = (c.load(Relaxed) - BASE_CLASS[i].load(Relaxed), b.load(Relaxed) - BASE_CLASS_BYTES[i].load(Relaxed));
+        let (c, b) =
+            (c.load(Relaxed) - BASE_CLASS[i].load(Relaxed), b.load(Relaxed) - BASE_CLASS_BYTES[i].load(Relaxed));
         if c > 0 && b > 64 * 1024 {
-            println!("    [{:>9}, {:>9}) B: {:>8} allocations, {:>7.2} MiB", 1u64 << i, 1u64 << (i + 1), c, b as f64 / MIB);
+            println!(
+                "    [{:>9}, {:>9}) B: {:>8} allocations, {:>7.2} MiB",
+                1u64 << i,
+                1u64 << (i + 1),
+                c,
+                b as f64 / MIB
+            );
         }
     }
 }
@@ -155,7 +164,12 @@ fn main() {
     let end = t0 + seconds;
     let mut peak_before_flush = 0i64;
     let mut flush_no = 0;
-    let flush = |shard: &mut ShardState, now: i64, force: bool, merger: &mut FlushMerger, ser: &mut Serializer, flush_no: &mut i32| {
+    let flush = |shard: &mut ShardState,
+                 now: i64,
+                 force: bool,
+                 merger: &mut FlushMerger,
+                 ser: &mut Serializer,
+                 flush_no: &mut i32| {
         *flush_no += 1;
         report(&format!("flush {flush_no} at +{}s: before", now - t0), base);
         classes();
@@ -202,7 +216,10 @@ fn main() {
     classes();
     // The bench stops after its drain wait; the final flush takes everything.
     flush(&mut shard, now, true, &mut merger, &mut ser, &mut flush_no);
-    println!("peak of the shard state between flushes: {:.2} MiB", (peak_before_flush - BASE_CHUNK.load(Relaxed)) as f64 / MIB);
+    println!(
+        "peak of the shard state between flushes: {:.2} MiB",
+        (peak_before_flush - BASE_CHUNK.load(Relaxed)) as f64 / MIB
+    );
     println!("overall peak (chunks): {:.2} MiB", (PEAK_CHUNK.load(Relaxed) - BASE_CHUNK.load(Relaxed)) as f64 / MIB);
     println!("allocations in total: {}", ALLOCS.load(Relaxed));
 }

@@ -21,8 +21,8 @@ use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::time::Instant;
 
-use edgestat::tools::bench::workload::{bench_shard_settings, Workload, WorkloadConfig};
 use edgestat::core::shard::ShardState;
+use edgestat::tools::bench::workload::{bench_shard_settings, Workload, WorkloadConfig};
 
 fn thread_cpu_ns() -> u64 {
     // SAFETY: clock_gettime writes into the timespec we own.
@@ -49,7 +49,8 @@ struct Batch {
 impl Batch {
     fn new(n: usize) -> Self {
         let mut bufs = vec![0u8; n * BUF];
-        let iovs = bufs.chunks_mut(BUF).map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() }).collect();
+        let iovs =
+            bufs.chunks_mut(BUF).map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() }).collect();
         // SAFETY: mmsghdr is plain old data.
         let hdrs = (0..n).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }).collect();
         Batch { bufs, iovs, hdrs }
@@ -61,7 +62,9 @@ impl Batch {
             h.msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: headers point at iovecs into `bufs`, all owned by self.
-        let r = unsafe { libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut()) };
+        let r = unsafe {
+            libc::recvmmsg(fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+        };
         if r < 0 {
             0
         } else {

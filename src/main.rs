@@ -53,15 +53,26 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { config } => edgestat::agent::app::run(config.as_deref(), &edgestat::tools::intake::start_for_agent),
-        Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, data_max_bytes, max_stored_payloads } => {
+        Command::Run { config } => {
+            edgestat::agent::app::run(config.as_deref(), &edgestat::tools::intake::start_for_agent)
+        }
+        Command::Intake {
+            listen,
+            tls_cert,
+            tls_key,
+            tls_self_signed,
+            data_dir,
+            data_max_bytes,
+            max_stored_payloads,
+        } => {
             edgestat::agent::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
             let tls = match (tls_cert, tls_key, tls_self_signed) {
                 (Some(cert), Some(key), _) => edgestat::tools::intake::TlsMode::Files { cert, key },
                 (_, _, Some(dir)) => edgestat::tools::intake::TlsMode::SelfSigned { dir },
                 _ => edgestat::tools::intake::TlsMode::Plain,
             };
-            let cfg = edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, data_max_bytes, max_stored_payloads };
+            let cfg =
+                edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, data_max_bytes, max_stored_payloads };
             match edgestat::tools::intake::run_blocking(cfg) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use edgestat::core::aggregator::{FlushMerger, FlushSettings};
 use edgestat::core::aggregator::HistogramAggregate;
+use edgestat::core::aggregator::{FlushMerger, FlushSettings};
 use edgestat::core::model::MetricType;
 use edgestat::core::protocol::ParseOptions;
 use edgestat::core::shard::{ShardSettings, ShardState};

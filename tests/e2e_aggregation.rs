@@ -99,7 +99,8 @@ fn idle_counters_keep_sending_zero() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
     let series = series_from(&all);
-    let points: Vec<(i64, f64)> = series.iter().filter(|s| s.metric == "zero.fill").flat_map(|s| s.points.clone()).collect();
+    let points: Vec<(i64, f64)> =
+        series.iter().filter(|s| s.metric == "zero.fill").flat_map(|s| s.points.clone()).collect();
     assert!(points.iter().any(|p| p.1 == 0.5), "{points:?}");
     assert!(points.iter().any(|p| p.1 == 0.0), "{points:?}");
     let gauge_points = series.iter().filter(|s| s.metric == "zero.gauge").flat_map(|s| s.points.iter()).count();

@@ -19,7 +19,8 @@ fn api_env(port: u16) -> String {
 fn start_with_api_and_telemetry(intake: &Intake, extra: &[(&str, &str)]) -> (Agent, u16, u16) {
     let (api_port, tel_port) = (free_tcp_port(), free_tcp_port());
     let (api, tel) = (api_env(api_port), api_env(tel_port));
-    let mut env: Vec<(&str, &str)> = vec![("EDGESTAT_API_ADDR", &api), ("EDGESTAT_TELEMETRY_ADDR", &tel), ("EDGESTAT_FLUSH_INTERVAL", "1s")];
+    let mut env: Vec<(&str, &str)> =
+        vec![("EDGESTAT_API_ADDR", &api), ("EDGESTAT_TELEMETRY_ADDR", &tel), ("EDGESTAT_FLUSH_INTERVAL", "1s")];
     env.extend_from_slice(extra);
     (Agent::start(Some(intake), &env), api_port, tel_port)
 }
@@ -74,7 +75,11 @@ fn chunked_post_status(port: u16, path: &str, n: usize) -> u16 {
     let chunk = vec![b' '; 64 * 1024];
     let mut sent = 0;
     while sent < n {
-        if write!(s, "{:x}\r\n", chunk.len()).and_then(|_| s.write_all(&chunk)).and_then(|_| s.write_all(b"\r\n")).is_err() {
+        if write!(s, "{:x}\r\n", chunk.len())
+            .and_then(|_| s.write_all(&chunk))
+            .and_then(|_| s.write_all(b"\r\n"))
+            .is_err()
+        {
             break;
         }
         sent += chunk.len();
@@ -106,7 +111,8 @@ fn api_events_and_checks_arrive_like_dogstatsd_and_bad_input_is_refused() {
             "source_type_name":"ci","aggregation_key":"dep-1","date_happened":1700000003,"host":"web-1","unknown_field":true}"#,
     );
     assert_eq!(code, 202, "{body}");
-    let (code, body) = http_post(&ev, "application/json", br#"[{"title":"A"},{"title":"B","text":"b","alert_type":"error"}]"#);
+    let (code, body) =
+        http_post(&ev, "application/json", br#"[{"title":"A"},{"title":"B","text":"b","alert_type":"error"}]"#);
     assert_eq!((code, serde_json::from_str::<Value>(&body).unwrap()["items"].clone()), (202, json!(2)), "{body}");
     let (code, body) = http_post(
         &cr,
@@ -146,7 +152,11 @@ fn api_events_and_checks_arrive_like_dogstatsd_and_bad_input_is_refused() {
         assert_eq!(code, 400, "{q}: {resp}");
         assert!(error_of(&resp).contains(needle), "{q}: {resp}");
     }
-    let (code, resp) = http_post(&format!("{api}/v1/orchestrator/manifests?cluster_id=c&type=41"), "application/x-protobuf", b"\x0a\x01x");
+    let (code, resp) = http_post(
+        &format!("{api}/v1/orchestrator/manifests?cluster_id=c&type=41"),
+        "application/x-protobuf",
+        b"\x0a\x01x",
+    );
     assert_eq!(code, 400, "{resp}");
     // 404, 405, 413.
     let (code, resp) = http_post(&format!("{api}/v1/nothing"), "application/json", b"{}");
@@ -195,7 +205,10 @@ fn api_events_and_checks_arrive_like_dogstatsd_and_bad_input_is_refused() {
 
     let checks = intake_checks(&intake);
     let db = checks.iter().find(|c| c["check"] == "db.ok").expect("db.ok");
-    assert_eq!(db, &json!({"check":"db.ok","host_name":"h1","timestamp":1700000005,"status":1,"message":"slow","tags":["a:1","z:1"]}));
+    assert_eq!(
+        db,
+        &json!({"check":"db.ok","host_name":"h1","timestamp":1700000005,"status":1,"message":"slow","tags":["a:1","z:1"]})
+    );
     let plain = checks.iter().find(|c| c["check"] == "plain").unwrap();
     assert_eq!((plain["tags"].clone(), plain["message"].clone()), (Value::Null, json!("")));
     assert_eq!(checks.iter().filter(|c| c["check"] == "db.ok").count(), 1);
@@ -203,7 +216,8 @@ fn api_events_and_checks_arrive_like_dogstatsd_and_bad_input_is_refused() {
     // Telemetry reflects the traffic.
     let text = metrics_until(tel_port, Duration::from_secs(10), |t| {
         metric_value(t, "edgestat_serializer_payloads_total{kind=\"events\"}").unwrap_or(0.0) >= 1.0
-            && metric_value(t, "edgestat_forwarder_transactions_success_total{forwarder=\"metrics\"}").unwrap_or(0.0) >= 1.0
+            && metric_value(t, "edgestat_forwarder_transactions_success_total{forwarder=\"metrics\"}").unwrap_or(0.0)
+                >= 1.0
             && metric_value(t, "edgestat_dogstatsd_packets_total").unwrap_or(0.0) >= 1.0
     });
     assert_eq!(metric_value(&text, "edgestat_api_requests_total{route=\"events\",code=\"202\"}"), Some(3.0), "{text}");
@@ -215,7 +229,10 @@ fn api_events_and_checks_arrive_like_dogstatsd_and_bad_input_is_refused() {
     assert!(metric_value(&text, "edgestat_flush_total").unwrap() >= 1.0);
     assert!(metric_value(&text, "edgestat_flush_duration_seconds_count").unwrap() >= 1.0);
     assert!(metric_value(&text, "edgestat_serializer_items_total{kind=\"service_checks\"}").unwrap() >= 3.0, "{text}");
-    assert!(metric_value(&text, "edgestat_serializer_payload_bytes_total{kind=\"series_v2\"}").unwrap() > 0.0, "{text}");
+    assert!(
+        metric_value(&text, "edgestat_serializer_payload_bytes_total{kind=\"series_v2\"}").unwrap() > 0.0,
+        "{text}"
+    );
     assert!(text.contains("# TYPE edgestat_flush_duration_seconds summary"));
     let (code, _) = http_call("GET", &format!("http://127.0.0.1:{tel_port}/nope"));
     assert_eq!(code, 404);
@@ -329,12 +346,18 @@ fn orchestrator_metadata_goes_out_at_once_one_request_per_message_and_manifests_
     );
     let api = format!("http://127.0.0.1:{api_port}");
     let pods = collector_pod("node-1", "uid-1", 2);
-    for (t, body) in [("41", pods.clone()), ("43", collector_deployment("uid-1")), ("41", collector_pod("node-2", "uid-1", 3))] {
-        let (code, resp) = http_post(&format!("{api}/v1/orchestrator?type={t}&cluster_id=uid-1"), "application/x-protobuf", &body);
+    for (t, body) in
+        [("41", pods.clone()), ("43", collector_deployment("uid-1")), ("41", collector_pod("node-2", "uid-1", 3))]
+    {
+        let (code, resp) =
+            http_post(&format!("{api}/v1/orchestrator?type={t}&cluster_id=uid-1"), "application/x-protobuf", &body);
         assert_eq!(code, 202, "{resp}");
     }
-    let (code, resp) =
-        http_post(&format!("{api}/v1/orchestrator/manifests?cluster_id=uid-1"), "application/x-protobuf", &collector_manifest("uid-1", "m-1"));
+    let (code, resp) = http_post(
+        &format!("{api}/v1/orchestrator/manifests?cluster_id=uid-1"),
+        "application/x-protobuf",
+        &collector_manifest("uid-1", "m-1"),
+    );
     assert_eq!(code, 202, "{resp}");
 
     // Flush interval is 1h: metadata must arrive without any flush.
@@ -350,7 +373,11 @@ fn orchestrator_metadata_goes_out_at_once_one_request_per_message_and_manifests_
             let c = &p["body"]["collector"];
             assert_eq!(c["cluster_id"], "uid-1");
             assert_eq!(c["cluster_name"], "prod-cluster");
-            (p["body"]["type"].as_i64().unwrap(), c["items"].as_i64().unwrap(), c["host_name"].as_str().map(String::from))
+            (
+                p["body"]["type"].as_i64().unwrap(),
+                c["items"].as_i64().unwrap(),
+                c["host_name"].as_str().map(String::from),
+            )
         })
         .collect();
     seen.sort();
@@ -402,10 +429,13 @@ fn orchestrator_legacy_endpoint_defaults_to_the_main_url() {
 #[test]
 fn every_compressor_sets_its_content_encoding_and_decodes() {
     let intake = Intake::start_tls();
-    for (kind, encoding) in [("zstd", "zstd"), ("zlib", "deflate"), ("gzip", "gzip"), ("lz4", "lz4"), ("none", "identity")] {
+    for (kind, encoding) in
+        [("zstd", "zstd"), ("zlib", "deflate"), ("gzip", "gzip"), ("lz4", "lz4"), ("none", "identity")]
+    {
         // v1 JSON series once, so both series encoders meet a compressor other than zstd.
         let v2 = if kind == "gzip" { "false" } else { "true" };
-        let agent = Agent::start(Some(&intake), &[("DD_SERIALIZER_COMPRESSOR_KIND", kind), ("DD_USE_V2_API_SERIES", v2)]);
+        let agent =
+            Agent::start(Some(&intake), &[("DD_SERIALIZER_COMPRESSOR_KIND", kind), ("DD_USE_V2_API_SERIES", v2)]);
         let metric = format!("compressor.{kind}");
         agent.send_udp(format!("{metric}:7|g\n_e{{2,{}}}:ev|{kind}\n_sc|sc.{kind}|0", kind.len()).as_bytes());
         agent.send_udp(format!("dist.{kind}:3|d").as_bytes());
@@ -474,16 +504,26 @@ fn noise(n: usize) -> String {
 #[test]
 fn an_oversized_event_is_dropped_and_counted_the_others_arrive() {
     let intake = Intake::start_tls();
-    let (agent, api_port, tel_port) =
-        start_with_api_and_telemetry(&intake, &[("DD_SERIALIZER_MAX_PAYLOAD_SIZE", "2000"), ("DD_SERIALIZER_MAX_UNCOMPRESSED_PAYLOAD_SIZE", "4000")]);
+    let (agent, api_port, tel_port) = start_with_api_and_telemetry(
+        &intake,
+        &[("DD_SERIALIZER_MAX_PAYLOAD_SIZE", "2000"), ("DD_SERIALIZER_MAX_UNCOMPRESSED_PAYLOAD_SIZE", "4000")],
+    );
     let mut batch: Vec<Value> = (0..30)
         .map(|i| json!({"title": format!("normal-{i}"), "text": format!("event number {i} {}", noise(40)), "source_type_name": if i % 2 == 0 { "even" } else { "odd" }}))
         .collect();
     batch.insert(13, json!({"title": "huge", "text": noise(12_000), "source_type_name": "even"}));
-    let (code, resp) = http_post(&format!("http://127.0.0.1:{api_port}/v1/events"), "application/json", batch_bytes(&batch).as_slice());
+    let (code, resp) = http_post(
+        &format!("http://127.0.0.1:{api_port}/v1/events"),
+        "application/json",
+        batch_bytes(&batch).as_slice(),
+    );
     assert_eq!(code, 202, "{resp}");
     intake.wait_until(Duration::from_secs(15), |_| {
-        intake_events(&intake).iter().filter(|(_, e)| e["msg_title"].as_str().is_some_and(|t| t.starts_with("normal-"))).count() >= 30
+        intake_events(&intake)
+            .iter()
+            .filter(|(_, e)| e["msg_title"].as_str().is_some_and(|t| t.starts_with("normal-")))
+            .count()
+            >= 30
     });
     let text = metrics_until(tel_port, Duration::from_secs(10), |t| {
         metric_value(t, "edgestat_serializer_events_dropped_total").unwrap_or(0.0) >= 1.0
@@ -492,7 +532,8 @@ fn an_oversized_event_is_dropped_and_counted_the_others_arrive() {
     assert_eq!(code, 0);
 
     let events = intake_events(&intake);
-    let mut titles: Vec<String> = events.iter().filter_map(|(_, e)| e["msg_title"].as_str().map(String::from)).collect();
+    let mut titles: Vec<String> =
+        events.iter().filter_map(|(_, e)| e["msg_title"].as_str().map(String::from)).collect();
     assert!(!titles.iter().any(|t| t == "huge"), "the oversized event is dropped");
     titles.retain(|t| t.starts_with("normal-"));
     titles.sort();
@@ -567,7 +608,11 @@ fn orchestrator_retries_count_up_the_attempts_header() {
     let api_port = free_tcp_port();
     let agent = Agent::start(
         Some(&intake),
-        &[("EDGESTAT_API_ADDR", &api_env(api_port)), ("DD_FORWARDER_BACKOFF_BASE", "0.1"), ("DD_FORWARDER_BACKOFF_MAX", "0.4")],
+        &[
+            ("EDGESTAT_API_ADDR", &api_env(api_port)),
+            ("DD_FORWARDER_BACKOFF_BASE", "0.1"),
+            ("DD_FORWARDER_BACKOFF_MAX", "0.4"),
+        ],
     );
     let url = format!("http://127.0.0.1:{api_port}/v1/orchestrator?type=41&cluster_id=uid-3");
     let (code, resp) = http_post(&url, "application/x-protobuf", &collector_pod("n", "uid-3", 1));
@@ -578,7 +623,9 @@ fn orchestrator_retries_count_up_the_attempts_header() {
     let attempts: Vec<(String, i64)> = intake
         .payloads(Some("/api/v2/orch"))
         .iter()
-        .map(|p| (p["headers"]["x-dd-agent-attempts"].as_str().unwrap_or("").to_string(), p["answered"].as_i64().unwrap()))
+        .map(|p| {
+            (p["headers"]["x-dd-agent-attempts"].as_str().unwrap_or("").to_string(), p["answered"].as_i64().unwrap())
+        })
         .collect();
     assert_eq!(attempts, vec![("1".into(), 503), ("2".into(), 503), ("3".into(), 202)]);
 }
@@ -587,7 +634,8 @@ fn orchestrator_retries_count_up_the_attempts_header() {
 fn a_full_api_queue_answers_503_and_keeps_what_it_accepted() {
     let intake = Intake::start_tls();
     let api_port = free_tcp_port();
-    let agent = Agent::start(Some(&intake), &[("EDGESTAT_API_ADDR", &api_env(api_port)), ("EDGESTAT_API_QUEUE_ITEMS", "3")]);
+    let agent =
+        Agent::start(Some(&intake), &[("EDGESTAT_API_ADDR", &api_env(api_port)), ("EDGESTAT_API_QUEUE_ITEMS", "3")]);
     let url = format!("http://127.0.0.1:{api_port}/v1/events");
     let (code, body) = http_post(&url, "application/json", br#"[{"title":"q1"},{"title":"q2"}]"#);
     assert_eq!(code, 202, "{body}");

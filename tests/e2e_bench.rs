@@ -8,7 +8,11 @@ use std::time::Duration;
 mod common;
 
 /// One fixed-rate bench run against a started edgestat: (table, report).
-fn run_fixed_rate_bench(dir: &std::path::Path, json: &std::path::Path, svg: &std::path::Path) -> (String, serde_json::Value) {
+fn run_fixed_rate_bench(
+    dir: &std::path::Path,
+    json: &std::path::Path,
+    svg: &std::path::Path,
+) -> (String, serde_json::Value) {
     let mut child = Command::new(common::BIN)
         .args(["bench", "--duration", "3", "--rate", "10000", "--contexts", "300", "--shards", "2", "--no-progress"])
         .args(["--so-rcvbuf", "4194304"])
@@ -54,7 +58,10 @@ fn bench_against_started_edgestat_reports_no_loss() {
         if drops == 0 {
             break r;
         }
-        assert!(r["lines_processed"].as_u64().unwrap() < r["lines_sent"].as_u64().unwrap(), "kernel drops must show as loss: {r:#}");
+        assert!(
+            r["lines_processed"].as_u64().unwrap() < r["lines_sent"].as_u64().unwrap(),
+            "kernel drops must show as loss: {r:#}"
+        );
         assert!(r["loss_ratio"].as_f64().unwrap() > 0.0);
         assert!(attempt < 3, "kernel drops in three runs in a row: {table}");
         eprintln!("attempt {attempt}: {drops} kernel drops on a starved machine; running again");

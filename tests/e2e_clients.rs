@@ -71,7 +71,10 @@ fn datadogpy_client_over_udp_and_uds() {
         .collect();
     let dist = sketches.iter().find(|s| s["metric"] == "py.dist").expect("py.dist sketch");
     let d = &dist["dogsketches"][0];
-    assert_eq!((d["cnt"].as_i64(), d["min"].as_f64(), d["max"].as_f64(), d["sum"].as_f64()), (Some(2), Some(1.0), Some(3.0), Some(4.0)));
+    assert_eq!(
+        (d["cnt"].as_i64(), d["min"].as_f64(), d["max"].as_f64(), d["sum"].as_f64()),
+        (Some(2), Some(1.0), Some(3.0), Some(4.0))
+    );
     assert_eq!(d["k"], json!([1338, 1409]));
     assert_eq!(d["n"], json!([1, 1]));
     assert_eq!(dist["host"], "h1");

@@ -156,7 +156,8 @@ fn payload_limits_hold_and_nothing_is_lost() {
     avoid_bucket_edge(3);
     let n = 600;
     for chunk in (0..n).collect::<Vec<_>>().chunks(20) {
-        let d: Vec<String> = chunk.iter().map(|i| format!("limit.test.metric.number.{i}:{i}|g|#shard:{}", i % 7)).collect();
+        let d: Vec<String> =
+            chunk.iter().map(|i| format!("limit.test.metric.number.{i}:{i}|g|#shard:{}", i % 7)).collect();
         agent.send_udp(d.join("\n").as_bytes());
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -263,7 +264,8 @@ fn bad_configuration_exits_2_naming_the_key() {
         ("EDGESTAT_FLUSH_INTERVAL", "often"),
         ("EDGESTAT_INTAKE_DATA_MAX_BYTES", "1000"),
     ] {
-        let out = std::process::Command::new(BIN).arg("run").env(k, v).env("EDGESTAT_API_ADDR", "off").output().unwrap();
+        let out =
+            std::process::Command::new(BIN).arg("run").env(k, v).env("EDGESTAT_API_ADDR", "off").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{k}={v}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.trim().lines().count(), 1, "one line: {err}");

@@ -178,7 +178,12 @@ fn untrusted_certificate_is_never_sent_and_skip_validation_works() {
     // No SSL_CERT_FILE: the self-signed certificate is not trusted.
     let agent = Agent::start(
         None,
-        &env(&[("DD_DD_URL", &intake.url), ("DD_API_KEY", "k"), ("EDGESTAT_SHUTDOWN_TIMEOUT", "2s"), ("SSL_CERT_FILE", "")]),
+        &env(&[
+            ("DD_DD_URL", &intake.url),
+            ("DD_API_KEY", "k"),
+            ("EDGESTAT_SHUTDOWN_TIMEOUT", "2s"),
+            ("SSL_CERT_FILE", ""),
+        ]),
     );
     send_marked(&agent, "tls", 3);
     std::thread::sleep(Duration::from_secs(1));
@@ -188,7 +193,10 @@ fn untrusted_certificate_is_never_sent_and_skip_validation_works() {
     assert_eq!(st["success"], 0);
     assert_eq!(st["dropped_shutdown"], st["input"], "storage off: all counted at shutdown: {st:?}");
 
-    let agent = Agent::start(None, &env(&[("DD_DD_URL", &intake.url), ("DD_API_KEY", "k"), ("DD_SKIP_SSL_VALIDATION", "true")]));
+    let agent = Agent::start(
+        None,
+        &env(&[("DD_DD_URL", &intake.url), ("DD_API_KEY", "k"), ("DD_SKIP_SSL_VALIDATION", "true")]),
+    );
     send_marked(&agent, "tls", 3);
     let (st, _) = stop_ok(agent);
     assert_each_once(&intake, "tls", 3);
@@ -217,10 +225,8 @@ fn two_endpoints_fail_and_recover_independently() {
     for k in 0..5 {
         assert_eq!(m.get(&format!("i:{k}")), Some(&2), "{m:?}");
     }
-    let keys: std::collections::BTreeSet<String> = accepted(&b)
-        .iter()
-        .filter_map(|p| p["headers"]["dd-api-key"].as_str().map(str::to_string))
-        .collect();
+    let keys: std::collections::BTreeSet<String> =
+        accepted(&b).iter().filter_map(|p| p["headers"]["dd-api-key"].as_str().map(str::to_string)).collect();
     assert_eq!(keys.into_iter().collect::<Vec<_>>(), vec!["k2", "k3"]);
     assert_eq!(st["dropped"], 0, "{st:?}");
     assert!(st["errors_connection"] > 0, "{st:?}");
@@ -275,7 +281,8 @@ fn corrupt_and_truncated_spill_files_are_skipped_and_counted() {
     let dir = spill.path().join(folder_for(&intake.url));
     std::fs::create_dir_all(&dir).unwrap();
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    let body = json!([{"check": "ff.spilled", "host_name": "h1", "status": 0, "timestamp": now, "message": ""}]).to_string();
+    let body =
+        json!([{"check": "ff.spilled", "host_name": "h1", "status": 0, "timestamp": now, "message": ""}]).to_string();
     let header = SpillHeader {
         kind: "service_checks".into(),
         path: "/api/v1/check_run".into(),
@@ -312,14 +319,19 @@ fn corrupt_and_truncated_spill_files_are_skipped_and_counted() {
 fn retry_queue_overflow_drops_oldest_with_exact_counts() {
     let mut intake = down_intake();
     let t0 = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
-    let agent = agent_to(&intake.url.clone(), &intake.cert.clone(), &[("DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE", "1500")]);
+    let agent =
+        agent_to(&intake.url.clone(), &intake.cert.clone(), &[("DD_FORWARDER_RETRY_QUEUE_PAYLOADS_MAX_SIZE", "1500")]);
     // ~10 flushes (2 payloads each) pile up against a 1500-byte queue.
     std::thread::sleep(Duration::from_secs(5));
     intake.restart();
     assert!(wait_for(Duration::from_secs(15), || answered(&intake, "/api/v1/check_run", 202) >= 3));
     let (st, stderr) = stop_ok(agent);
     assert!(st["dropped_retry_queue_full"] > 0, "{st:?}");
-    assert_eq!(st["input"], st["success"] + st["dropped_retry_queue_full"], "every transaction is delivered or counted: {st:?}");
+    assert_eq!(
+        st["input"],
+        st["success"] + st["dropped_retry_queue_full"],
+        "every transaction is delivered or counted: {st:?}"
+    );
     assert_eq!(st["dropped"], st["dropped_retry_queue_full"], "{st:?}");
     let delivered = intake.payloads(None).iter().filter(|p| p["answered"] == 202).count() as u64;
     assert_eq!(delivered, st["success"], "no duplicates");

@@ -15,10 +15,7 @@ fn free_port() -> SocketAddr {
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
@@ -31,9 +28,7 @@ fn run_blocking_serves_until_sigterm() {
     let cert_dir = dir.path().join("tls");
     let cfg = IntakeConfig {
         listen: addr,
-        tls: TlsMode::SelfSigned {
-            dir: cert_dir.clone(),
-        },
+        tls: TlsMode::SelfSigned { dir: cert_dir.clone() },
         data_dir: None,
         data_max_bytes: edgestat::tools::intake::store::DEFAULT_DATA_MAX_BYTES,
         max_stored_payloads: 10,
@@ -55,25 +50,16 @@ fn run_blocking_serves_until_sigterm() {
     match curl {
         Ok(out) => {
             let body = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success(),
-                "curl: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            assert!(out.status.success(), "curl: {}", String::from_utf8_lossy(&out.stderr));
             assert!(body.contains("\"status\":\"ok\""), "{body}");
         }
         Err(e) => eprintln!("curl not available, skipping OpenSSL check: {e}"),
     }
     // Plain HTTP to a TLS port is not answered as HTTP.
-    assert!(!http_get(addr, "/intake/health")
-        .unwrap_or_default()
-        .contains("\"ok\""));
+    assert!(!http_get(addr, "/intake/health").unwrap_or_default().contains("\"ok\""));
 
     let pid = std::process::id().to_string();
-    let st = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    let st = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(st.success());
     let res = t.join().unwrap();
     assert!(res.is_ok(), "{res:?}");
@@ -82,12 +68,7 @@ fn run_blocking_serves_until_sigterm() {
 
 #[test]
 fn run_blocking_refuses_inside_a_runtime() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     let r = rt.block_on(async { run_blocking(IntakeConfig::default()) });
-    assert!(r
-        .unwrap_err()
-        .to_string()
-        .contains("inside a tokio runtime"));
+    assert!(r.unwrap_err().to_string().contains("inside a tokio runtime"));
 }

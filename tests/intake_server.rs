@@ -26,10 +26,7 @@ const SKETCH_HEX: &str = "0a4e 0a036c6174 12026831 2203613a62 3a36 0880e2cfaa06 
 
 fn unhex(h: &str) -> Vec<u8> {
     let h: String = h.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..h.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-        .collect()
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
 }
 
 fn expected_series() -> Value {
@@ -76,10 +73,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 impl Client {
     fn plain(h: &IntakeHandle) -> Self {
-        Client {
-            addr: h.local_addr,
-            tls: None,
-        }
+        Client { addr: h.local_addr, tls: None }
     }
 
     async fn connect(&self) -> std::io::Result<Sender> {
@@ -87,18 +81,14 @@ impl Client {
         let io_err = |e: hyper::Error| std::io::Error::other(e);
         match &self.tls {
             None => {
-                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-                    .await
-                    .map_err(io_err)?;
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io_err)?;
                 tokio::spawn(conn);
                 Ok(s)
             }
             Some((connector, name)) => {
                 let sn = rustls::pki_types::ServerName::try_from(name.clone()).unwrap();
                 let tls = connector.connect(sn, tcp).await?;
-                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                    .await
-                    .map_err(io_err)?;
+                let (s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(io_err)?;
                 tokio::spawn(conn);
                 Ok(s)
             }
@@ -112,10 +102,7 @@ impl Client {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> Result<(u16, Bytes), hyper::Error> {
-        let mut b = http::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "localhost");
+        let mut b = http::Request::builder().method(method).uri(path).header("host", "localhost");
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
@@ -126,24 +113,13 @@ impl Client {
         Ok((status, body))
     }
 
-    async fn req(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> (u16, Bytes) {
+    async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> (u16, Bytes) {
         let mut s = self.connect().await.expect("connect");
-        Self::send_on(&mut s, method, path, headers, body)
-            .await
-            .expect("request")
+        Self::send_on(&mut s, method, path, headers, body).await.expect("request")
     }
 
     async fn post(&self, path: &str, enc: Option<&str>, body: Vec<u8>) -> u16 {
-        let mut h = vec![
-            ("dd-api-key", "k1"),
-            ("content-type", "application/x-protobuf"),
-        ];
+        let mut h = vec![("dd-api-key", "k1"), ("content-type", "application/x-protobuf")];
         if let Some(e) = enc {
             h.push(("content-encoding", e));
         }
@@ -157,29 +133,18 @@ impl Client {
     }
 
     async fn payloads(&self, path: &str) -> Vec<Value> {
-        let v = self
-            .get_json(&format!("/intake/payloads?path={path}"))
-            .await;
+        let v = self.get_json(&format!("/intake/payloads?path={path}")).await;
         v.as_array().expect("array").clone()
     }
 
     async fn fail(&self, rule: Value) -> (u16, Value) {
-        let (st, b) = self
-            .req(
-                "POST",
-                "/intake/fail",
-                &[],
-                serde_json::to_vec(&rule).unwrap(),
-            )
-            .await;
+        let (st, b) = self.req("POST", "/intake/fail", &[], serde_json::to_vec(&rule).unwrap()).await;
         (st, serde_json::from_slice(&b).expect("json answer"))
     }
 }
 
 async fn start_plain() -> IntakeHandle {
-    intake::start(IntakeConfig::new("127.0.0.1:0".parse().unwrap()))
-        .await
-        .expect("start")
+    intake::start(IntakeConfig::new("127.0.0.1:0".parse().unwrap())).await.expect("start")
 }
 
 fn tls_client(addr: SocketAddr, cert_pem: &Path, name: &str) -> Client {
@@ -188,20 +153,12 @@ fn tls_client(addr: SocketAddr, cert_pem: &Path, name: &str) -> Client {
     for c in rustls_pemfile::certs(&mut &data[..]) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Client {
-        addr,
-        tls: Some((
-            tokio_rustls::TlsConnector::from(Arc::new(cfg)),
-            name.to_string(),
-        )),
-    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Client { addr, tls: Some((tokio_rustls::TlsConnector::from(Arc::new(cfg)), name.to_string())) }
 }
 
 // ---------------------------------------------------------------- tests
@@ -218,11 +175,7 @@ async fn v2_series_zstd_is_decoded() {
         .req(
             "POST",
             "/api/v2/series?x=1",
-            &[
-                ("DD-Api-Key", "k1"),
-                ("Content-Encoding", "zstd"),
-                ("DD-Agent-Payload", "v5.0.174"),
-            ],
+            &[("DD-Api-Key", "k1"), ("Content-Encoding", "zstd"), ("DD-Agent-Payload", "v5.0.174")],
             body.clone(),
         )
         .await;
@@ -255,14 +208,7 @@ async fn every_content_encoding() {
     let h = start_plain().await;
     let c = Client::plain(&h);
     let raw = unhex(SERIES_HEX);
-    let encs = [
-        Some("zstd"),
-        Some("deflate"),
-        Some("gzip"),
-        Some("lz4"),
-        Some("identity"),
-        None,
-    ];
+    let encs = [Some("zstd"), Some("deflate"), Some("gzip"), Some("lz4"), Some("identity"), None];
     for enc in encs {
         let body = compress(enc.unwrap_or(""), &raw);
         assert_eq!(c.post("/api/v2/series", enc, body).await, 202, "{enc:?}");
@@ -285,11 +231,7 @@ async fn every_content_encoding() {
 async fn sketch_payload_is_decoded() {
     let h = start_plain().await;
     let c = Client::plain(&h);
-    assert_eq!(
-        c.post("/api/beta/sketches", Some("zstd"), zstd(&unhex(SKETCH_HEX)))
-            .await,
-        202
-    );
+    assert_eq!(c.post("/api/beta/sketches", Some("zstd"), zstd(&unhex(SKETCH_HEX))).await, 202);
     let recs = c.payloads("/api/beta/sketches").await;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["decode_error"], Value::Null);
@@ -310,45 +252,23 @@ async fn json_payloads_are_kept_verbatim() {
     let h = start_plain().await;
     let c = Client::plain(&h);
     let v1 = r#"{"series":[{"metric":"page.views","points":[[1700000000,0.4]],"tags":["a:1","b:2"],"host":"h1","type":"rate","interval":10},{"metric":"datadog.agent.running","points":[[1700000015,1]],"tags":["version:7.74.0"],"host":"h1","type":"gauge","interval":0,"source_type_name":"System"}]}"#;
-    let checks = r#"[{"check":"datadog.agent.up","host_name":"h1","timestamp":1700000015,"status":0,"message":"","tags":null}]"#;
+    let checks =
+        r#"[{"check":"datadog.agent.up","host_name":"h1","timestamp":1700000015,"status":0,"message":"","tags":null}]"#;
     let events = r#"{"apiKey":"","events":{"api":[{"msg_title":"Deploy","msg_text":"v1.2 ok","timestamp":1700000003,"priority":"low","host":"h1","tags":["env:prod"],"alert_type":"success"}]},"internalHostname":"h1"}"#;
-    for (path, body) in [
-        ("/api/v1/series", v1),
-        ("/api/v1/check_run", checks),
-        ("/intake/", events),
-    ] {
-        assert_eq!(
-            c.post(path, Some("deflate"), compress("deflate", body.as_bytes()))
-                .await,
-            202
-        );
+    for (path, body) in [("/api/v1/series", v1), ("/api/v1/check_run", checks), ("/intake/", events)] {
+        assert_eq!(c.post(path, Some("deflate"), compress("deflate", body.as_bytes())).await, 202);
         let recs = c.payloads(path).await;
         assert_eq!(recs.len(), 1, "{path}");
         assert_eq!(recs[0]["decode_error"], Value::Null);
-        assert_eq!(
-            recs[0]["body"],
-            serde_json::from_str::<Value>(body).unwrap()
-        );
+        assert_eq!(recs[0]["body"], serde_json::from_str::<Value>(body).unwrap());
         // Byte-exact: the raw answer contains the original text (key order, `1` not `1.0`).
-        let (_, raw) = c
-            .req("GET", &format!("/intake/payloads?path={path}"), &[], vec![])
-            .await;
-        assert!(
-            String::from_utf8_lossy(&raw).contains(body),
-            "{path} not verbatim"
-        );
+        let (_, raw) = c.req("GET", &format!("/intake/payloads?path={path}"), &[], vec![]).await;
+        assert!(String::from_utf8_lossy(&raw).contains(body), "{path} not verbatim");
     }
     // Broken JSON on a JSON path: stored, flagged, raw kept.
-    assert_eq!(
-        c.post("/api/v1/check_run", None, b"[{\"check\":".to_vec())
-            .await,
-        202
-    );
+    assert_eq!(c.post("/api/v1/check_run", None, b"[{\"check\":".to_vec()).await, 202);
     let recs = c.payloads("/api/v1/check_run").await;
-    assert!(recs[1]["decode_error"]
-        .as_str()
-        .unwrap()
-        .starts_with("json:"));
+    assert!(recs[1]["decode_error"].as_str().unwrap().starts_with("json:"));
     assert_eq!(recs[1]["body"], Value::Null);
     assert!(recs[1]["body_b64"].is_string());
     h.shutdown().await;
@@ -366,19 +286,10 @@ async fn orchestrator_process_message_is_decoded() {
     let r = &c.payloads("/api/v2/orch").await[0];
     assert_eq!(r["decode_error"], Value::Null);
     let b = &r["body"];
-    assert_eq!(
-        (
-            b["version"].clone(),
-            b["encoding"].clone(),
-            b["type"].clone()
-        ),
-        (json!(3), json!(4), json!(41))
-    );
+    assert_eq!((b["version"].clone(), b["encoding"].clone(), b["type"].clone()), (json!(3), json!(4), json!(41)));
     assert_eq!(b["type_name"], "CollectorPod");
     assert_eq!(b["decompressed"], true);
-    let dec = base64::engine::general_purpose::STANDARD
-        .decode(b["body_b64"].as_str().unwrap())
-        .unwrap();
+    let dec = base64::engine::general_purpose::STANDARD.decode(b["body_b64"].as_str().unwrap()).unwrap();
     assert_eq!(dec, inner);
     assert_eq!(
         b["collector"],
@@ -392,34 +303,23 @@ async fn orchestrator_process_message_is_decoded() {
 async fn fail_injection_count_path_and_answered_filter() {
     let h = start_plain().await;
     let c = Client::plain(&h);
-    let (st, ans) = c
-        .fail(json!({"status": 503, "count": 3, "path": "/api/v2/series"}))
-        .await;
+    let (st, ans) = c.fail(json!({"status": 503, "count": 3, "path": "/api/v2/series"})).await;
     assert_eq!(st, 200, "{ans}");
     assert_eq!(ans["rules"], 1);
     let raw = zstd(&unhex(SERIES_HEX));
     // Other paths are not affected by the path filter.
-    assert_eq!(
-        c.post("/api/beta/sketches", Some("zstd"), zstd(&unhex(SKETCH_HEX)))
-            .await,
-        202
-    );
+    assert_eq!(c.post("/api/beta/sketches", Some("zstd"), zstd(&unhex(SKETCH_HEX))).await, 202);
     let mut got = vec![];
     for _ in 0..4 {
         got.push(c.post("/api/v2/series", Some("zstd"), raw.clone()).await);
     }
     assert_eq!(got, vec![503, 503, 503, 202]);
     let recs = c.payloads("/api/v2/series").await;
-    let answered: Vec<u64> = recs
-        .iter()
-        .map(|r| r["answered"].as_u64().unwrap())
-        .collect();
+    let answered: Vec<u64> = recs.iter().map(|r| r["answered"].as_u64().unwrap()).collect();
     assert_eq!(answered, vec![503, 503, 503, 202]);
     // Failed attempts are decoded too.
     assert_eq!(recs[0]["body"], expected_series());
-    let only503 = c
-        .get_json("/intake/payloads?path=/api/v2/series&answered=503")
-        .await;
+    let only503 = c.get_json("/intake/payloads?path=/api/v2/series&answered=503").await;
     assert_eq!(only503.as_array().unwrap().len(), 3);
     let stats = c.get_json("/intake/stats").await;
     assert_eq!(stats["by_path"]["/api/v2/series"], 4);
@@ -436,10 +336,7 @@ async fn fail_injection_count_path_and_answered_filter() {
 
     // DELETE clears rules.
     c.fail(json!({"status": 503, "count": 100})).await;
-    assert_eq!(
-        c.get_json("/intake/fail").await.as_array().unwrap().len(),
-        1
-    );
+    assert_eq!(c.get_json("/intake/fail").await.as_array().unwrap().len(), 1);
     let (st, _) = c.req("DELETE", "/intake/fail", &[], vec![]).await;
     assert_eq!(st, 200);
     assert_eq!(c.post("/api/v2/series", Some("zstd"), raw).await, 202);
@@ -472,15 +369,13 @@ async fn fail_rule_validation() {
 async fn fail_injection_delay_and_hangup() {
     let h = start_plain().await;
     let c = Client::plain(&h);
-    c.fail(json!({"status": 500, "count": 1, "delay_ms": 300}))
-        .await;
+    c.fail(json!({"status": 500, "count": 1, "delay_ms": 300})).await;
     let t = Instant::now();
     assert_eq!(c.post("/api/v1/series", None, b"{}".to_vec()).await, 500);
     assert!(t.elapsed() >= Duration::from_millis(300));
 
     // status 0: held, then closed without an answer.
-    c.fail(json!({"status": 0, "count": 1, "delay_ms": 300, "path": "/api/v2/series"}))
-        .await;
+    c.fail(json!({"status": 0, "count": 1, "delay_ms": 300, "path": "/api/v2/series"})).await;
     let mut s = c.connect().await.unwrap();
     let t = Instant::now();
     let r = Client::send_on(&mut s, "POST", "/api/v2/series", &[], unhex(SERIES_HEX)).await;
@@ -499,19 +394,13 @@ async fn https_self_signed_trusted_by_rustls_client() {
     let certdir = dir.path().join("tls");
     let cfg = IntakeConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
-        tls: TlsMode::SelfSigned {
-            dir: certdir.clone(),
-        },
+        tls: TlsMode::SelfSigned { dir: certdir.clone() },
         data_dir: None,
         data_max_bytes: intake::store::DEFAULT_DATA_MAX_BYTES,
         max_stored_payloads: 1000,
     };
     let h = intake::start(cfg.clone()).await.unwrap();
-    assert!(
-        h.base_url.starts_with("https://127.0.0.1:"),
-        "{}",
-        h.base_url
-    );
+    assert!(h.base_url.starts_with("https://127.0.0.1:"), "{}", h.base_url);
     let cert = h.cert_pem_path.clone().unwrap();
     assert_eq!(cert, certdir.join("cert.pem"));
     assert!(certdir.join("key.pem").is_file());
@@ -519,19 +408,13 @@ async fn https_self_signed_trusted_by_rustls_client() {
 
     for name in ["localhost", "127.0.0.1"] {
         let c = tls_client(h.local_addr, &cert, name);
-        assert_eq!(
-            c.post("/api/v2/series", Some("zstd"), zstd(&unhex(SERIES_HEX)))
-                .await,
-            202
-        );
+        assert_eq!(c.post("/api/v2/series", Some("zstd"), zstd(&unhex(SERIES_HEX))).await, 202);
     }
     let c = tls_client(h.local_addr, &cert, "localhost");
     // Keep-alive over TLS: several requests on one connection.
     let mut s = c.connect().await.unwrap();
     for _ in 0..3 {
-        let (st, _) = Client::send_on(&mut s, "GET", "/intake/health", &[], vec![])
-            .await
-            .unwrap();
+        let (st, _) = Client::send_on(&mut s, "GET", "/intake/health", &[], vec![]).await.unwrap();
         assert_eq!(st, 200);
     }
     let recs = c.payloads("/api/v2/series").await;
@@ -552,10 +435,7 @@ async fn https_self_signed_trusted_by_rustls_client() {
     assert_eq!(c.get_json("/intake/health").await["status"], "ok");
     h2.shutdown().await;
     let h3 = intake::start(IntakeConfig {
-        tls: TlsMode::Files {
-            cert: cert.clone(),
-            key: certdir.join("key.pem"),
-        },
+        tls: TlsMode::Files { cert: cert.clone(), key: certdir.join("key.pem") },
         ..IntakeConfig::default()
     })
     .await
@@ -570,16 +450,11 @@ async fn https_self_signed_trusted_by_rustls_client() {
 async fn tls_files_errors_are_clear() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("nope.pem");
-    let err = intake::start(IntakeConfig {
-        tls: TlsMode::Files {
-            cert: p.clone(),
-            key: p,
-        },
-        ..IntakeConfig::default()
-    })
-    .await
-    .err()
-    .expect("must fail");
+    let err =
+        intake::start(IntakeConfig { tls: TlsMode::Files { cert: p.clone(), key: p }, ..IntakeConfig::default() })
+            .await
+            .err()
+            .expect("must fail");
     let s = err.to_string();
     assert!(s.starts_with("intake: TLS: cannot read certificate"), "{s}");
 }
@@ -588,29 +463,13 @@ async fn tls_files_errors_are_clear() {
 async fn data_dir_gets_jsonl() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data/sub");
-    let h = intake::start(IntakeConfig {
-        data_dir: Some(data.clone()),
-        ..IntakeConfig::default()
-    })
-    .await
-    .unwrap();
+    let h = intake::start(IntakeConfig { data_dir: Some(data.clone()), ..IntakeConfig::default() }).await.unwrap();
     let c = Client::plain(&h);
-    assert_eq!(
-        c.post(
-            "/api/v2/series",
-            Some("gzip"),
-            compress("gzip", &unhex(SERIES_HEX))
-        )
-        .await,
-        202
-    );
+    assert_eq!(c.post("/api/v2/series", Some("gzip"), compress("gzip", &unhex(SERIES_HEX))).await, 202);
     assert_eq!(c.post("/api/v1/check_run", None, b"[]".to_vec()).await, 202);
     h.shutdown().await;
     let text = std::fs::read_to_string(data.join("payloads.jsonl")).unwrap();
-    let lines: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["path"], "/api/v2/series");
     assert_eq!(lines[0]["body"], expected_series());
@@ -624,30 +483,14 @@ async fn unknown_encoding_is_stored_raw() {
     let raw = b"\x0b\x01\x02brotli?".to_vec();
     assert_eq!(c.post("/api/v2/series", Some("br"), raw.clone()).await, 202);
     // Corrupt zstd too.
-    assert_eq!(
-        c.post("/api/v2/series", Some("zstd"), b"garbage".to_vec())
-            .await,
-        202
-    );
+    assert_eq!(c.post("/api/v2/series", Some("zstd"), b"garbage".to_vec()).await, 202);
     let recs = c.payloads("/api/v2/series").await;
     let r = &recs[0];
-    assert!(
-        r["decode_error"]
-            .as_str()
-            .unwrap()
-            .contains("unsupported content-encoding"),
-        "{r}"
-    );
+    assert!(r["decode_error"].as_str().unwrap().contains("unsupported content-encoding"), "{r}");
     assert_eq!(r["body"], Value::Null);
     assert_eq!(r["uncompressed_bytes"], Value::Null);
-    assert_eq!(
-        r["body_b64"],
-        base64::engine::general_purpose::STANDARD.encode(&raw)
-    );
-    assert!(recs[1]["decode_error"]
-        .as_str()
-        .unwrap()
-        .starts_with("zstd"));
+    assert_eq!(r["body_b64"], base64::engine::general_purpose::STANDARD.encode(&raw));
+    assert!(recs[1]["decode_error"].as_str().unwrap().starts_with("zstd"));
     h.shutdown().await;
 }
 
@@ -660,10 +503,7 @@ async fn oversized_body_gets_413() {
     let recs = c.payloads("/api/v2/series").await;
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0]["answered"], 413);
-    assert!(recs[0]["decode_error"]
-        .as_str()
-        .unwrap()
-        .contains("exceeds"));
+    assert!(recs[0]["decode_error"].as_str().unwrap().contains("exceeds"));
     // Server still fine afterwards.
     assert_eq!(c.post("/api/v2/series", None, unhex(SERIES_HEX)).await, 202);
     h.shutdown().await;
@@ -673,16 +513,11 @@ async fn oversized_body_gets_413() {
 async fn control_routes_health_stats_validate_clear() {
     let h = start_plain().await;
     let c = Client::plain(&h);
-    assert_eq!(
-        c.get_json("/intake/health").await,
-        json!({"status":"ok","payloads":0})
-    );
+    assert_eq!(c.get_json("/intake/health").await, json!({"status":"ok","payloads":0}));
     // Keep-alive: several payloads over one plain connection.
     let mut s = c.connect().await.unwrap();
     for _ in 0..3 {
-        let (st, _) = Client::send_on(&mut s, "POST", "/api/v2/series", &[], unhex(SERIES_HEX))
-            .await
-            .unwrap();
+        let (st, _) = Client::send_on(&mut s, "POST", "/api/v2/series", &[], unhex(SERIES_HEX)).await.unwrap();
         assert_eq!(st, 202);
     }
     assert_eq!(c.get_json("/intake/health").await["payloads"], 3);
@@ -690,32 +525,13 @@ async fn control_routes_health_stats_validate_clear() {
     assert_eq!(all.as_array().unwrap().len(), 3);
     let since = c.get_json("/intake/payloads?since=2").await;
     assert_eq!(since.as_array().unwrap().len(), 1);
-    let encoded = c
-        .get_json("/intake/payloads?path=%2Fapi%2Fv2%2Fseries")
-        .await;
+    let encoded = c.get_json("/intake/payloads?path=%2Fapi%2Fv2%2Fseries").await;
     assert_eq!(encoded.as_array().unwrap().len(), 3);
 
-    let (st, b) = c
-        .req("GET", "/api/v1/validate", &[("DD-API-KEY", "good")], vec![])
-        .await;
+    let (st, b) = c.req("GET", "/api/v1/validate", &[("DD-API-KEY", "good")], vec![]).await;
     assert_eq!((st, &b[..]), (200, &b"{\"valid\":true}"[..]));
-    assert_eq!(
-        c.req(
-            "GET",
-            "/api/v1/validate",
-            &[("DD-API-KEY", "invalid")],
-            vec![]
-        )
-        .await
-        .0,
-        403
-    );
-    assert_eq!(
-        c.req("GET", "/api/v1/validate?api_key=invalid", &[], vec![])
-            .await
-            .0,
-        403
-    );
+    assert_eq!(c.req("GET", "/api/v1/validate", &[("DD-API-KEY", "invalid")], vec![]).await.0, 403);
+    assert_eq!(c.req("GET", "/api/v1/validate?api_key=invalid", &[], vec![]).await.0, 403);
     assert_eq!(c.get_json("/intake/stats").await["validate_requests"], 3);
 
     assert_eq!(c.req("GET", "/nope", &[], vec![]).await.0, 404);
@@ -729,23 +545,13 @@ async fn control_routes_health_stats_validate_clear() {
 
 #[tokio::test]
 async fn stored_payloads_are_bounded() {
-    let h = intake::start(IntakeConfig {
-        max_stored_payloads: 3,
-        ..IntakeConfig::default()
-    })
-    .await
-    .unwrap();
+    let h = intake::start(IntakeConfig { max_stored_payloads: 3, ..IntakeConfig::default() }).await.unwrap();
     let c = Client::plain(&h);
     for _ in 0..5 {
         assert_eq!(c.post("/api/v1/series", None, b"{}".to_vec()).await, 202);
     }
     let all = c.get_json("/intake/payloads").await;
-    let seqs: Vec<u64> = all
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["seq"].as_u64().unwrap())
-        .collect();
+    let seqs: Vec<u64> = all.as_array().unwrap().iter().map(|r| r["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![3, 4, 5]);
     let st = c.get_json("/intake/stats").await;
     assert_eq!(st["evicted"], 2);
@@ -756,38 +562,16 @@ async fn stored_payloads_are_bounded() {
 #[tokio::test]
 async fn embedded_intake_on_its_own_thread() {
     let dir = tempfile::tempdir().unwrap();
-    let e = intake::spawn_embedded(IntakeConfig {
-        data_dir: Some(dir.path().to_path_buf()),
-        ..IntakeConfig::default()
-    })
-    .unwrap();
-    let c = Client {
-        addr: e.local_addr,
-        tls: None,
-    };
-    assert_eq!(
-        c.post(
-            "/api/v2/series",
-            Some("lz4"),
-            compress("lz4", &unhex(SERIES_HEX))
-        )
-        .await,
-        202
-    );
+    let e =
+        intake::spawn_embedded(IntakeConfig { data_dir: Some(dir.path().to_path_buf()), ..IntakeConfig::default() })
+            .unwrap();
+    let c = Client { addr: e.local_addr, tls: None };
+    assert_eq!(c.post("/api/v2/series", Some("lz4"), compress("lz4", &unhex(SERIES_HEX))).await, 202);
     assert_eq!(e.stored_payloads(), 1);
     assert_eq!(e.payloads(None)[0]["body"], expected_series());
     e.shutdown();
-    assert!(
-        TcpStream::connect(c.addr).await.is_err(),
-        "listener closed after shutdown"
-    );
-    assert!(
-        std::fs::read_to_string(dir.path().join("payloads.jsonl"))
-            .unwrap()
-            .lines()
-            .count()
-            == 1
-    );
+    assert!(TcpStream::connect(c.addr).await.is_err(), "listener closed after shutdown");
+    assert!(std::fs::read_to_string(dir.path().join("payloads.jsonl")).unwrap().lines().count() == 1);
 }
 
 /// Rough throughput check (`cargo test --release -- --ignored --nocapture`).
@@ -806,14 +590,9 @@ async fn throughput_keep_alive() {
         tasks.push(tokio::spawn(async move {
             let mut s = c.connect().await.unwrap();
             for _ in 0..n / 4 {
-                let r = Client::send_on(
-                    &mut s,
-                    "POST",
-                    "/api/v2/series",
-                    &[("content-encoding", "zstd")],
-                    body.clone(),
-                )
-                .await;
+                let r =
+                    Client::send_on(&mut s, "POST", "/api/v2/series", &[("content-encoding", "zstd")], body.clone())
+                        .await;
                 assert_eq!(r.unwrap().0, 202);
             }
         }));

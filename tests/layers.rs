@@ -56,21 +56,10 @@ fn sources() -> Vec<Source> {
         assert!(!files.is_empty(), "src/{name} has no Rust files");
         for path in files {
             let rel = path.strip_prefix(src.join(name)).unwrap();
-            let first = rel
-                .components()
-                .next()
-                .unwrap()
-                .as_os_str()
-                .to_string_lossy()
-                .into_owned();
+            let first = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
             let module = first.trim_end_matches(".rs").to_string();
             let text = std::fs::read_to_string(&path).unwrap();
-            out.push(Source {
-                path,
-                layer,
-                module,
-                text,
-            });
+            out.push(Source { path, layer, module, text });
         }
     }
     out
@@ -85,10 +74,7 @@ fn references(text: &str) -> Vec<(usize, String)> {
         let mut rest = text;
         while let Some(i) = rest.find(&needle) {
             rest = &rest[i + needle.len()..];
-            let module: String = rest
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+            let module: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
             if !module.is_empty() {
                 out.push((layer, module));
             }
@@ -113,11 +99,7 @@ fn layers_import_only_downwards() {
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "imports against the layer order core < agent < tools:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "imports against the layer order core < agent < tools:\n{}", violations.join("\n"));
 }
 
 #[test]
@@ -133,11 +115,7 @@ fn core_does_no_io_and_reads_no_configuration() {
             }
         }
     }
-    assert!(
-        violations.is_empty(),
-        "the pure core names an I/O facility:\n{}",
-        violations.join("\n")
-    );
+    assert!(violations.is_empty(), "the pure core names an I/O facility:\n{}", violations.join("\n"));
 }
 
 #[test]
@@ -183,19 +161,12 @@ fn no_import_cycles_between_modules() {
             visit(node, &graph, &mut state, &mut stack, &mut cycles);
         }
     }
-    assert!(
-        cycles.is_empty(),
-        "import cycles between modules:\n{}",
-        cycles.join("\n")
-    );
+    assert!(cycles.is_empty(), "import cycles between modules:\n{}", cycles.join("\n"));
 }
 
 #[test]
 fn the_checks_see_a_violation() {
     // The scanner itself must find what it is looking for.
     let refs = references("use crate::agent::config::Config;\n/// see [`crate::tools::intake`]\n");
-    assert_eq!(
-        refs,
-        vec![(1, "config".to_string()), (2, "intake".to_string())]
-    );
+    assert_eq!(refs, vec![(1, "config".to_string()), (2, "intake".to_string())]);
 }

@@ -3,13 +3,11 @@
 //! allocator elsewhere). Counts are per thread, so parallel tests don't
 //! interfere.
 
-
 use edgestat::core::protocol::{lines, parse_line, Message, ParseOptions};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
-
 
 #[test]
 fn metric_parsing_does_not_allocate() {
@@ -26,10 +24,7 @@ fn metric_parsing_does_not_allocate() {
          tiny:1e-99999999999|g\n\
          {long_underscored}\n{long_digits}\n"
     );
-    let origin = ParseOptions {
-        origin_detection_client: true,
-        ..ParseOptions::default()
-    };
+    let origin = ParseOptions { origin_detection_client: true, ..ParseOptions::default() };
     let mut sum = 0.0f64;
     let mut ok = 0;
     let n = allocations(|| {
@@ -67,8 +62,5 @@ fn events_allocate_only_for_escapes() {
     });
     assert_eq!(n, 1, "one buffer for the unescaped text");
     let sc = b"_sc|db.can_connect|2|#env:prod|m:timeout after 5s";
-    assert_eq!(
-        allocations(|| assert!(parse_line(sc, &ParseOptions::default()).is_ok())),
-        0
-    );
+    assert_eq!(allocations(|| assert!(parse_line(sc, &ParseOptions::default()).is_ok())), 0);
 }

@@ -26,11 +26,7 @@ fn render_f64(v: f64, style: Style) -> String {
         return "NaN".into();
     }
     if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-infinity".into()
-        };
+        return if v > 0.0 { "+Inf".into() } else { "-infinity".into() };
     }
     match style {
         Style::Display => format!("{v}"),
@@ -51,11 +47,7 @@ fn value_strategy() -> impl Strategy<Value = f64> {
 }
 
 fn style_strategy() -> impl Strategy<Value = Style> {
-    prop_oneof![
-        Just(Style::Display),
-        Just(Style::LowerExp),
-        Just(Style::UpperExp)
-    ]
+    prop_oneof![Just(Style::Display), Just(Style::LowerExp), Just(Style::UpperExp)]
 }
 
 /// Structured description of a valid metric line.
@@ -87,23 +79,19 @@ fn model_strategy() -> impl Strategy<Value = Model> {
         prop::collection::vec("[a-z]{2,4}:[a-z0-9]{0,5}", 0..3),
         Just((0..7usize).collect::<Vec<_>>()).prop_shuffle(),
     )
-        .prop_map(
-            |(name, k, vs, double_colons, member, rate, tags, timestamp, unknown, field_order)| {
-                Model {
-                    name,
-                    kind: KINDS[k],
-                    values: vs.iter().map(|(v, _)| *v).collect(),
-                    styles: vs.iter().map(|(_, s)| *s).collect(),
-                    double_colons,
-                    member,
-                    rate,
-                    tags,
-                    timestamp,
-                    unknown,
-                    field_order,
-                }
-            },
-        )
+        .prop_map(|(name, k, vs, double_colons, member, rate, tags, timestamp, unknown, field_order)| Model {
+            name,
+            kind: KINDS[k],
+            values: vs.iter().map(|(v, _)| *v).collect(),
+            styles: vs.iter().map(|(_, s)| *s).collect(),
+            double_colons,
+            member,
+            rate,
+            tags,
+            timestamp,
+            unknown,
+            field_order,
+        })
 }
 
 impl Model {
@@ -112,16 +100,10 @@ impl Model {
             self.member.clone()
         } else {
             let sep = if self.double_colons { "::" } else { ":" };
-            self.values
-                .iter()
-                .zip(&self.styles)
-                .map(|(v, s)| render_f64(*v, *s))
-                .collect::<Vec<_>>()
-                .join(sep)
+            self.values.iter().zip(&self.styles).map(|(v, s)| render_f64(*v, *s)).collect::<Vec<_>>().join(sep)
         };
         let mut fields: Vec<Option<String>> = vec![
-            self.rate
-                .map(|r| format!("@{}", render_f64(r, Style::Display))),
+            self.rate.map(|r| format!("@{}", render_f64(r, Style::Display))),
             self.tags.as_ref().map(|t| format!("#{}", t.join(","))),
             self.timestamp.map(|t| format!("T{t}")),
             self.unknown.first().cloned(),
@@ -260,10 +242,7 @@ fn exercise(data: &[u8]) -> Result<(), TestCaseError> {
         prop_assert!(!line.contains(&b'\n'));
         for honor in [true, false] {
             for origin in [true, false] {
-                let o = ParseOptions {
-                    honor_timestamps: honor,
-                    origin_detection_client: origin,
-                };
+                let o = ParseOptions { honor_timestamps: honor, origin_detection_client: origin };
                 touch(parse_line(line, &o));
             }
         }

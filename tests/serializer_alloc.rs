@@ -32,7 +32,11 @@ static A: Counting = Counting;
 fn steady_state_allocates_only_bodies() {
     let series: Vec<Series> = (0..20_000)
         .map(|i| Series {
-            id: SeriesId::owned(format!("edgestat.test.metric.{}", i % 500), "host-1".into(), vec![format!("env:prod"), format!("shard:{}", i % 97), format!("id:{i}")]),
+            id: SeriesId::owned(
+                format!("edgestat.test.metric.{}", i % 500),
+                "host-1".into(),
+                vec![format!("env:prod"), format!("shard:{}", i % 97), format!("id:{i}")],
+            ),
             points: vec![Point { timestamp: 1_700_000_000 + i, value: i as f64 * 0.5 }],
             metric_type: MetricType::Gauge,
             interval: 10,

@@ -5,7 +5,9 @@
 
 use std::io::Read;
 
-use edgestat::core::model::{Dogsketch, Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck, SketchSeries};
+use edgestat::core::model::{
+    Dogsketch, Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck, SketchSeries,
+};
 use edgestat::core::serializer::{json, proto, Compression, Payload, Serializer, SerializerConfig};
 use proptest::prelude::*;
 
@@ -213,14 +215,7 @@ fn finite() -> impl Strategy<Value = f64> {
 
 fn series_strategy() -> impl Strategy<Value = Vec<Series>> {
     proptest::collection::vec(
-        (
-            text(20),
-            text(10),
-            tags(),
-            proptest::collection::vec((0i64..2_000_000_000, finite()), 0..60),
-            0u8..3,
-            0u8..3,
-        ),
+        (text(20), text(10), tags(), proptest::collection::vec((0i64..2_000_000_000, finite()), 0..60), 0u8..3, 0u8..3),
         0..60,
     )
     .prop_map(|v| {

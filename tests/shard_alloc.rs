@@ -2,7 +2,6 @@
 //! enriching and aggregating lines of known contexts allocates nothing.
 //! Counting global allocator in its own test binary; counts per thread.
 
-
 use edgestat::core::aggregator::ContextBudget;
 use edgestat::core::protocol::ParseOptions;
 use edgestat::core::shard::{ShardSettings, ShardState};
@@ -10,7 +9,6 @@ use edgestat::core::shard::{ShardSettings, ShardState};
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
 use counting_alloc::allocations;
-
 
 fn shard() -> ShardState {
     ShardState::new(ShardSettings {

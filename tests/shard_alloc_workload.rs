@@ -4,10 +4,9 @@
 //! except sets, whose new members must be stored. Counted with a
 //! per-thread counting allocator (own test binary).
 
-
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 use edgestat::core::protocol::ParseOptions;
 use edgestat::core::shard::{ShardSettings, ShardState};
+use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;

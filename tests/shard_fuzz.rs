@@ -7,8 +7,8 @@ use edgestat::core::aggregator::HistogramAggregate;
 use edgestat::core::aggregator::{ContextBudget, FlushMerger, FlushSettings};
 use edgestat::core::protocol::{parse_line, Message, ParseOptions};
 use edgestat::core::shard::{ShardSettings, ShardState};
-use std::collections::BTreeMap;
 use proptest::prelude::*;
+use std::collections::BTreeMap;
 
 fn shard(budget: std::sync::Arc<ContextBudget>) -> ShardState {
     ShardState::new(ShardSettings {

@@ -152,8 +152,12 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         orch_settings.storage_path = orch_settings.storage_path.map(|p| p.join("orchestrator"));
         let orch_forwarder = Forwarder::start(orch_settings)?;
         let orch_stats = orch_forwarder.stats.clone();
-        let sender = crate::agent::orchestrator::OrchestratorSender::start(orch_forwarder, cfg.orchestrator_queue_payloads, cfg.shutdown_timeout)
-            .map_err(|source| StartError::Thread { what: "orchestrator sender", source })?;
+        let sender = crate::agent::orchestrator::OrchestratorSender::start(
+            orch_forwarder,
+            cfg.orchestrator_queue_payloads,
+            cfg.shutdown_timeout,
+        )
+        .map_err(|source| StartError::Thread { what: "orchestrator sender", source })?;
         let api = crate::agent::api::Api::start(
             addr,
             crate::agent::api::ApiSettings {
@@ -194,7 +198,10 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         namespace: cfg.metric_namespace.clone(),
         namespace_blacklist: cfg.metric_namespace_blacklist.clone(),
         context_budget: crate::core::aggregator::ContextBudget::new(cfg.max_contexts),
-        blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(&cfg.metric_blocklist, cfg.metric_blocklist_match_prefix)),
+        blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(
+            &cfg.metric_blocklist,
+            cfg.metric_blocklist_match_prefix,
+        )),
         max_queued: cfg.max_queued_events,
         context_expiry_seconds: cfg.context_expiry_seconds,
         parse: crate::core::protocol::ParseOptions::default(),
@@ -203,11 +210,16 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     udp.reverse();
     for id in 0..cfg.shards {
         // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
-        let sockets = ShardSockets {
-            udp: udp.pop(),
-            unix: unix.take(),
-        };
-        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)?;
+        let sockets = ShardSockets { udp: udp.pop(), unix: unix.take() };
+        let h = runtime::spawn_shard(
+            id,
+            shard_settings.clone(),
+            sockets,
+            cfg.buffer_size_bytes,
+            cfg.io_memory_bytes,
+            cfg.recv_batch_datagrams,
+            cfg.recv_coalesce_us,
+        )?;
         shards.push(h);
     }
     tracing::info!(

@@ -5,10 +5,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Wall clock in Unix seconds.
 pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
 /// Monotonic nanoseconds since process start: orders gauges across shards

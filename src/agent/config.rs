@@ -29,11 +29,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid configuration: {}={:?}: expected {}",
-            self.key, self.value, self.expected
-        )
+        write!(f, "invalid configuration: {}={:?}: expected {}", self.key, self.value, self.expected)
     }
 }
 
@@ -212,7 +208,6 @@ pub struct ForwarderTuning {
     pub no_proxy: Vec<String>,
 }
 
-
 /// The Agent's default namespace blacklist (`StandardStatsdPrefixes`).
 const DEFAULT_NAMESPACE_BLACKLIST: &[&str] = &[
     "datadog.agent",
@@ -307,14 +302,9 @@ impl Sources {
 }
 
 fn read_yaml(path: &std::path::Path) -> Result<HashMap<String, String>, ConfigError> {
-    let err = |expected: String| ConfigError {
-        key: "--config".into(),
-        value: path.display().to_string(),
-        expected,
-    };
+    let err = |expected: String| ConfigError { key: "--config".into(), value: path.display().to_string(), expected };
     let text = std::fs::read_to_string(path).map_err(|e| err(format!("a readable file ({e})")))?;
-    let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| err(format!("valid YAML ({e})")))?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).map_err(|e| err(format!("valid YAML ({e})")))?;
     let mut out = HashMap::new();
     match doc {
         serde_yaml::Value::Null => {}
@@ -414,8 +404,11 @@ pub fn site_url(site: &str, agent_version: &str) -> String {
     let prefix = agent_version.split('.').take(3).collect::<Vec<_>>().join("-");
     let fqdn_dot = {
         let s = site.to_ascii_lowercase();
-        s.ends_with("datadoghq.com") || s.ends_with("datadoghq.eu") || s.ends_with("datad0g.com")
-            || s.ends_with("datad0g.eu") || s.ends_with("ddog-gov.com")
+        s.ends_with("datadoghq.com")
+            || s.ends_with("datadoghq.eu")
+            || s.ends_with("datad0g.com")
+            || s.ends_with("datad0g.eu")
+            || s.ends_with("ddog-gov.com")
     };
     format!("https://{prefix}-app.agent.{site}{}", if fqdn_dot { "." } else { "" })
 }
@@ -451,11 +444,7 @@ fn parse_listen_addr(key: &str, v: &str) -> Result<Option<SocketAddr>, ConfigErr
         return Ok(None);
     }
     use std::net::ToSocketAddrs;
-    t.to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .map(Some)
-        .ok_or_else(|| bad(key, v, "host:port or off"))
+    t.to_socket_addrs().ok().and_then(|mut it| it.next()).map(Some).ok_or_else(|| bad(key, v, "host:port or off"))
 }
 
 fn parse_url(key: &str, v: &str) -> Result<String, ConfigError> {
@@ -469,11 +458,7 @@ fn parse_url(key: &str, v: &str) -> Result<String, ConfigError> {
 }
 
 fn split_list(v: &str) -> Vec<String> {
-    v.split([' ', ','].as_ref())
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    v.split([' ', ','].as_ref()).map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
 
 /// Agent-compatible version announced in headers, the version-prefixed
@@ -500,7 +485,11 @@ impl Config {
                 Some((k, v)) => {
                     let n: usize = parse_num(&k, &v, "a non-negative integer")?;
                     if n < min || n > max {
-                        let want = if max == usize::MAX { format!("an integer >= {min}") } else { format!("between {min} and {max}") };
+                        let want = if max == usize::MAX {
+                            format!("an integer >= {min}")
+                        } else {
+                            format!("between {min} and {max}")
+                        };
                         return Err(bad(&k, &v, &want));
                     }
                     Ok(n)
@@ -539,12 +528,11 @@ impl Config {
             _ => Vec::new(),
         };
 
-        let orchestrator_dd_url = match src
-            .dd_alias("orchestrator_explorer.orchestrator_dd_url", &["DD_ORCHESTRATOR_URL"])
-        {
-            Some((k, v)) if !v.trim().is_empty() => Some(parse_url(&k, &v)?),
-            _ => None,
-        };
+        let orchestrator_dd_url =
+            match src.dd_alias("orchestrator_explorer.orchestrator_dd_url", &["DD_ORCHESTRATOR_URL"]) {
+                Some((k, v)) if !v.trim().is_empty() => Some(parse_url(&k, &v)?),
+                _ => None,
+            };
 
         let port: u16 = match src.dd("dogstatsd_port") {
             Some((k, v)) => parse_num(&k, &v, "a port number 0-65535")?,
@@ -563,15 +551,14 @@ impl Config {
             let addr = (host.as_str(), port)
                 .to_socket_addrs()
                 .ok()
-                .and_then(|mut it| it.find(|a| a.is_ipv4()).or_else(|| (host.as_str(), port).to_socket_addrs().ok()?.next()))
+                .and_then(|mut it| {
+                    it.find(|a| a.is_ipv4()).or_else(|| (host.as_str(), port).to_socket_addrs().ok()?.next())
+                })
                 .ok_or_else(|| bad("DD_BIND_HOST", &bind_host, "a resolvable host or address"))?;
             Some(addr)
         };
-        let unix_socket = src
-            .dd("dogstatsd_socket")
-            .map(|(_, v)| v.trim().to_string())
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from);
+        let unix_socket =
+            src.dd("dogstatsd_socket").map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).map(PathBuf::from);
         let buffer_size_bytes = get_usize("dogstatsd_buffer_size", 8192)?;
         if !(64..=(64 << 20)).contains(&buffer_size_bytes) {
             let (k, v) = src.dd("dogstatsd_buffer_size").unwrap_or_default();
@@ -609,7 +596,11 @@ impl Config {
         let metric_namespace = match src.dd("statsd_metric_namespace") {
             Some((_, v)) if !v.trim().is_empty() => {
                 let ns = v.trim().to_string();
-                if ns.ends_with('.') { ns } else { format!("{ns}.") }
+                if ns.ends_with('.') {
+                    ns
+                } else {
+                    format!("{ns}.")
+                }
             }
             _ => String::new(),
         };
@@ -640,8 +631,9 @@ impl Config {
             None => 1,
         };
         let compression = match &compression_kind {
-            Some((k, v)) => Compression::parse(v.trim(), zstd_level)
-                .map_err(|_| bad(k, v, "one of zstd, zlib, gzip, lz4, none"))?,
+            Some((k, v)) => {
+                Compression::parse(v.trim(), zstd_level).map_err(|_| bad(k, v, "one of zstd, zlib, gzip, lz4, none"))?
+            }
             None => Compression::Zstd { level: zstd_level },
         };
         let mut serializer = crate::core::serializer::SerializerConfig { compression, ..Default::default() };
@@ -662,10 +654,8 @@ impl Config {
             limit("serializer_max_uncompressed_payload_size", serializer.max_uncompressed_payload_size)?;
         serializer.max_series_payload_size =
             limit("serializer_max_series_payload_size", serializer.max_series_payload_size)?;
-        serializer.max_series_uncompressed_payload_size = limit(
-            "serializer_max_series_uncompressed_payload_size",
-            serializer.max_series_uncompressed_payload_size,
-        )?;
+        serializer.max_series_uncompressed_payload_size =
+            limit("serializer_max_series_uncompressed_payload_size", serializer.max_series_uncompressed_payload_size)?;
         serializer.max_series_points_per_payload = match src.dd("serializer_max_series_points_per_payload") {
             Some((k, v)) => {
                 let n: usize = parse_num(&k, &v, "a positive integer")?;
@@ -684,7 +674,11 @@ impl Config {
                 if !["trace", "debug", "info", "warn", "error", "off", "critical"].contains(&l.as_str()) {
                     return Err(bad(&k, &v, "one of trace, debug, info, warn, error, off"));
                 }
-                if l == "critical" { "error".to_string() } else { l }
+                if l == "critical" {
+                    "error".to_string()
+                } else {
+                    l
+                }
             }
             None => "info".to_string(),
         };
@@ -733,10 +727,8 @@ impl Config {
             Some((k, v)) => parse_listen_addr(&k, &v)?,
             None => None,
         };
-        let data_dir = src
-            .edgestat("DATA_DIR")
-            .map(|(_, v)| PathBuf::from(v))
-            .unwrap_or_else(|| PathBuf::from("./edgestat-data"));
+        let data_dir =
+            src.edgestat("DATA_DIR").map(|(_, v)| PathBuf::from(v)).unwrap_or_else(|| PathBuf::from("./edgestat-data"));
 
         // The orchestrator forwarder adds no version prefix (as in the Agent).
         let orchestrator_base_url = orchestrator_dd_url.clone().or_else(|| dd_url.clone()).or_else(|| {
@@ -775,7 +767,10 @@ impl Config {
             tls,
             forwarder_timeout,
             retry_queue_max_bytes: get_usize("forwarder_retry_queue_payloads_max_size", 15_728_640)?,
-            storage_path: src.dd("forwarder_storage_path").map(|(_, v)| PathBuf::from(v)).filter(|p| !p.as_os_str().is_empty()),
+            storage_path: src
+                .dd("forwarder_storage_path")
+                .map(|(_, v)| PathBuf::from(v))
+                .filter(|p| !p.as_os_str().is_empty()),
             storage_max_bytes: match src.dd("forwarder_storage_max_size_in_bytes") {
                 Some((k, v)) => parse_num(&k, &v, "a number of bytes")?,
                 None => 0,
@@ -901,15 +896,14 @@ fn parse_additional_endpoints(key: &str, v: &str) -> Result<Vec<Endpoint>, Confi
     // The value holds API keys: an error shows it with every word that is
     // not a URL redacted.
     let hide = |e: ConfigError| ConfigError { value: crate::core::redact::endpoints_value(v), ..e };
-    let map: HashMap<String, Vec<String>> = serde_json::from_str(v)
-        .map_err(|_| hide(bad(key, v, r#"a JSON object {"https://url": ["key", ...]}"#)))?;
+    let map: HashMap<String, Vec<String>> =
+        serde_json::from_str(v).map_err(|_| hide(bad(key, v, r#"a JSON object {"https://url": ["key", ...]}"#)))?;
     let mut out: Vec<Endpoint> = Vec::new();
     let mut urls: Vec<_> = map.into_iter().collect();
     urls.sort();
     for (url, keys) in urls {
         let base = versioned_url(&parse_url(key, &url).map_err(hide)?, AGENT_VERSION);
-        let mut keys: Vec<String> =
-            keys.into_iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
+        let mut keys: Vec<String> = keys.into_iter().map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect();
         keys.sort();
         keys.dedup();
         if keys.is_empty() {
@@ -1065,7 +1059,8 @@ mod tests {
         // A key pasted into another setting.
         let line = cfg(&[("DD_DOGSTATSD_PORT", k)]).unwrap_err().to_string();
         assert!(!line.contains(k), "{line}");
-        let c = cfg(&[("DD_API_KEY", k), ("DD_ADDITIONAL_ENDPOINTS", r#"{"https://b.example": ["second-secret"]}"#)]).unwrap();
+        let c = cfg(&[("DD_API_KEY", k), ("DD_ADDITIONAL_ENDPOINTS", r#"{"https://b.example": ["second-secret"]}"#)])
+            .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains(k) && !dbg.contains("second-secret"), "{dbg}");
     }

@@ -95,7 +95,11 @@ pub struct ShardSockets {
 /// Binds `n` UDP sockets on `addr` with SO_REUSEPORT so the kernel spreads
 /// datagrams across shards. Done before spawning so errors are reported
 /// at start.
-pub fn bind_udp(addr: std::net::SocketAddr, n: usize, so_rcvbuf: usize) -> Result<Vec<std::net::UdpSocket>, RuntimeError> {
+pub fn bind_udp(
+    addr: std::net::SocketAddr,
+    n: usize,
+    so_rcvbuf: usize,
+) -> Result<Vec<std::net::UdpSocket>, RuntimeError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |e| RuntimeError::Bind { what: format!("UDP {addr}"), source: e };
     let mut out = Vec::with_capacity(n);
@@ -141,7 +145,6 @@ impl ShardHandle {
     }
 }
 
-
 /// Starts shard `id` on its own pinned glommio executor.
 pub fn spawn_shard(
     id: usize,
@@ -161,7 +164,8 @@ pub fn spawn_shard(
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {
-            let recv = RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
+            let recv =
+                RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
             run_shard(settings, udp, unix, recv, control_rx, ready_tx).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
@@ -182,7 +186,11 @@ pub fn spawn_shard(
 fn explain_executor_error(e: &str) -> String {
     let memlock = std::fs::read_to_string("/proc/self/limits")
         .ok()
-        .and_then(|l| l.lines().find(|x| x.starts_with("Max locked memory")).map(|x| x.split_whitespace().nth(3).unwrap_or("?").to_string()))
+        .and_then(|l| {
+            l.lines()
+                .find(|x| x.starts_with("Max locked memory"))
+                .map(|x| x.split_whitespace().nth(3).unwrap_or("?").to_string())
+        })
         .unwrap_or_else(|| "?".to_string());
     if e.to_ascii_lowercase().contains("memlock") || e.to_ascii_lowercase().contains("locked") {
         format!(
@@ -234,7 +242,13 @@ async fn run_shard(
             tracing::warn!(error = %e, "cannot set the UDP read timeout");
         }
         let batch = (recv_batch > 1).then(|| BatchRecv::new(fd, recv_batch, buffer_size));
-        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), ReaderLimits { buffer_size, drain_budget: budget, marker: None, coalesce, queue_budget }, batch)));
+        readers.push(glommio::spawn_local(read_loop(
+            Reader::Udp(sock),
+            state.clone(),
+            stopping.clone(),
+            ReaderLimits { buffer_size, drain_budget: budget, marker: None, coalesce, queue_budget },
+            batch,
+        )));
     }
     if let Some(path) = &unix {
         match glommio::net::UnixDatagram::bind(path) {
@@ -245,10 +259,25 @@ async fn run_shard(
                     tracing::warn!(error = %e, path = %path.display(), "cannot set the unix socket mode");
                 }
                 sock.set_buffer_size(buffer_size);
-                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), ReaderLimits { buffer_size, drain_budget: u64::MAX, marker: Some(marker), coalesce: Duration::ZERO, queue_budget: 0 }, None)));
+                readers.push(glommio::spawn_local(read_loop(
+                    Reader::Unix(sock),
+                    state.clone(),
+                    stopping.clone(),
+                    ReaderLimits {
+                        buffer_size,
+                        drain_budget: u64::MAX,
+                        marker: Some(marker),
+                        coalesce: Duration::ZERO,
+                        queue_budget: 0,
+                    },
+                    None,
+                )));
             }
             Err(e) => {
-                let _ = ready.send(Err(RuntimeError::Bind { what: format!("unix socket {}", path.display()), source: e.into() }));
+                let _ = ready.send(Err(RuntimeError::Bind {
+                    what: format!("unix socket {}", path.display()),
+                    source: e.into(),
+                }));
                 return;
             }
         }
@@ -316,7 +345,9 @@ async fn send_marker(path: &Path, marker: &[u8]) {
     while Instant::now() < deadline {
         match sender.send_to(marker, path) {
             Ok(_) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => glommio::timer::sleep(Duration::from_millis(1)).await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                glommio::timer::sleep(Duration::from_millis(1)).await
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot send the unix drain marker");
                 return;
@@ -385,7 +416,13 @@ impl BatchRecv {
         // disjoint `size`-byte slice of `bufs`; all live as long as `self`,
         // which this `&mut` borrow keeps in place for the call.
         let r = unsafe {
-            libc::recvmmsg(self.fd, self.hdrs.as_mut_ptr(), self.hdrs.len() as u32, libc::MSG_DONTWAIT, std::ptr::null_mut())
+            libc::recvmmsg(
+                self.fd,
+                self.hdrs.as_mut_ptr(),
+                self.hdrs.len() as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
         };
         if r < 0 {
             let e = std::io::Error::last_os_error();
@@ -521,7 +558,8 @@ async fn read_loop(
                     let mut pause = coalesce / 4;
                     let mut since: Option<Instant> = None;
                     loop {
-                        let (got, bytes) = drain(b, &state, &stopping, &mut drained, drain_budget, &mut errors_logged).await;
+                        let (got, bytes) =
+                            drain(b, &state, &stopping, &mut drained, drain_budget, &mut errors_logged).await;
                         if got == 0 {
                             skip_batches = BATCH_SKIP_AFTER_EMPTY;
                             break;

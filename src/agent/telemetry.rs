@@ -61,7 +61,14 @@ impl Out {
         self.head(name, kind, help);
         let _ = writeln!(self.0, "{name} {v}");
     }
-    fn labeled<'a>(&mut self, name: &str, kind: &str, help: &str, label: &str, rows: impl Iterator<Item = (&'a str, f64)>) {
+    fn labeled<'a>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        label: &str,
+        rows: impl Iterator<Item = (&'a str, f64)>,
+    ) {
         self.head(name, kind, help);
         for (l, v) in rows {
             let _ = writeln!(self.0, "{name}{{{label}=\"{}\"}} {v}", esc(l));
@@ -81,7 +88,12 @@ pub fn render(src: &Sources) -> String {
     o.one("edgestat_dogstatsd_metric_lines_total", "counter", "Metric lines parsed.", s.metric_lines as f64);
     o.one("edgestat_dogstatsd_metric_samples_total", "counter", "Metric samples aggregated.", s.metric_samples as f64);
     o.one("edgestat_dogstatsd_events_total", "counter", "DogStatsD events queued.", s.events as f64);
-    o.one("edgestat_dogstatsd_service_checks_total", "counter", "DogStatsD service checks queued.", s.service_checks as f64);
+    o.one(
+        "edgestat_dogstatsd_service_checks_total",
+        "counter",
+        "DogStatsD service checks queued.",
+        s.service_checks as f64,
+    );
     o.labeled(
         "edgestat_dogstatsd_parse_errors_total",
         "counter",
@@ -96,29 +108,66 @@ pub fn render(src: &Sources) -> String {
         "reason",
         s.dropped.iter().map(|(k, v)| (*k, *v as f64)),
     );
-    o.one("edgestat_aggregator_contexts", "gauge", "Live contexts over all shards at the last flush.", snap.contexts as f64);
+    o.one(
+        "edgestat_aggregator_contexts",
+        "gauge",
+        "Live contexts over all shards at the last flush.",
+        snap.contexts as f64,
+    );
 
     o.one("edgestat_flush_total", "counter", "Flushes done.", snap.flushes as f64);
-    o.head("edgestat_flush_duration_seconds", "summary", "Flush duration (collect, merge, serialize, hand to forwarders).");
+    o.head(
+        "edgestat_flush_duration_seconds",
+        "summary",
+        "Flush duration (collect, merge, serialize, hand to forwarders).",
+    );
     for (q, v) in &snap.duration_quantiles {
         let _ = writeln!(o.0, "edgestat_flush_duration_seconds{{quantile=\"{q}\"}} {v}");
     }
     let _ = writeln!(o.0, "edgestat_flush_duration_seconds_sum {}", snap.duration_sum_secs);
     let _ = writeln!(o.0, "edgestat_flush_duration_seconds_count {}", snap.flushes);
     o.one("edgestat_flush_duration_max_seconds", "gauge", "Longest flush.", snap.duration_max_secs);
-    o.one("edgestat_flush_last_timestamp_seconds", "gauge", "Unix time of the last flush.", snap.last_flush_unix as f64);
+    o.one(
+        "edgestat_flush_last_timestamp_seconds",
+        "gauge",
+        "Unix time of the last flush.",
+        snap.last_flush_unix as f64,
+    );
     o.one(
         "edgestat_flush_forwarder_wait_seconds_total",
         "counter",
         "Time the flusher waited for room in a forwarder queue.",
         snap.forwarder_wait_secs,
     );
-    o.one("edgestat_flush_forwarder_waits_total", "counter", "Payload submissions that had to wait.", snap.forwarder_waits as f64);
+    o.one(
+        "edgestat_flush_forwarder_waits_total",
+        "counter",
+        "Payload submissions that had to wait.",
+        snap.forwarder_waits as f64,
+    );
 
     let kinds = &snap.kinds;
-    o.labeled("edgestat_serializer_payloads_total", "counter", "Payloads built, by kind.", "kind", kinds.iter().map(|(k, c)| (*k, c.payloads as f64)));
-    o.labeled("edgestat_serializer_payload_bytes_total", "counter", "Compressed payload bytes, by kind.", "kind", kinds.iter().map(|(k, c)| (*k, c.bytes as f64)));
-    o.labeled("edgestat_serializer_items_total", "counter", "Items in payloads, by kind.", "kind", kinds.iter().map(|(k, c)| (*k, c.items as f64)));
+    o.labeled(
+        "edgestat_serializer_payloads_total",
+        "counter",
+        "Payloads built, by kind.",
+        "kind",
+        kinds.iter().map(|(k, c)| (*k, c.payloads as f64)),
+    );
+    o.labeled(
+        "edgestat_serializer_payload_bytes_total",
+        "counter",
+        "Compressed payload bytes, by kind.",
+        "kind",
+        kinds.iter().map(|(k, c)| (*k, c.bytes as f64)),
+    );
+    o.labeled(
+        "edgestat_serializer_items_total",
+        "counter",
+        "Items in payloads, by kind.",
+        "kind",
+        kinds.iter().map(|(k, c)| (*k, c.items as f64)),
+    );
     let z = &snap.serializer;
     let ser: [(&str, u64, &str); 20] = [
         ("total_calls", z.total_calls, "Payload builds started."),
@@ -168,10 +217,27 @@ pub fn render(src: &Sources) -> String {
             }
         }
         let accepted = st.accepted.lock().map(|m| m.clone()).unwrap_or_default();
-        o.labeled("edgestat_api_accepted_total", "counter", "Items accepted by the local API, by kind.", "kind", accepted.iter().map(|(k, v)| (*k, *v as f64)));
+        o.labeled(
+            "edgestat_api_accepted_total",
+            "counter",
+            "Items accepted by the local API, by kind.",
+            "kind",
+            accepted.iter().map(|(k, v)| (*k, *v as f64)),
+        );
         let dropped = st.dropped.lock().map(|m| m.clone()).unwrap_or_default();
-        o.labeled("edgestat_api_dropped_total", "counter", "Requests or items refused by the local API, by reason.", "reason", dropped.iter().map(|(k, v)| (*k, *v as f64)));
-        o.one("edgestat_api_manifests_sent_total", "counter", "Manifests handed to the orchestrator forwarder at flushes.", st.manifests_sent.load(Ordering::Relaxed) as f64);
+        o.labeled(
+            "edgestat_api_dropped_total",
+            "counter",
+            "Requests or items refused by the local API, by reason.",
+            "reason",
+            dropped.iter().map(|(k, v)| (*k, *v as f64)),
+        );
+        o.one(
+            "edgestat_api_manifests_sent_total",
+            "counter",
+            "Manifests handed to the orchestrator forwarder at flushes.",
+            st.manifests_sent.load(Ordering::Relaxed) as f64,
+        );
     }
     o.0
 }
@@ -193,7 +259,11 @@ mod tests {
         summary.stats.packets = 7;
         summary.stats.parse_errors.insert("bad \"kind\"", 2);
         r.publish(&summary, SerializerStats::default(), Duration::from_millis(3));
-        let text = render(&Sources { flush: r.shared(), forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))], api: None });
+        let text = render(&Sources {
+            flush: r.shared(),
+            forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))],
+            api: None,
+        });
         assert!(text.contains("edgestat_dogstatsd_packets_total 7\n"), "{text}");
         assert!(text.contains("edgestat_serializer_payloads_total{kind=\"series_v2\"} 2\n"));
         assert!(text.contains("edgestat_serializer_items_total{kind=\"series_v2\"} 5\n"));

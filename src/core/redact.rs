@@ -117,7 +117,10 @@ mod tests {
         assert!(!s.contains(K32) && !s.contains("other-key"), "{s}");
         assert_eq!(
             s,
-            format!(r#"{{"https://app.example.com:443": ["{}bcdef", "********"] "http://b": "********"}}"#, "*".repeat(27))
+            format!(
+                r#"{{"https://app.example.com:443": ["{}bcdef", "********"] "http://b": "********"}}"#,
+                "*".repeat(27)
+            )
         );
     }
 }

@@ -114,7 +114,8 @@ pub struct ShardState {
 }
 
 /// Prefixes of tags the Agent extracts and removes during enrichment.
-const INTERNAL_TAG_PREFIXES: [&[u8]; 3] = [b"dd.internal.entity_id:", b"dd.internal.card:", b"dd.internal.jmx_check_name:"];
+const INTERNAL_TAG_PREFIXES: [&[u8]; 3] =
+    [b"dd.internal.entity_id:", b"dd.internal.card:", b"dd.internal.jmx_check_name:"];
 
 /// Special tags of one line: the resolved host (if a `host:` tag was given).
 fn split_special_tags<'a>(tags: Tags<'a>, out: &mut Vec<&'a [u8]>) -> Option<&'a [u8]> {
@@ -135,9 +136,13 @@ fn split_special_tags<'a>(tags: Tags<'a>, out: &mut Vec<&'a [u8]>) -> Option<&'a
 /// 64-bit hashes), the key of the sampler's raw-line cache.
 fn raw_key(name: &[u8], tags: &[u8]) -> RawKey {
     use std::hash::{BuildHasher, Hasher};
-    static SEEDS: std::sync::OnceLock<(foldhash::fast::FixedState, foldhash::fast::FixedState)> = std::sync::OnceLock::new();
+    static SEEDS: std::sync::OnceLock<(foldhash::fast::FixedState, foldhash::fast::FixedState)> =
+        std::sync::OnceLock::new();
     let (a, b) = SEEDS.get_or_init(|| {
-        (foldhash::fast::FixedState::with_seed(fastrand::u64(..)), foldhash::fast::FixedState::with_seed(fastrand::u64(..)))
+        (
+            foldhash::fast::FixedState::with_seed(fastrand::u64(..)),
+            foldhash::fast::FixedState::with_seed(fastrand::u64(..)),
+        )
     });
     let h = |s: &foldhash::fast::FixedState| {
         let mut h = s.build_hasher();
@@ -436,7 +441,11 @@ mod tests {
     #[test]
     fn datagram_to_aggregates_with_host_and_extra_tags() {
         let mut s = ShardState::new(settings());
-        s.handle_datagram(b"page.views:1|c|#b:2,a:1\npage.views:1|c|#a:1,b:2,a:1\nbad line\ntemp:20|g|#host:web\n", 1_700_000_001, 1);
+        s.handle_datagram(
+            b"page.views:1|c|#b:2,a:1\npage.views:1|c|#a:1,b:2,a:1\nbad line\ntemp:20|g|#host:web\n",
+            1_700_000_001,
+            1,
+        );
         let f = s.take_flush(1_700_000_015, false);
         assert_eq!(f.stats.parse_errors.values().sum::<u64>(), 1);
         assert_eq!(f.metrics.len(), 2);
@@ -452,7 +461,11 @@ mod tests {
     #[test]
     fn events_and_checks_are_queued_with_host_precedence() {
         let mut s = ShardState::new(settings());
-        s.handle_datagram(b"_e{6,7}:Deploy|v1.2 ok|p:low|t:success|s:ci|#env:prod,host:x\n_sc|db|2|h:dbhost|#host:y,b,a|m:timeout", 1_700_000_003, 1);
+        s.handle_datagram(
+            b"_e{6,7}:Deploy|v1.2 ok|p:low|t:success|s:ci|#env:prod,host:x\n_sc|db|2|h:dbhost|#host:y,b,a|m:timeout",
+            1_700_000_003,
+            1,
+        );
         let f = s.take_flush(1_700_000_015, false);
         assert_eq!(f.events.len(), 1);
         let e = &f.events[0];
@@ -460,7 +473,10 @@ mod tests {
         assert_eq!(e.tags, vec!["env:prod", "team:edge"]);
         assert_eq!(e.timestamp, 1_700_000_003);
         let c = &f.service_checks[0];
-        assert_eq!((c.check.as_str(), c.status, c.host_name.as_str(), c.message.as_str()), ("db", 2, "dbhost", "timeout"));
+        assert_eq!(
+            (c.check.as_str(), c.status, c.host_name.as_str(), c.message.as_str()),
+            ("db", 2, "dbhost", "timeout")
+        );
         assert_eq!(c.tags, vec!["a", "b", "team:edge"]);
     }
 

@@ -361,7 +361,10 @@ pub fn series_from(payloads: &[Value]) -> Vec<S> {
                 out.push(S {
                     metric: s["metric"].as_str().unwrap().to_string(),
                     host,
-                    tags: s["tags"].as_array().map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect()).unwrap_or_default(),
+                    tags: s["tags"]
+                        .as_array()
+                        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default(),
                     kind: kind.to_string(),
                     interval: s["interval"].as_i64().unwrap_or(0),
                     points: s["points"]

@@ -36,11 +36,11 @@ use http::{Method, Request};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::agent::clock::unix_now;
 use crate::agent::forwarder::Payload;
 use crate::agent::http_server::{respond, ListenError, Resp, ServerHandle};
-use crate::core::model::{Event, ServiceCheck};
 use crate::agent::orchestrator::{self, OrchestratorQueue, ProcessMessageEncoder, SendError};
-use crate::agent::clock::unix_now;
+use crate::core::model::{Event, ServiceCheck};
 
 /// Largest request body accepted (413 over 4 MiB).
 pub const MAX_BODY_BYTES: usize = 4 << 20;
@@ -217,7 +217,8 @@ impl Api {
     ) -> Result<Api, ApiError> {
         let shared = ApiShared::new(settings);
         let encoder = ProcessMessageEncoder::new(MAX_BODY_BYTES).map_err(ApiError::Compressor)?;
-        let ctx = Arc::new(Ctx { shared: shared.clone(), orchestrator: orchestrator.clone(), encoder: Mutex::new(encoder) });
+        let ctx =
+            Arc::new(Ctx { shared: shared.clone(), orchestrator: orchestrator.clone(), encoder: Mutex::new(encoder) });
         let server = crate::agent::http_server::spawn("edgestat-api", addr, move |req| {
             let ctx = ctx.clone();
             async move { handle(&ctx, req).await }
@@ -307,7 +308,10 @@ async fn handle_route(ctx: &Ctx, route: Route, req: Request<Incoming>) -> Resp {
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         stats.drop_reason("body_too_large", 1);
-        let too_big = json_error(413, &format!("body of {} bytes is over the {MAX_BODY_BYTES}-byte limit", declared.unwrap_or(0)));
+        let too_big = json_error(
+            413,
+            &format!("body of {} bytes is over the {MAX_BODY_BYTES}-byte limit", declared.unwrap_or(0)),
+        );
         drain(req.into_body()).await;
         return too_big;
     }
@@ -356,7 +360,10 @@ fn submit_json(ctx: &Ctx, route: Route, body: BytesMut) -> Resp {
     if q.events.len() + q.checks.len() + n > ctx.shared.settings.queue_items {
         drop(q);
         stats.drop_reason("queue_full", n as u64);
-        return json_error(503, &format!("queue full ({} items until the next flush); retry later", ctx.shared.settings.queue_items));
+        return json_error(
+            503,
+            &format!("queue full ({} items until the next flush); retry later", ctx.shared.settings.queue_items),
+        );
     }
     q.events.append(&mut events);
     q.checks.append(&mut checks);
@@ -380,7 +387,11 @@ fn submit_orchestrator(ctx: &Ctx, route: Route, query: &BTreeMap<String, String>
     }
     let msg_type = match (route, query.get("type")) {
         (Route::Manifests, None) => orchestrator::TYPE_MANIFEST,
-        (_, None) => return refuse("type: required query parameter (the agent-payload message type id, e.g. 41 for CollectorPod)".into()),
+        (_, None) => {
+            return refuse(
+                "type: required query parameter (the agent-payload message type id, e.g. 41 for CollectorPod)".into(),
+            )
+        }
         (_, Some(t)) => match t.parse::<u8>() {
             Ok(n) => n,
             Err(_) => return refuse(format!("type: expected an integer message type id, got {t:?}")),

@@ -240,7 +240,10 @@ mod tests {
         assert_eq!((e[0].timestamp, e[0].host.as_str()), (1_700_000_000, "web"));
         let d = ev(r#"[{"title":"A"},{"title":"B","date_happened":0,"host":null}]"#).unwrap();
         assert_eq!(d.len(), 2);
-        assert_eq!((d[1].timestamp, d[1].host.as_str(), d[1].priority.as_str(), d[1].alert_type.as_str()), (1000, "h0", "normal", "info"));
+        assert_eq!(
+            (d[1].timestamp, d[1].host.as_str(), d[1].priority.as_str(), d[1].alert_type.as_str()),
+            (1000, "h0", "normal", "info")
+        );
     }
 
     #[test]

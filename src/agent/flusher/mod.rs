@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
+use crate::agent::clock::unix_now;
 use crate::agent::config::{Config, AGENT_VERSION};
 use crate::agent::forwarder::{Forwarder, Payload};
-use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
-use crate::agent::clock::unix_now;
 use crate::agent::runtime::Control;
+use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
+use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::core::serializer::{PayloadKind, Serializer};
 use crate::core::shard::{ShardFlush, ShardStats};
 
@@ -92,7 +92,10 @@ impl Flusher {
             histogram_percentiles: cfg.histogram_percentiles.clone(),
             expiry_seconds: cfg.expiry_seconds,
             context_expiry_seconds: cfg.context_expiry_seconds,
-            blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(&cfg.metric_blocklist, cfg.metric_blocklist_match_prefix)),
+            blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(
+                &cfg.metric_blocklist,
+                cfg.metric_blocklist_match_prefix,
+            )),
         };
         let start_time = unix_now();
         let startup_event = Some(Event {
@@ -262,19 +265,30 @@ impl Flusher {
         if let Some(api) = &self.api {
             api.send_manifests(now);
         }
-        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, elapsed_us = started.elapsed().as_micros() as u64, payloads = summary.payloads, "flush done");
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            payloads = summary.payloads,
+            "flush done"
+        );
         if let Some(t) = &mut self.telemetry {
             t.publish(&summary, self.serializer.stats(), started.elapsed());
         }
         (self.on_flush)(&summary);
     }
 
-    fn ship(&mut self, kind: PayloadKind, built: &mut Vec<crate::core::serializer::Payload>, summary: &mut FlushSummary) {
+    fn ship(
+        &mut self,
+        kind: PayloadKind,
+        built: &mut Vec<crate::core::serializer::Payload>,
+        summary: &mut FlushSummary,
+    ) {
         let encoding = self.cfg.serializer.compression.content_encoding();
         for p in built.drain(..) {
             summary.payloads += 1;
             summary.bytes += p.body.len();
-            let mut headers = vec![("Content-Type", kind.content_type().to_string()), ("Content-Encoding", encoding.to_string())];
+            let mut headers =
+                vec![("Content-Type", kind.content_type().to_string()), ("Content-Encoding", encoding.to_string())];
             if kind.is_protobuf() {
                 headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
             }
@@ -314,7 +328,11 @@ impl Flusher {
             origin: Origin::Internal,
         });
         series.push(Series {
-            id: SeriesId::owned("n_o_i_n_d_e_x.datadog.agent.payload.dropped".into(), self.cfg.hostname.clone(), Vec::new()),
+            id: SeriesId::owned(
+                "n_o_i_n_d_e_x.datadog.agent.payload.dropped".into(),
+                self.cfg.hostname.clone(),
+                Vec::new(),
+            ),
             points: vec![Point { timestamp: now, value: 0.0 }],
             metric_type: MetricType::Gauge,
             interval: 0,

@@ -97,7 +97,8 @@ impl FlushRecorder {
         c.duration_max_secs = c.duration_max_secs.max(secs);
         if let Some(h) = &mut self.hist {
             let _ = h.record((took.as_micros() as u64).clamp(1, 3_600_000_000));
-            c.duration_quantiles = [0.5, 0.9, 0.99].iter().map(|q| (*q, h.value_at_quantile(*q) as f64 / 1e6)).collect();
+            c.duration_quantiles =
+                [0.5, 0.9, 0.99].iter().map(|q| (*q, h.value_at_quantile(*q) as f64 / 1e6)).collect();
         }
         c.shard = summary.stats.clone();
         c.contexts = summary.contexts;

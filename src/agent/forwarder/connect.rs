@@ -72,11 +72,7 @@ pub struct ProxySettings {
 }
 
 /// Builds the client for `base_url`; returns it and the proxy used, if any.
-pub fn client_for(
-    base_url: &str,
-    tls: rustls::ClientConfig,
-    proxy: &ProxySettings,
-) -> (HttpClient, Option<String>) {
+pub fn client_for(base_url: &str, tls: rustls::ClientConfig, proxy: &ProxySettings) -> (HttpClient, Option<String>) {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_nodelay(true);

@@ -247,9 +247,10 @@ impl Forwarder {
         }
         for ep in &settings.endpoints {
             let dir = match (&settings.storage_path, storage_on) {
-                (Some(root), true) => Some(spill::SpillDir::open(root, &ep.base_url, budget.clone()).map_err(|e| {
-                    ForwarderError::Storage { path: root.display().to_string(), source: e }
-                })?),
+                (Some(root), true) => Some(
+                    spill::SpillDir::open(root, &ep.base_url, budget.clone())
+                        .map_err(|e| ForwarderError::Storage { path: root.display().to_string(), source: e })?,
+                ),
                 _ => None,
             };
             if let Some(d) = &dir {
@@ -385,10 +386,18 @@ pub(crate) enum Outcome {
 /// the forwarder rewrites it with the number of this attempt, as the Agent.
 const ATTEMPTS_HEADER: &str = "X-DD-Agent-Attempts";
 
-async fn send(client: &HttpClient, url: &str, p: &TxPayload, api_key: Option<&str>, timeout: Duration, attempt: u32) -> Outcome {
+async fn send(
+    client: &HttpClient,
+    url: &str,
+    p: &TxPayload,
+    api_key: Option<&str>,
+    timeout: Duration,
+    attempt: u32,
+) -> Outcome {
     // Error texts end up in logs: an intake or a proxy echoing the key must
     // not put it there.
-    let hide = |text: String| crate::core::redact::scrub(&text, &api_key.map(str::to_string).into_iter().collect::<Vec<_>>());
+    let hide =
+        |text: String| crate::core::redact::scrub(&text, &api_key.map(str::to_string).into_iter().collect::<Vec<_>>());
     let mut req = hyper::Request::post(url)
         .header("DD-Agent-Version", AGENT_VERSION)
         .header("User-Agent", format!("datadog-agent/{AGENT_VERSION}"));

@@ -78,7 +78,13 @@ pub async fn check(client: &HttpClient, base_url: &str, key: &str, timeout: Dura
 }
 
 /// Validates every key of an endpoint now and then every `interval`.
-pub async fn run(client: HttpClient, base_url: String, keys: Vec<String>, interval: Duration, stats: Arc<ForwarderStats>) {
+pub async fn run(
+    client: HttpClient,
+    base_url: String,
+    keys: Vec<String>,
+    interval: Duration,
+    stats: Arc<ForwarderStats>,
+) {
     if keys.is_empty() {
         return;
     }

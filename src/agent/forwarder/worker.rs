@@ -44,7 +44,13 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    pub fn new(endpoint: Endpoint, client: HttpClient, stats: Arc<ForwarderStats>, s: WorkerSettings, spill: Option<SpillDir>) -> Self {
+    pub fn new(
+        endpoint: Endpoint,
+        client: HttpClient,
+        stats: Arc<ForwarderStats>,
+        s: WorkerSettings,
+        spill: Option<SpillDir>,
+    ) -> Self {
         Self {
             endpoint,
             client,
@@ -174,7 +180,11 @@ impl Worker {
         !self.queue.is_empty() || (!draining && self.spill.as_ref().is_some_and(|s| s.has_pending()))
     }
 
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Arc<TxPayload>>, mut deadline_rx: watch::Receiver<Option<Instant>>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Arc<TxPayload>>,
+        mut deadline_rx: watch::Receiver<Option<Instant>>,
+    ) {
         let mut tasks: JoinSet<(u64, bool, Outcome)> = JoinSet::new();
         let mut draining = false;
         let mut deadline: Option<Instant> = None;
@@ -225,8 +235,7 @@ impl Worker {
                 let now = Instant::now();
                 // Give up at the deadline, or earlier when the breaker will
                 // not let anything out before it.
-                let hopeless = self.in_flight.is_empty()
-                    && self.breaker.blocked_until().is_some_and(|u| u >= d);
+                let hopeless = self.in_flight.is_empty() && self.breaker.blocked_until().is_some_and(|u| u >= d);
                 if now >= d || hopeless {
                     tasks.abort_all();
                     self.finish_at_deadline();

@@ -79,7 +79,14 @@ fn same(a: &Arc<ContextKey>, b: &Arc<ContextKey>) -> bool {
 /// Chains entry `i` (context `key`) behind the earlier entries of its
 /// context, or opens a group for it: `groups` holds (first, last) per
 /// context, `next` the chain, `heads` the groups in arrival order.
-fn link<'a>(groups: &mut HashTable<(u32, u32)>, heads: &mut Vec<u32>, next: &mut [u32], i: u32, key: &Arc<ContextKey>, key_of: impl Fn(u32) -> &'a Arc<ContextKey>) {
+fn link<'a>(
+    groups: &mut HashTable<(u32, u32)>,
+    heads: &mut Vec<u32>,
+    next: &mut [u32],
+    i: u32,
+    key: &Arc<ContextKey>,
+    key_of: impl Fn(u32) -> &'a Arc<ContextKey>,
+) {
     let h = key.key_hash();
     match groups.find_mut(h, |&(first, _)| same(key_of(first), key)) {
         Some((_, last)) => {
@@ -205,7 +212,12 @@ impl FlushMerger {
                     }
                     None if room => {
                         let seen_buckets = if bi < 64 { 1 << bi } else { 0 };
-                        let c = CounterState { key: e.key.clone(), last_seen: e.last_seen, seen_flush: flush_no, seen_buckets };
+                        let c = CounterState {
+                            key: e.key.clone(),
+                            last_seen: e.last_seen,
+                            seen_flush: flush_no,
+                            seen_buckets,
+                        };
                         self.counters.insert_unique(h, c, |c| c.key.key_hash());
                     }
                     None => {}
@@ -444,23 +456,107 @@ fn percentile_suffix(p: u32) -> Cow<'static, str> {
 
 /// `.0percentile` … `.100percentile`.
 const PERCENTILE_SUFFIXES: [&str; 101] = [
-    ".0percentile", ".1percentile", ".2percentile", ".3percentile", ".4percentile", ".5percentile",
-    ".6percentile", ".7percentile", ".8percentile", ".9percentile", ".10percentile", ".11percentile",
-    ".12percentile", ".13percentile", ".14percentile", ".15percentile", ".16percentile", ".17percentile",
-    ".18percentile", ".19percentile", ".20percentile", ".21percentile", ".22percentile", ".23percentile",
-    ".24percentile", ".25percentile", ".26percentile", ".27percentile", ".28percentile", ".29percentile",
-    ".30percentile", ".31percentile", ".32percentile", ".33percentile", ".34percentile", ".35percentile",
-    ".36percentile", ".37percentile", ".38percentile", ".39percentile", ".40percentile", ".41percentile",
-    ".42percentile", ".43percentile", ".44percentile", ".45percentile", ".46percentile", ".47percentile",
-    ".48percentile", ".49percentile", ".50percentile", ".51percentile", ".52percentile", ".53percentile",
-    ".54percentile", ".55percentile", ".56percentile", ".57percentile", ".58percentile", ".59percentile",
-    ".60percentile", ".61percentile", ".62percentile", ".63percentile", ".64percentile", ".65percentile",
-    ".66percentile", ".67percentile", ".68percentile", ".69percentile", ".70percentile", ".71percentile",
-    ".72percentile", ".73percentile", ".74percentile", ".75percentile", ".76percentile", ".77percentile",
-    ".78percentile", ".79percentile", ".80percentile", ".81percentile", ".82percentile", ".83percentile",
-    ".84percentile", ".85percentile", ".86percentile", ".87percentile", ".88percentile", ".89percentile",
-    ".90percentile", ".91percentile", ".92percentile", ".93percentile", ".94percentile", ".95percentile",
-    ".96percentile", ".97percentile", ".98percentile", ".99percentile", ".100percentile",
+    ".0percentile",
+    ".1percentile",
+    ".2percentile",
+    ".3percentile",
+    ".4percentile",
+    ".5percentile",
+    ".6percentile",
+    ".7percentile",
+    ".8percentile",
+    ".9percentile",
+    ".10percentile",
+    ".11percentile",
+    ".12percentile",
+    ".13percentile",
+    ".14percentile",
+    ".15percentile",
+    ".16percentile",
+    ".17percentile",
+    ".18percentile",
+    ".19percentile",
+    ".20percentile",
+    ".21percentile",
+    ".22percentile",
+    ".23percentile",
+    ".24percentile",
+    ".25percentile",
+    ".26percentile",
+    ".27percentile",
+    ".28percentile",
+    ".29percentile",
+    ".30percentile",
+    ".31percentile",
+    ".32percentile",
+    ".33percentile",
+    ".34percentile",
+    ".35percentile",
+    ".36percentile",
+    ".37percentile",
+    ".38percentile",
+    ".39percentile",
+    ".40percentile",
+    ".41percentile",
+    ".42percentile",
+    ".43percentile",
+    ".44percentile",
+    ".45percentile",
+    ".46percentile",
+    ".47percentile",
+    ".48percentile",
+    ".49percentile",
+    ".50percentile",
+    ".51percentile",
+    ".52percentile",
+    ".53percentile",
+    ".54percentile",
+    ".55percentile",
+    ".56percentile",
+    ".57percentile",
+    ".58percentile",
+    ".59percentile",
+    ".60percentile",
+    ".61percentile",
+    ".62percentile",
+    ".63percentile",
+    ".64percentile",
+    ".65percentile",
+    ".66percentile",
+    ".67percentile",
+    ".68percentile",
+    ".69percentile",
+    ".70percentile",
+    ".71percentile",
+    ".72percentile",
+    ".73percentile",
+    ".74percentile",
+    ".75percentile",
+    ".76percentile",
+    ".77percentile",
+    ".78percentile",
+    ".79percentile",
+    ".80percentile",
+    ".81percentile",
+    ".82percentile",
+    ".83percentile",
+    ".84percentile",
+    ".85percentile",
+    ".86percentile",
+    ".87percentile",
+    ".88percentile",
+    ".89percentile",
+    ".90percentile",
+    ".91percentile",
+    ".92percentile",
+    ".93percentile",
+    ".94percentile",
+    ".95percentile",
+    ".96percentile",
+    ".97percentile",
+    ".98percentile",
+    ".99percentile",
+    ".100percentile",
 ];
 
 /// Weighted summary of one bucket's histogram samples (sorted by value).
@@ -538,7 +634,12 @@ mod tests {
     fn histogram_spec_example() {
         let mut m = FlushMerger::new(settings(), 100);
         let samples = vec![(1.0, 1.0), (2.0, 1.0), (3.0, 1.0), (10.0, 1.0)];
-        let e = FlushEntry { key: key("lat"), bucket: 1_700_000_000, agg: Agg::Histogram(samples), last_seen: 1_700_000_001 };
+        let e = FlushEntry {
+            key: key("lat"),
+            bucket: 1_700_000_000,
+            agg: Agg::Histogram(samples),
+            last_seen: 1_700_000_001,
+        };
         let out = m.flush(vec![e], vec![], 1_700_000_015);
         let get = |n: &str| out.series.iter().find(|s| s.id.name() == n).unwrap().points[0].value;
         assert_eq!(get("lat.max"), 10.0);
@@ -577,9 +678,19 @@ mod tests {
         let t0 = 1_700_000_000;
         let mut entries = Vec::new();
         for i in 0..70 {
-            entries.push(FlushEntry { key: a.clone(), bucket: t0 + 10 * i, agg: Agg::Counter(10.0), last_seen: t0 + 10 * i });
+            entries.push(FlushEntry {
+                key: a.clone(),
+                bucket: t0 + 10 * i,
+                agg: Agg::Counter(10.0),
+                last_seen: t0 + 10 * i,
+            });
         }
-        entries.push(FlushEntry { key: b.clone(), bucket: t0 + 10 * 65, agg: Agg::Counter(20.0), last_seen: t0 + 10 * 69 });
+        entries.push(FlushEntry {
+            key: b.clone(),
+            bucket: t0 + 10 * 65,
+            agg: Agg::Counter(20.0),
+            last_seen: t0 + 10 * 69,
+        });
         entries.push(FlushEntry { key: b.clone(), bucket: t0, agg: Agg::Counter(20.0), last_seen: t0 + 10 * 69 });
         let out = m.flush(entries, vec![], t0 + 700);
         let pts = |out: &FlushOutput, n: &str| out.series.iter().find(|s| s.id.name() == n).unwrap().points.clone();

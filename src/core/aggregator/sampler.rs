@@ -348,10 +348,7 @@ mod tests {
     #[test]
     fn non_finite_is_dropped_and_types_mix_like_the_agent() {
         let mut s = ShardSampler::new(ContextBudget::new(100));
-        assert_eq!(
-            s.add(&view(b"g", &[]), SampleKind::Gauge, f64::NAN, None, 1.0, 100, 1),
-            Err(SampleDrop::NonFinite)
-        );
+        assert_eq!(s.add(&view(b"g", &[]), SampleKind::Gauge, f64::NAN, None, 1.0, 100, 1), Err(SampleDrop::NonFinite));
         s.add(&view(b"x", &[]), SampleKind::Counter, 1.0, None, 1.0, 100, 1).unwrap();
         s.add(&view(b"x", &[]), SampleKind::Gauge, 5.0, None, 1.0, 100, 2).unwrap();
         let (mut m, mut k) = (Vec::new(), Vec::new());

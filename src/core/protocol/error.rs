@@ -76,9 +76,9 @@ impl ParseError {
             | ParseError::EventLength
             | ParseError::EventEmptyTitle
             | ParseError::EventTooShort => "events",
-            ParseError::ServiceCheckFormat
-            | ParseError::ServiceCheckName
-            | ParseError::ServiceCheckStatus => "service_checks",
+            ParseError::ServiceCheckFormat | ParseError::ServiceCheckName | ParseError::ServiceCheckStatus => {
+                "service_checks"
+            }
             _ => "metrics",
         }
     }
@@ -91,25 +91,17 @@ impl fmt::Display for ParseError {
             ParseError::MissingColon => "invalid metric: no ':' between name and value",
             ParseError::EmptyName => "invalid metric: empty name",
             ParseError::EmptyValue => "invalid metric: empty value",
-            ParseError::UnknownType => {
-                "invalid metric: unknown type (expected c, g, h, ms, s or d)"
-            }
+            ParseError::UnknownType => "invalid metric: unknown type (expected c, g, h, ms, s or d)",
             ParseError::InvalidValue => "invalid metric: value is not a valid float64",
             ParseError::EmptyValueList => "invalid metric: packed value list has no value",
             ParseError::InvalidSampleRate => "invalid metric: sample rate is not a valid float64",
             ParseError::InvalidTimestamp => "invalid metric: timestamp is not a valid int64",
             ParseError::NonPositiveTimestamp => "invalid metric: timestamp must be > 0",
             ParseError::EventHeader => "invalid event: malformed _e{title_len,text_len} header",
-            ParseError::EventLength => {
-                "invalid event: title/text length is not a non-negative integer"
-            }
+            ParseError::EventLength => "invalid event: title/text length is not a non-negative integer",
             ParseError::EventEmptyTitle => "invalid event: empty title",
-            ParseError::EventTooShort => {
-                "invalid event: shorter than its declared title and text lengths"
-            }
-            ParseError::ServiceCheckFormat => {
-                "invalid service check: fewer than two '|' separators"
-            }
+            ParseError::EventTooShort => "invalid event: shorter than its declared title and text lengths",
+            ParseError::ServiceCheckFormat => "invalid service check: fewer than two '|' separators",
             ParseError::ServiceCheckName => "invalid service check: empty name",
             ParseError::ServiceCheckStatus => "invalid service check: status must be 0, 1, 2 or 3",
         };
@@ -147,19 +139,13 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for e in all {
             assert!(seen.insert(e.kind()));
-            assert!(e
-                .kind()
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_'));
+            assert!(e.kind().bytes().all(|b| b.is_ascii_lowercase() || b == b'_'));
             assert!(["metrics", "events", "service_checks"].contains(&e.message_type()));
             let line = e.to_string();
             assert!(!line.is_empty() && !line.contains('\n'));
         }
         assert_eq!(ParseError::EventTooShort.message_type(), "events");
-        assert_eq!(
-            ParseError::ServiceCheckStatus.message_type(),
-            "service_checks"
-        );
+        assert_eq!(ParseError::ServiceCheckStatus.message_type(), "service_checks");
         assert_eq!(ParseError::UnknownType.message_type(), "metrics");
     }
 }

@@ -131,14 +131,8 @@ fn parse_len(raw: &[u8]) -> Result<usize, ParseError> {
 }
 
 /// Parse a line starting with `_e{`.
-pub(crate) fn parse_event<'a>(
-    line: &'a [u8],
-    opts: &ParseOptions,
-) -> Result<EventMessage<'a>, ParseError> {
-    let colon = line
-        .iter()
-        .position(|&b| b == b':')
-        .ok_or(ParseError::EventHeader)?;
+pub(crate) fn parse_event<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<EventMessage<'a>, ParseError> {
+    let colon = line.iter().position(|&b| b == b':').ok_or(ParseError::EventHeader)?;
     let header = &line[..colon];
     let body = &line[colon + 1..];
     if header.len() < 7 {
@@ -146,10 +140,7 @@ pub(crate) fn parse_event<'a>(
     }
     // Between "_e{" and the last header byte (assumed '}', not checked).
     let lengths = &header[3..header.len() - 1];
-    let comma = lengths
-        .iter()
-        .position(|&b| b == b',')
-        .ok_or(ParseError::EventHeader)?;
+    let comma = lengths.iter().position(|&b| b == b',').ok_or(ParseError::EventHeader)?;
     // Same order as the Agent: title length, empty title, then text length.
     let title_len = parse_len(&lengths[..comma])?;
     if title_len == 0 {
@@ -157,9 +148,7 @@ pub(crate) fn parse_event<'a>(
     }
     let text_len = parse_len(&lengths[comma + 1..])?;
     let text_start = title_len.checked_add(1).ok_or(ParseError::EventTooShort)?;
-    let end = text_start
-        .checked_add(text_len)
-        .ok_or(ParseError::EventTooShort)?;
+    let end = text_start.checked_add(text_len).ok_or(ParseError::EventTooShort)?;
     if body.len() < end {
         return Err(ParseError::EventTooShort);
     }
@@ -232,19 +221,13 @@ mod tests {
     fn ev_opts<'a>(line: &'a [u8], o: &ParseOptions) -> EventMessage<'a> {
         match parse_line(line, o) {
             Ok(Message::Event(e)) => e,
-            other => panic!(
-                "{:?}: expected event, got {other:?}",
-                String::from_utf8_lossy(line)
-            ),
+            other => panic!("{:?}: expected event, got {other:?}", String::from_utf8_lossy(line)),
         }
     }
     fn err(line: &[u8]) -> ParseError {
         match parse_line(line, &ParseOptions::default()) {
             Err(e) => e,
-            Ok(m) => panic!(
-                "{:?}: expected error, got {m:?}",
-                String::from_utf8_lossy(line)
-            ),
+            Ok(m) => panic!("{:?}: expected error, got {m:?}", String::from_utf8_lossy(line)),
         }
     }
 
@@ -343,14 +326,8 @@ mod tests {
     fn origin_fields() {
         let line = b"_e{5,4}:title|text|c:ci-abc|e:cn-x|card:low";
         let e = ev(line);
-        assert_eq!(
-            (e.container_id, e.external_data, e.cardinality),
-            (None, None, None)
-        );
-        let o = ParseOptions {
-            origin_detection_client: true,
-            ..ParseOptions::default()
-        };
+        assert_eq!((e.container_id, e.external_data, e.cardinality), (None, None, None));
+        let o = ParseOptions { origin_detection_client: true, ..ParseOptions::default() };
         let e = ev_opts(line, &o);
         assert_eq!(e.container_id, Some(&b"ci-abc"[..]));
         assert_eq!(e.external_data, Some(&b"cn-x"[..]));
@@ -368,10 +345,7 @@ mod tests {
         assert_eq!(err(b"_e{5,-4}:title|text"), ParseError::EventLength);
         assert_eq!(err(b"_e{a,b}:x|y"), ParseError::EventLength);
         assert_eq!(err(b"_e{ 5,4}:title|text"), ParseError::EventLength);
-        assert_eq!(
-            err(b"_e{99999999999999999999,4}:title|text"),
-            ParseError::EventLength
-        );
+        assert_eq!(err(b"_e{99999999999999999999,4}:title|text"), ParseError::EventLength);
         assert_eq!(err(b"_e{0,4}:|text"), ParseError::EventEmptyTitle);
         assert_eq!(err(b"_e{-0,4}:|text"), ParseError::EventEmptyTitle);
         // Empty title is detected before the text length is parsed.
@@ -379,24 +353,12 @@ mod tests {
         assert_eq!(err(b"_e{5,4}:title|tex"), ParseError::EventTooShort);
         assert_eq!(err(b"_e{5,4}:title"), ParseError::EventTooShort);
         assert_eq!(err(b"_e{5,0}:title"), ParseError::EventTooShort);
-        assert_eq!(
-            err(b"_e{1,9223372036854775807}:a|b"),
-            ParseError::EventTooShort
-        );
-        assert_eq!(
-            err(b"_e{9223372036854775807,9223372036854775807}:a|b"),
-            ParseError::EventTooShort
-        );
-        assert_eq!(
-            err(b"_e{10,17}:Multi-line|line one"),
-            ParseError::EventTooShort
-        );
-        for e in [
-            ParseError::EventHeader,
-            ParseError::EventLength,
-            ParseError::EventEmptyTitle,
-            ParseError::EventTooShort,
-        ] {
+        assert_eq!(err(b"_e{1,9223372036854775807}:a|b"), ParseError::EventTooShort);
+        assert_eq!(err(b"_e{9223372036854775807,9223372036854775807}:a|b"), ParseError::EventTooShort);
+        assert_eq!(err(b"_e{10,17}:Multi-line|line one"), ParseError::EventTooShort);
+        for e in
+            [ParseError::EventHeader, ParseError::EventLength, ParseError::EventEmptyTitle, ParseError::EventTooShort]
+        {
             assert_eq!(e.message_type(), "events");
         }
     }

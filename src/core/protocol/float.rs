@@ -60,11 +60,7 @@ fn special(s: &[u8]) -> Option<f64> {
         _ => (false, false, s),
     };
     if eq_ignore_case(rest, b"inf") || eq_ignore_case(rest, b"infinity") {
-        return Some(if neg {
-            f64::NEG_INFINITY
-        } else {
-            f64::INFINITY
-        });
+        return Some(if neg { f64::NEG_INFINITY } else { f64::INFINITY });
     }
     if !signed && eq_ignore_case(rest, b"nan") {
         return Some(f64::NAN);
@@ -246,18 +242,7 @@ fn scan(s: &[u8]) -> Option<Scan> {
         return None;
     }
     let exp2 = if mantissa != 0 { dp - nd_mant } else { 0 };
-    Some(Scan {
-        neg,
-        hex,
-        underscores,
-        exp_saturated,
-        mant_start,
-        mant_end,
-        mantissa,
-        trunc,
-        exp2,
-        dp,
-    })
+    Some(Scan { neg, hex, underscores, exp_saturated, mant_start, mant_end, mantissa, trunc, exp2, dp })
 }
 
 /// Parse a float exactly like Go `strconv.ParseFloat(s, 64)`.
@@ -277,8 +262,8 @@ pub fn parse_go_float(s: &[u8]) -> Result<f64, NumberError> {
 
 /// Exact powers of ten representable in an f64 (10^0 ..= 10^22).
 const POW10: [f64; 23] = [
-    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
 ];
 
 /// Clinger's fast path for the values clients actually send (`42`, `0.25`,
@@ -383,10 +368,7 @@ fn parse_go_float_full(s: &[u8]) -> Result<f64, NumberError> {
     let v = if !sc.underscores && !sc.exp_saturated {
         // The text is plain ASCII in a grammar Rust also accepts, and Rust's
         // conversion is correctly rounded like Go's.
-        match core::str::from_utf8(s)
-            .ok()
-            .and_then(|t| t.parse::<f64>().ok())
-        {
+        match core::str::from_utf8(s).ok().and_then(|t| t.parse::<f64>().ok()) {
             Some(v) => v,
             None => canonical_decimal(s, &sc)?,
         }
@@ -459,10 +441,7 @@ fn canonical_decimal(s: &[u8], sc: &Scan) -> Result<f64, NumberError> {
     for k in (0..nd).rev() {
         push(&mut buf, digits[k]);
     }
-    core::str::from_utf8(&buf[..len])
-        .ok()
-        .and_then(|t| t.parse::<f64>().ok())
-        .ok_or(NumberError::Syntax)
+    core::str::from_utf8(&buf[..len]).ok().and_then(|t| t.parse::<f64>().ok()).ok_or(NumberError::Syntax)
 }
 
 /// Convert `mantissa * 2^exp2` (plus a sticky bit for dropped non-zero
@@ -538,10 +517,7 @@ pub fn parse_go_int(s: &[u8]) -> Result<i64, NumberError> {
         if !c.is_ascii_digit() {
             return Err(NumberError::Syntax);
         }
-        v = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(c - b'0')))
-            .ok_or(NumberError::Range)?;
+        v = v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0'))).ok_or(NumberError::Range)?;
     }
     if neg {
         if v > 1u64 << 63 {
@@ -564,10 +540,7 @@ pub fn parse_go_uint(s: &[u8]) -> Result<u64, NumberError> {
         if !c.is_ascii_digit() {
             return Err(NumberError::Syntax);
         }
-        v = v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(c - b'0')))
-            .ok_or(NumberError::Range)?;
+        v = v.checked_mul(10).and_then(|v| v.checked_add(u64::from(c - b'0'))).ok_or(NumberError::Range)?;
     }
     Ok(v)
 }
@@ -617,8 +590,8 @@ mod tests {
     #[test]
     fn decimal_rejections() {
         for s in [
-            "", " 1", "1 ", "1,5", "1.5.3", "abc", "True", "1e", "1e+", "e5", ".", "-", "+",
-            "0x10", "0x", "0x1", "1e 5", "--1", "1-", "0b101", "1..2", "1e5.5",
+            "", " 1", "1 ", "1,5", "1.5.3", "abc", "True", "1e", "1e+", "e5", ".", "-", "+", "0x10", "0x", "0x1",
+            "1e 5", "--1", "1-", "0b101", "1..2", "1e5.5",
         ] {
             assert_eq!(err(s), NumberError::Syntax, "{s:?}");
         }
@@ -637,9 +610,7 @@ mod tests {
         assert_eq!(ok("-1_0"), -10.0);
         assert_eq!(ok("0x_1p0"), 1.0);
         assert_eq!(ok("0x1_0p0"), 16.0);
-        for s in [
-            "_1", "1_", "1__0", "1_.5", "1._5", "1_e5", "1e_5", "1e5_", "0x1_p0", "_",
-        ] {
+        for s in ["_1", "1_", "1__0", "1_.5", "1._5", "1_e5", "1e_5", "1e5_", "0x1_p0", "_"] {
             assert_eq!(err(s), NumberError::Syntax, "{s:?}");
         }
     }
@@ -649,32 +620,13 @@ mod tests {
         for s in ["nan", "NaN", "NAN", "nAn"] {
             assert!(ok(s).is_nan(), "{s}");
         }
-        for s in [
-            "inf",
-            "Inf",
-            "+inf",
-            "+Inf",
-            "INF",
-            "infinity",
-            "Infinity",
-            "+INFINITY",
-        ] {
+        for s in ["inf", "Inf", "+inf", "+Inf", "INF", "infinity", "Infinity", "+INFINITY"] {
             assert_eq!(ok(s), f64::INFINITY, "{s}");
         }
         for s in ["-inf", "-Inf", "-Infinity", "-INFINITY"] {
             assert_eq!(ok(s), f64::NEG_INFINITY, "{s}");
         }
-        for s in [
-            "+nan",
-            "-nan",
-            "infin",
-            "info",
-            "infinityx",
-            "nanx",
-            "in",
-            "na",
-            " inf",
-        ] {
+        for s in ["+nan", "-nan", "infin", "info", "infinityx", "nanx", "in", "na", " inf"] {
             assert_eq!(err(s), NumberError::Syntax, "{s:?}");
         }
     }
@@ -705,9 +657,7 @@ mod tests {
         assert_eq!(err("0x1p1024"), NumberError::Range);
         assert_eq!(err("0x1.fffffffffffff8p1023"), NumberError::Range);
         assert_eq!(err("0x1p99999999"), NumberError::Range);
-        for s in [
-            "0x1", "0x10", "0xp1", "0x.p1", "0x1p", "0x1p+", "0x1g0", "0x1e3",
-        ] {
+        for s in ["0x1", "0x10", "0xp1", "0x.p1", "0x1p", "0x1p+", "0x1g0", "0x1e3"] {
             assert_eq!(err(s), NumberError::Syntax, "{s:?}");
         }
     }
@@ -737,14 +687,8 @@ mod tests {
         let tie = "1.0_0000000000000011102230246251565404236316680908203125";
         assert_eq!(ok(tie), 1.0);
         assert_eq!(ok(&format!("{tie}{}", "0".repeat(900))), 1.0);
-        assert_eq!(
-            ok(&format!("{tie}{}1", "0".repeat(900))),
-            1.0 + f64::EPSILON
-        );
-        assert_eq!(
-            ok(&format!("{tie}{}1", "0".repeat(900)).replace('_', "")),
-            1.0 + f64::EPSILON
-        );
+        assert_eq!(ok(&format!("{tie}{}1", "0".repeat(900))), 1.0 + f64::EPSILON);
+        assert_eq!(ok(&format!("{tie}{}1", "0".repeat(900)).replace('_', "")), 1.0 + f64::EPSILON);
         assert_eq!(ok("1e-99999999999999999999"), 0.0);
         assert_eq!(err("1e99999999999999999999"), NumberError::Range);
         assert_eq!(ok("0e99999999999"), 0.0);
@@ -767,15 +711,71 @@ mod tests {
     #[test]
     fn fast_path_edge_cases() {
         for s in [
-            "9007199254740992", "9007199254740993", "-9007199254740993", "9007199254740991",
-            "1e22", "1e23", "1e-22", "1e-23", "9007199254740993e-22", "123456789012345678e5",
-            "1234567890123456789", "12345678901234567890", "0000000000000000000001", "000123",
-            "0", "-0", "+0", "-0.0", "-0e5", "0e400", "0e99999", ".5", "5.", "-.5", "+5.", ".",
-            "-", "+", "", "e5", "1e", "1e+", "1e-", "1e5.5", "1.5.3", "1..2", "1E3", "1e+21",
-            "1e-07", "12.000000", "0.0000001", "1e0022", "1e-0022", "1e00001", "0.1", "0.3",
-            "2.5e-3", "4.35", "99.99", "3.14159265358979", "1_000", "0x1p-2", "inf", "-Inf",
-            "nan", "NaN", "1 ", " 1", "1,5", "9999999999999999999e-22", "0.000000000000000000001",
-            "1.7976931348623157e308", "5e-324", "1e309", "1e-400",
+            "9007199254740992",
+            "9007199254740993",
+            "-9007199254740993",
+            "9007199254740991",
+            "1e22",
+            "1e23",
+            "1e-22",
+            "1e-23",
+            "9007199254740993e-22",
+            "123456789012345678e5",
+            "1234567890123456789",
+            "12345678901234567890",
+            "0000000000000000000001",
+            "000123",
+            "0",
+            "-0",
+            "+0",
+            "-0.0",
+            "-0e5",
+            "0e400",
+            "0e99999",
+            ".5",
+            "5.",
+            "-.5",
+            "+5.",
+            ".",
+            "-",
+            "+",
+            "",
+            "e5",
+            "1e",
+            "1e+",
+            "1e-",
+            "1e5.5",
+            "1.5.3",
+            "1..2",
+            "1E3",
+            "1e+21",
+            "1e-07",
+            "12.000000",
+            "0.0000001",
+            "1e0022",
+            "1e-0022",
+            "1e00001",
+            "0.1",
+            "0.3",
+            "2.5e-3",
+            "4.35",
+            "99.99",
+            "3.14159265358979",
+            "1_000",
+            "0x1p-2",
+            "inf",
+            "-Inf",
+            "nan",
+            "NaN",
+            "1 ",
+            " 1",
+            "1,5",
+            "9999999999999999999e-22",
+            "0.000000000000000000001",
+            "1.7976931348623157e308",
+            "5e-324",
+            "1e309",
+            "1e-400",
         ] {
             same_as_full(s.as_bytes());
         }
@@ -824,37 +824,14 @@ mod tests {
         assert_eq!(parse_go_int(b"-0"), Ok(0));
         assert_eq!(parse_go_int(b"9223372036854775807"), Ok(i64::MAX));
         assert_eq!(parse_go_int(b"-9223372036854775808"), Ok(i64::MIN));
-        assert_eq!(
-            parse_go_int(b"9223372036854775808"),
-            Err(NumberError::Range)
-        );
-        assert_eq!(
-            parse_go_int(b"-9223372036854775809"),
-            Err(NumberError::Range)
-        );
-        assert_eq!(
-            parse_go_int(b"99999999999999999999"),
-            Err(NumberError::Range)
-        );
-        for s in [
-            &b""[..],
-            b"+",
-            b"-",
-            b"1_000",
-            b" 1",
-            b"1 ",
-            b"1.5",
-            b"now",
-            b"0x10",
-            b"1e3",
-        ] {
+        assert_eq!(parse_go_int(b"9223372036854775808"), Err(NumberError::Range));
+        assert_eq!(parse_go_int(b"-9223372036854775809"), Err(NumberError::Range));
+        assert_eq!(parse_go_int(b"99999999999999999999"), Err(NumberError::Range));
+        for s in [&b""[..], b"+", b"-", b"1_000", b" 1", b"1 ", b"1.5", b"now", b"0x10", b"1e3"] {
             assert_eq!(parse_go_int(s), Err(NumberError::Syntax), "{s:?}");
         }
         assert_eq!(parse_go_uint(b"12345"), Ok(12345));
         assert_eq!(parse_go_uint(b"+1"), Err(NumberError::Syntax));
-        assert_eq!(
-            parse_go_uint(b"18446744073709551616"),
-            Err(NumberError::Range)
-        );
+        assert_eq!(parse_go_uint(b"18446744073709551616"), Err(NumberError::Range));
     }
 }

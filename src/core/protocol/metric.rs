@@ -98,15 +98,9 @@ impl<'a> MetricSample<'a> {
     /// text, so the sample stays allocation-free.
     pub fn values(&self) -> Values<'a> {
         if self.kind == MetricKind::Set {
-            Values {
-                first: None,
-                rest: None,
-            }
+            Values { first: None, rest: None }
         } else {
-            Values {
-                first: Some(f64::from_bits(self.first_value_bits)),
-                rest: self.more_values,
-            }
+            Values { first: Some(f64::from_bits(self.first_value_bits)), rest: self.more_values }
         }
     }
 
@@ -172,11 +166,7 @@ struct ValueList<'a> {
 /// Validate the value part of a non-set line and count its values, like the
 /// Agent's `parseFloat64` / `parseFloat64List`.
 fn validate_values(raw: &[u8]) -> Result<ValueList<'_>, ParseError> {
-    let mut list = ValueList {
-        count: 0,
-        first: 0.0,
-        more: None,
-    };
+    let mut list = ValueList { count: 0, first: 0.0, more: None };
     let mut rest = Some(raw);
     while let Some(item) = crate::core::protocol::next_piece(&mut rest, b':') {
         if item.is_empty() {
@@ -207,10 +197,7 @@ fn type_field(s: &[u8]) -> (&[u8], Option<&[u8]>) {
 }
 
 /// Parse a metric line (anything that is not an event or service check).
-pub(crate) fn parse_metric<'a>(
-    line: &'a [u8],
-    opts: &ParseOptions,
-) -> Result<MetricSample<'a>, ParseError> {
+pub(crate) fn parse_metric<'a>(line: &'a [u8], opts: &ParseOptions) -> Result<MetricSample<'a>, ParseError> {
     // Each byte of the line is searched once (SIMD): up to the first `|`,
     // then field by field.
     let (name_value, rest) = next_field(line);
@@ -227,11 +214,7 @@ pub(crate) fn parse_metric<'a>(
     let (raw_type, mut rest) = type_field(rest);
     let kind = MetricKind::from_wire(raw_type).ok_or(ParseError::UnknownType)?;
     let values = if kind == MetricKind::Set {
-        ValueList {
-            count: 1,
-            first: 0.0,
-            more: None,
-        }
+        ValueList { count: 1, first: 0.0, more: None }
     } else {
         validate_values(raw_value)?
     };
@@ -281,9 +264,7 @@ pub(crate) fn parse_metric<'a>(
 
 #[cfg(test)]
 mod tests {
-    use crate::core::protocol::{
-        parse_line, Message, MetricKind, MetricSample, ParseError, ParseOptions,
-    };
+    use crate::core::protocol::{parse_line, Message, MetricKind, MetricSample, ParseError, ParseOptions};
 
     fn m(line: &str) -> MetricSample<'_> {
         m_opts(line, &ParseOptions::default())
@@ -345,10 +326,7 @@ mod tests {
         let s = m("cpu.temp:71|g|c:ci-5d1e8a0f,in-1234|card:high");
         assert_eq!(s.container_id, None, "origin fields ignored by default");
         assert_eq!(s.cardinality, None);
-        let o = ParseOptions {
-            origin_detection_client: true,
-            ..ParseOptions::default()
-        };
+        let o = ParseOptions { origin_detection_client: true, ..ParseOptions::default() };
         let s = m_opts("cpu.temp:71|g|c:ci-5d1e8a0f,in-1234|card:high", &o);
         assert_eq!(s.container_id, Some(&b"ci-5d1e8a0f,in-1234"[..]));
         assert_eq!(s.cardinality, Some(&b"high"[..]));
@@ -369,16 +347,7 @@ mod tests {
             assert_eq!(m(&line).kind, k);
             assert_eq!(k.as_str(), t);
         }
-        for bad in [
-            "x:1|m",
-            "x:1|C",
-            "x:1|c ",
-            "x:1|gauge",
-            "x:1|",
-            "x:1||c",
-            "x:1|MS",
-            "x:1| c",
-        ] {
+        for bad in ["x:1|m", "x:1|C", "x:1|c ", "x:1|gauge", "x:1|", "x:1||c", "x:1|MS", "x:1| c"] {
             assert_eq!(e(bad), ParseError::UnknownType, "{bad}");
         }
     }
@@ -404,10 +373,7 @@ mod tests {
     fn names_are_verbatim() {
         assert_eq!(m(" page.views:1|c").name, b" page.views");
         assert_eq!(m("name with space:1|c").name, b"name with space");
-        assert_eq!(
-            m("telegraf.counter,env=prod,a=b:1|c").name,
-            b"telegraf.counter,env=prod,a=b"
-        );
+        assert_eq!(m("telegraf.counter,env=prod,a=b:1|c").name, b"telegraf.counter,env=prod,a=b");
         assert_eq!(m("_e:1|c").name, b"_e");
         let raw = b"page.\xff\xfeviews:1|c";
         match parse_line(raw, &ParseOptions::default()) {
@@ -474,10 +440,7 @@ mod tests {
         assert!(m("x:1|c|#env:test|#").tags.is_empty());
         assert_eq!(tags(&m("x:1|c|##a")), vec![&b"#a"[..]]);
         assert_eq!(tags(&m("x:1|c|#,")), vec![&b""[..], b""]);
-        assert_eq!(
-            tags(&m("tagged:1|c|#pipe|in:tag,comma,in:tag")),
-            vec![&b"pipe"[..]]
-        );
+        assert_eq!(tags(&m("tagged:1|c|#pipe|in:tag,comma,in:tag")), vec![&b"pipe"[..]]);
         assert_eq!(m("x:1|c|T1|T2").timestamp, Some(2));
     }
 
@@ -502,21 +465,13 @@ mod tests {
         assert_eq!(m("x:1|c|T1").timestamp, Some(1));
         assert_eq!(e("x:5|c|T0"), ParseError::NonPositiveTimestamp);
         assert_eq!(e("x:1|g|T-5"), ParseError::NonPositiveTimestamp);
-        for bad in [
-            "x:1|g|T1700000000.5",
-            "x:1|g|Tnow",
-            "x:1|g|T",
-            "x:1|g|T99999999999999999999",
-            "x:1|g|T1_000",
-            "x:1|g|T 1",
-        ] {
+        for bad in
+            ["x:1|g|T1700000000.5", "x:1|g|Tnow", "x:1|g|T", "x:1|g|T99999999999999999999", "x:1|g|T1_000", "x:1|g|T 1"]
+        {
             assert_eq!(e(bad), ParseError::InvalidTimestamp, "{bad}");
         }
         // Not honoured: the field is ignored entirely, even when invalid.
-        let o = ParseOptions {
-            honor_timestamps: false,
-            ..ParseOptions::default()
-        };
+        let o = ParseOptions { honor_timestamps: false, ..ParseOptions::default() };
         assert_eq!(m_opts("x:1|g|T1700000000", &o).timestamp, None);
         assert_eq!(m_opts("x:1|g|T0", &o).timestamp, None);
         assert_eq!(m_opts("x:1|g|Tnow", &o).timestamp, None);
@@ -526,14 +481,8 @@ mod tests {
     fn origin_fields() {
         let line = "x:1|c|#a:b|c:ci-0123,in-12345|e:it-false,cn-app,pu-0a1b|card:orchestrator";
         let s = m(line);
-        assert_eq!(
-            (s.container_id, s.external_data, s.cardinality),
-            (None, None, None)
-        );
-        let o = ParseOptions {
-            origin_detection_client: true,
-            ..ParseOptions::default()
-        };
+        assert_eq!((s.container_id, s.external_data, s.cardinality), (None, None, None));
+        let o = ParseOptions { origin_detection_client: true, ..ParseOptions::default() };
         let s = m_opts(line, &o);
         assert_eq!(s.container_id, Some(&b"ci-0123,in-12345"[..]));
         assert_eq!(s.external_data, Some(&b"it-false,cn-app,pu-0a1b"[..]));
@@ -548,8 +497,23 @@ mod tests {
     #[test]
     fn type_field_shortcut_matches_next_field() {
         for s in [
-            &b""[..], b"c", b"ms", b"|", b"||", b"|||", b"c|", b"c||", b"|c", b"||c", b"ms|",
-            b"ms||#a", b"m|s", b"|ms|", b"abc|d", b"c|#a:b|@0.5", b"ms|@1",
+            &b""[..],
+            b"c",
+            b"ms",
+            b"|",
+            b"||",
+            b"|||",
+            b"c|",
+            b"c||",
+            b"|c",
+            b"||c",
+            b"ms|",
+            b"ms||#a",
+            b"m|s",
+            b"|ms|",
+            b"abc|d",
+            b"c|#a:b|@0.5",
+            b"ms|@1",
         ] {
             assert_eq!(super::type_field(s), crate::core::protocol::next_field(s), "{s:?}");
         }

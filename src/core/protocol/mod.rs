@@ -39,10 +39,7 @@ pub struct ParseOptions {
 impl Default for ParseOptions {
     /// The Agent's defaults: timestamps honoured, client origin ignored.
     fn default() -> Self {
-        ParseOptions {
-            honor_timestamps: true,
-            origin_detection_client: false,
-        }
+        ParseOptions { honor_timestamps: true, origin_detection_client: false }
     }
 }
 
@@ -118,9 +115,7 @@ impl<'a> Iterator for Lines<'a> {
 /// `\n`, strip ONE trailing `\r`, skip empty lines. A bare `\r` elsewhere
 /// does not split. The last line needs no terminator.
 pub fn lines(datagram: &[u8]) -> Lines<'_> {
-    Lines {
-        rest: Some(datagram),
-    }
+    Lines { rest: Some(datagram) }
 }
 
 /// For transports listed in `dogstatsd_eol_required`: split a datagram into
@@ -189,47 +184,23 @@ mod tests {
 
     #[test]
     fn eol_required_split() {
-        assert_eq!(
-            split_terminated(b"a:1|c\nb:2|g\n"),
-            (&b"a:1|c\nb:2|g\n"[..], None)
-        );
-        assert_eq!(
-            split_terminated(b"a:1|c\nb:2|g"),
-            (&b"a:1|c\n"[..], Some(&b"b:2|g"[..]))
-        );
+        assert_eq!(split_terminated(b"a:1|c\nb:2|g\n"), (&b"a:1|c\nb:2|g\n"[..], None));
+        assert_eq!(split_terminated(b"a:1|c\nb:2|g"), (&b"a:1|c\n"[..], Some(&b"b:2|g"[..])));
         assert_eq!(split_terminated(b"a:1|c"), (&b""[..], Some(&b"a:1|c"[..])));
         assert_eq!(split_terminated(b""), (&b""[..], None));
-        assert_eq!(
-            split_terminated(b"a:1|c\n\r"),
-            (&b"a:1|c\n"[..], Some(&b"\r"[..]))
-        );
+        assert_eq!(split_terminated(b"a:1|c\n\r"), (&b"a:1|c\n"[..], Some(&b"\r"[..])));
     }
 
     #[test]
     fn classification() {
         let o = ParseOptions::default();
-        assert!(matches!(
-            parse_line(b"_e{1,1}:a|b", &o),
-            Ok(Message::Event(_))
-        ));
-        assert!(matches!(
-            parse_line(b"_sc|a|0", &o),
-            Ok(Message::ServiceCheck(_))
-        ));
+        assert!(matches!(parse_line(b"_e{1,1}:a|b", &o), Ok(Message::Event(_))));
+        assert!(matches!(parse_line(b"_sc|a|0", &o), Ok(Message::ServiceCheck(_))));
         assert!(matches!(parse_line(b"_e:1|c", &o), Ok(Message::Metric(_))));
         assert!(matches!(parse_line(b"_s:1|c", &o), Ok(Message::Metric(_))));
-        assert_eq!(
-            parse_line(b"_e{", &o).map(|_| ()),
-            Err(ParseError::EventHeader)
-        );
-        assert_eq!(
-            parse_line(b"_sc", &o).map(|_| ()),
-            Err(ParseError::ServiceCheckFormat)
-        );
-        assert_eq!(
-            parse_line(b"GET / HTTP/1.1", &o).map(|_| ()),
-            Err(ParseError::MissingPipe)
-        );
+        assert_eq!(parse_line(b"_e{", &o).map(|_| ()), Err(ParseError::EventHeader));
+        assert_eq!(parse_line(b"_sc", &o).map(|_| ()), Err(ParseError::ServiceCheckFormat));
+        assert_eq!(parse_line(b"GET / HTTP/1.1", &o).map(|_| ()), Err(ParseError::MissingPipe));
         let m = parse_line(b"x:1|c", &o).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.message_type(), "metrics");
     }

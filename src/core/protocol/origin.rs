@@ -100,10 +100,7 @@ mod tests {
         assert_eq!(LocalData::parse(b"ci-abc").container_id, Some(&b"abc"[..]));
         assert_eq!(LocalData::parse(b"in-7").inode, Some(7));
         assert_eq!(LocalData::parse(b"in-x").inode, None);
-        assert_eq!(
-            LocalData::parse(b"cid-legacy").container_id,
-            Some(&b"legacy"[..])
-        );
+        assert_eq!(LocalData::parse(b"cid-legacy").container_id, Some(&b"legacy"[..]));
         assert_eq!(LocalData::parse(b"rawid").container_id, Some(&b"rawid"[..]));
         // cid- only counts as a single item.
         assert_eq!(LocalData::parse(b"cid-x,in-1").container_id, None);

@@ -110,19 +110,13 @@ mod tests {
     fn sc_opts<'a>(line: &'a [u8], o: &ParseOptions) -> ServiceCheckMessage<'a> {
         match parse_line(line, o) {
             Ok(Message::ServiceCheck(s)) => s,
-            other => panic!(
-                "{:?}: expected service check, got {other:?}",
-                String::from_utf8_lossy(line)
-            ),
+            other => panic!("{:?}: expected service check, got {other:?}", String::from_utf8_lossy(line)),
         }
     }
     fn err(line: &[u8]) -> ParseError {
         match parse_line(line, &ParseOptions::default()) {
             Err(e) => e,
-            Ok(m) => panic!(
-                "{:?}: expected error, got {m:?}",
-                String::from_utf8_lossy(line)
-            ),
+            Ok(m) => panic!("{:?}: expected error, got {m:?}", String::from_utf8_lossy(line)),
         }
     }
 
@@ -144,16 +138,9 @@ mod tests {
             let line = format!("_sc|x|{st}");
             assert_eq!(sc(line.as_bytes()).status, st);
         }
-        for bad in [
-            &b"_sc|x|4"[..],
-            b"_sc|x|7",
-            b"_sc|x|-1",
-            b"_sc|x|OK",
-            b"_sc|x|00",
-            b"_sc|x|",
-            b"_sc|x| 0",
-            b"_sc|x|0 ",
-        ] {
+        for bad in
+            [&b"_sc|x|4"[..], b"_sc|x|7", b"_sc|x|-1", b"_sc|x|OK", b"_sc|x|00", b"_sc|x|", b"_sc|x| 0", b"_sc|x|0 "]
+        {
             assert_eq!(err(bad), ParseError::ServiceCheckStatus);
         }
     }
@@ -165,14 +152,8 @@ mod tests {
         assert_eq!(s.hostname, Some(&b"db-01"[..]));
         assert_eq!(s.message, Some(&b"Connection refused"[..]));
         assert_eq!(s.tags.raw(), b"a:b");
-        assert_eq!(
-            sc(b"_sc|x|0|m:pipe | in message").message,
-            Some(&b"pipe "[..])
-        );
-        assert_eq!(
-            sc(b"_sc|x|3|#a:b|m:multi\\nline m\\:message").message,
-            Some(&b"multi\\nline m\\:message"[..])
-        );
+        assert_eq!(sc(b"_sc|x|0|m:pipe | in message").message, Some(&b"pipe "[..]));
+        assert_eq!(sc(b"_sc|x|3|#a:b|m:multi\\nline m\\:message").message, Some(&b"multi\\nline m\\:message"[..]));
         assert_eq!(sc(b"_sc|x|0|d:notanumber").timestamp, 0);
         assert_eq!(sc(b"_sc|x|0|d:5|d:bad").timestamp, 5);
         assert_eq!(sc(b"_sc|x|0|").message, None);
@@ -185,14 +166,8 @@ mod tests {
     fn origin_fields() {
         let line = b"_sc|x|0|c:ci-1|card:high|e:pu-2";
         let s = sc(line);
-        assert_eq!(
-            (s.container_id, s.cardinality, s.external_data),
-            (None, None, None)
-        );
-        let o = ParseOptions {
-            origin_detection_client: true,
-            ..ParseOptions::default()
-        };
+        assert_eq!((s.container_id, s.cardinality, s.external_data), (None, None, None));
+        let o = ParseOptions { origin_detection_client: true, ..ParseOptions::default() };
         let s = sc_opts(line, &o);
         assert_eq!(s.container_id, Some(&b"ci-1"[..]));
         assert_eq!(s.cardinality, Some(&b"high"[..]));
@@ -206,9 +181,6 @@ mod tests {
         assert_eq!(err(b"_scapp.is_ok|0"), ParseError::ServiceCheckFormat);
         assert_eq!(err(b"_sc||0"), ParseError::ServiceCheckName);
         assert_eq!(err(b"_sc|x|"), ParseError::ServiceCheckStatus);
-        assert_eq!(
-            ParseError::ServiceCheckName.message_type(),
-            "service_checks"
-        );
+        assert_eq!(ParseError::ServiceCheckName.message_type(), "service_checks");
     }
 }

@@ -26,13 +26,7 @@ impl<'a> Tags<'a> {
     /// The tags one by one, in wire order, duplicates and empty tags kept
     /// (de-duplication is the aggregator's job, as in the Agent).
     pub fn iter(&self) -> TagIter<'a> {
-        TagIter {
-            rest: if self.raw.is_empty() {
-                None
-            } else {
-                Some(self.raw)
-            },
-        }
+        TagIter { rest: if self.raw.is_empty() { None } else { Some(self.raw) } }
     }
 
     /// True when there is no tag (absent or empty `#` field).
@@ -65,9 +59,7 @@ impl<'a> IntoIterator for Tags<'a> {
 
 impl fmt::Debug for Tags<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.iter().map(|t| String::from_utf8_lossy(t)))
-            .finish()
+        f.debug_list().entries(self.iter().map(|t| String::from_utf8_lossy(t))).finish()
     }
 }
 

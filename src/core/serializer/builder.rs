@@ -133,11 +133,7 @@ impl PayloadBuilder {
             header: Vec::new(),
             footer: Vec::new(),
             separator: Vec::new(),
-            limits: Limits {
-                max_compressed: 0,
-                max_uncompressed: 0,
-                max_weight: None,
-            },
+            limits: Limits { max_compressed: 0, max_uncompressed: 0, max_weight: None },
             written: 0,
             repacks: 0,
             items: 0,
@@ -181,11 +177,7 @@ impl PayloadBuilder {
         let stage = if stable {
             limits.max_uncompressed
         } else {
-            limits
-                .max_uncompressed
-                .min(limits.max_compressed)
-                .saturating_add(1024)
-                .min(PREALLOC_CAP)
+            limits.max_uncompressed.min(limits.max_compressed).saturating_add(1024).min(PREALLOC_CAP)
         };
         if self.input.capacity() < stage {
             self.input.reserve(stage - self.input.len());
@@ -285,8 +277,7 @@ impl PayloadBuilder {
             u = u.saturating_add(self.separator.len());
         }
         let left = self.limits.max_compressed as i128 - self.compressed.len() as i128;
-        self.kind.bound(u) as i128 <= left
-            && self.written.saturating_add(u) <= self.limits.max_uncompressed
+        self.kind.bound(u) as i128 <= left && self.written.saturating_add(u) <= self.limits.max_uncompressed
     }
 
     /// The Agent's `AddItem` with an optional weight limit. On
@@ -301,11 +292,7 @@ impl PayloadBuilder {
         }
         if let Some(maxw) = self.limits.max_weight {
             if self.weight.saturating_add(weight) > maxw {
-                return Err(if self.items == 0 {
-                    AddError::ItemTooBig
-                } else {
-                    AddError::PayloadFull
-                });
+                return Err(if self.items == 0 { AddError::ItemTooBig } else { AddError::PayloadFull });
             }
         }
         if self.repacks >= MAX_REPACKS {
@@ -313,19 +300,11 @@ impl PayloadBuilder {
         }
         if !self.has_room(item.len()) {
             if self.staged() == 0 {
-                return Err(if self.items == 0 {
-                    AddError::ItemTooBig
-                } else {
-                    AddError::PayloadFull
-                });
+                return Err(if self.items == 0 { AddError::ItemTooBig } else { AddError::PayloadFull });
             }
             self.pack()?;
             if !self.has_room(item.len()) {
-                return Err(if self.items == 0 {
-                    AddError::ItemTooBig
-                } else {
-                    AddError::PayloadFull
-                });
+                return Err(if self.items == 0 { AddError::ItemTooBig } else { AddError::PayloadFull });
             }
             self.repacks += 1;
         }
@@ -387,13 +366,8 @@ impl PayloadBuilder {
         self.base = 0;
         self.counters.total_cycles += 1;
         self.counters.bytes_in += self.written as u64;
-        if self.compressed.len() > self.limits.max_compressed
-            || self.written > self.limits.max_uncompressed
-        {
-            return Err(CloseError::OverLimit {
-                compressed: self.compressed.len(),
-                uncompressed: self.written,
-            });
+        if self.compressed.len() > self.limits.max_compressed || self.written > self.limits.max_uncompressed {
+            return Err(CloseError::OverLimit { compressed: self.compressed.len(), uncompressed: self.written });
         }
         self.counters.total_payloads += 1;
         self.counters.bytes_out += self.compressed.len() as u64;
@@ -411,11 +385,7 @@ mod tests {
     use super::*;
 
     fn limits(c: usize, u: usize) -> Limits {
-        Limits {
-            max_compressed: c,
-            max_uncompressed: u,
-            max_weight: None,
-        }
+        Limits { max_compressed: c, max_uncompressed: u, max_weight: None }
     }
 
     #[test]

@@ -95,23 +95,17 @@ impl Compression {
                 let extra = if n < 131072 { (131072 - n) >> 11 } else { 0 };
                 n.saturating_add(n >> 8).saturating_add(extra)
             }
-            Compression::Zlib => n
-                .saturating_add(n >> 12)
-                .saturating_add(n >> 14)
-                .saturating_add(n >> 25)
-                .saturating_add(13),
-            Compression::Gzip => n
-                .saturating_add(n >> 12)
-                .saturating_add(n >> 14)
-                .saturating_add(n >> 25)
-                .saturating_add(33),
+            Compression::Zlib => {
+                n.saturating_add(n >> 12).saturating_add(n >> 14).saturating_add(n >> 25).saturating_add(13)
+            }
+            Compression::Gzip => {
+                n.saturating_add(n >> 12).saturating_add(n >> 14).saturating_add(n >> 25).saturating_add(33)
+            }
             Compression::Lz4 => {
                 // Frame worst case: header (7) + end mark (4) + per 64 KiB
                 // block a 4-byte size and the lz4 block bound (n/255 + 16).
                 let blocks = n / LZ4_BLOCK + 1;
-                n.saturating_add(n / 255)
-                    .saturating_add(blocks.saturating_mul(20))
-                    .saturating_add(11)
+                n.saturating_add(n / 255).saturating_add(blocks.saturating_mul(20)).saturating_add(11)
             }
             Compression::None => n,
         }
@@ -159,27 +153,16 @@ impl StreamEncoder {
     /// Creates the encoder (allocates the compression context once).
     pub fn new(kind: Compression) -> Result<StreamEncoder, CompressError> {
         let inner = match kind {
-            Compression::Zstd { level } => {
-                Inner::Zstd(ZstdCtx::new(level)?)
-            }
-            Compression::Zlib => Inner::Zlib(flate2::Compress::new(
-                flate2::Compression::new(DEFLATE_LEVEL),
-                true,
-            )),
+            Compression::Zstd { level } => Inner::Zstd(ZstdCtx::new(level)?),
+            Compression::Zlib => Inner::Zlib(flate2::Compress::new(flate2::Compression::new(DEFLATE_LEVEL), true)),
             Compression::Gzip => Inner::Gzip {
                 deflate: flate2::Compress::new(flate2::Compression::new(DEFLATE_LEVEL), false),
                 crc: flate2::Crc::new(),
             },
-            Compression::Lz4 => Inner::Lz4 {
-                pending: Vec::with_capacity(LZ4_BLOCK),
-            },
+            Compression::Lz4 => Inner::Lz4 { pending: Vec::with_capacity(LZ4_BLOCK) },
             Compression::None => Inner::None,
         };
-        Ok(StreamEncoder {
-            kind,
-            inner,
-            bytes_in: 0,
-        })
+        Ok(StreamEncoder { kind, inner, bytes_in: 0 })
     }
 
     /// The compressor this encoder implements.
@@ -258,9 +241,7 @@ impl StreamEncoder {
                 z.drain(&[], &mut 0, out, zstd_sys::ZSTD_EndDirective::ZSTD_e_flush)?
             }
             Inner::Zlib(c) => deflate_run(c, &[], out, flate2::FlushCompress::Sync)?,
-            Inner::Gzip { deflate, .. } => {
-                deflate_run(deflate, &[], out, flate2::FlushCompress::Sync)?
-            }
+            Inner::Gzip { deflate, .. } => deflate_run(deflate, &[], out, flate2::FlushCompress::Sync)?,
             Inner::Lz4 { pending } => {
                 if !pending.is_empty() {
                     lz4_block(pending, out)?;
@@ -316,9 +297,7 @@ impl StreamEncoder {
         self.bytes_in = 0;
         match &mut self.inner {
             Inner::Zstd(z) => z.reset(true),
-            _ => Err(CompressError::Io(io::Error::other(
-                "stable input is only supported by zstd",
-            ))),
+            _ => Err(CompressError::Io(io::Error::other("stable input is only supported by zstd"))),
         }
     }
 
@@ -326,11 +305,7 @@ impl StreamEncoder {
     /// flushes (`end == false`: `ZSTD_e_flush`, one call instead of
     /// write + flush) or ends the frame (`end == true`).
     pub fn feed_stable(&mut self, all: &[u8], end: bool, out: &mut Vec<u8>) -> Result<(), CompressError> {
-        let op = if end {
-            zstd_sys::ZSTD_EndDirective::ZSTD_e_end
-        } else {
-            zstd_sys::ZSTD_EndDirective::ZSTD_e_flush
-        };
+        let op = if end { zstd_sys::ZSTD_EndDirective::ZSTD_e_end } else { zstd_sys::ZSTD_EndDirective::ZSTD_e_flush };
         match &mut self.inner {
             Inner::Zstd(z) => {
                 let before = z.consumed;
@@ -342,9 +317,7 @@ impl StreamEncoder {
                 self.bytes_in += pos - before;
                 Ok(())
             }
-            _ => Err(CompressError::Io(io::Error::other(
-                "stable input is only supported by zstd",
-            ))),
+            _ => Err(CompressError::Io(io::Error::other("stable input is only supported by zstd"))),
         }
     }
 }
@@ -409,15 +382,9 @@ impl ZstdCtx {
     fn new(level: i32) -> Result<ZstdCtx, CompressError> {
         // SAFETY: plain constructor; null is handled.
         let ptr = unsafe { zstd_sys::ZSTD_createCCtx() };
-        let ctx = NonNull::new(ptr)
-            .ok_or_else(|| CompressError::Io(io::Error::other("zstd: cannot allocate context")))?;
-        let mut z = ZstdCtx {
-            ctx,
-            level,
-            stable: false,
-            frame_src: std::ptr::null(),
-            consumed: 0,
-        };
+        let ctx =
+            NonNull::new(ptr).ok_or_else(|| CompressError::Io(io::Error::other("zstd: cannot allocate context")))?;
+        let mut z = ZstdCtx { ctx, level, stable: false, frame_src: std::ptr::null(), consumed: 0 };
         z.reset(false)?;
         Ok(z)
     }
@@ -444,9 +411,7 @@ impl ZstdCtx {
 
     fn check_not_stable(&self) -> Result<(), CompressError> {
         if self.stable {
-            return Err(CompressError::Io(io::Error::other(
-                "zstd stream is in stable-input mode: use feed_stable",
-            )));
+            return Err(CompressError::Io(io::Error::other("zstd stream is in stable-input mode: use feed_stable")));
         }
         Ok(())
     }
@@ -481,11 +446,8 @@ impl ZstdCtx {
             size: out.capacity() - len,
             pos: 0,
         };
-        let mut ib = zstd_sys::ZSTD_inBuffer {
-            src: src.as_ptr() as *const std::ffi::c_void,
-            size: src.len(),
-            pos: *pos,
-        };
+        let mut ib =
+            zstd_sys::ZSTD_inBuffer { src: src.as_ptr() as *const std::ffi::c_void, size: src.len(), pos: *pos };
         // SAFETY: `ob` describes the spare capacity of `out`, `ib` the live
         // slice `src`; in stable mode the earlier bytes of the frame are the
         // prefix of this same slice (checked above), so every byte zstd reads
@@ -543,9 +505,8 @@ fn deflate_run(
         spare(out, (data.len() - consumed) / 2 + 4096);
         let before_in = c.total_in();
         let before_len = out.len();
-        let status = c
-            .compress_vec(&data[consumed..], out, flush)
-            .map_err(|e| CompressError::Io(io::Error::other(e)))?;
+        let status =
+            c.compress_vec(&data[consumed..], out, flush).map_err(|e| CompressError::Io(io::Error::other(e)))?;
         consumed += (c.total_in() - before_in) as usize;
         let produced = out.len() - before_len;
         let out_full = out.len() == out.capacity();
@@ -721,10 +682,7 @@ mod tests {
     fn stable_round_trip_in_place() {
         // Growing one buffer, flushing after each append, then ending: the
         // frame decodes to the whole buffer.
-        let data = pseudo_random(200_000, 9)
-            .iter()
-            .map(|b| b % 16)
-            .collect::<Vec<u8>>();
+        let data = pseudo_random(200_000, 9).iter().map(|b| b % 16).collect::<Vec<u8>>();
         let mut enc = StreamEncoder::new(Compression::Zstd { level: 1 }).unwrap();
         assert!(enc.supports_stable_input());
         let mut buf: Vec<u8> = Vec::with_capacity(data.len());
@@ -767,9 +725,7 @@ mod tests {
         // Bypass our own guard so that zstd's check is what answers.
         z.frame_src = b.as_ptr();
         let mut pos = a.len();
-        let err = z
-            .step(&b, &mut pos, &mut out, zstd_sys::ZSTD_EndDirective::ZSTD_e_end)
-            .unwrap_err();
+        let err = z.step(&b, &mut pos, &mut out, zstd_sys::ZSTD_EndDirective::ZSTD_e_end).unwrap_err();
         assert!(err.to_string().contains("stabilit"), "{err}");
         // Our own guard catches a moved buffer before zstd is called.
         z.reset(true).unwrap();

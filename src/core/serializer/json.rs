@@ -143,7 +143,8 @@ fn render_series_v1_inner(buf: &mut Vec<u8>, s: &Series) -> Result<(), RenderErr
         buf.push(b']');
     }
     buf.extend_from_slice(b"],\"tags\":");
-    let device = s.id.tag_bytes().rev().find_map(|t| t.strip_prefix(DEVICE_TAG.as_bytes())).map(crate::core::model::lossy);
+    let device =
+        s.id.tag_bytes().rev().find_map(|t| t.strip_prefix(DEVICE_TAG.as_bytes())).map(crate::core::model::lossy);
     write_str_array(
         buf,
         s.id.tag_bytes()

@@ -46,9 +46,7 @@ impl PayloadKind {
     pub fn content_type(self) -> &'static str {
         match self {
             PayloadKind::SeriesV2 | PayloadKind::Sketches => "application/x-protobuf",
-            PayloadKind::SeriesV1 | PayloadKind::ServiceChecks | PayloadKind::Events => {
-                "application/json"
-            }
+            PayloadKind::SeriesV1 | PayloadKind::ServiceChecks | PayloadKind::Events => "application/json",
         }
     }
 
@@ -257,7 +255,12 @@ impl Serializer {
         self.split(sketches, out, |ser, part, out| ser.sketches(part.iter(), out));
     }
 
-    fn split<T: Sync>(&mut self, items: &[T], out: &mut Vec<Payload>, build: impl Fn(&mut Serializer, &[T], &mut Vec<Payload>) + Sync) {
+    fn split<T: Sync>(
+        &mut self,
+        items: &[T],
+        out: &mut Vec<Payload>,
+        build: impl Fn(&mut Serializer, &[T], &mut Vec<Payload>) + Sync,
+    ) {
         let threads = self.helpers.len() + 1;
         if threads == 1 || items.len() < PARALLEL_MIN_ITEMS {
             return build(self, items, out);
@@ -464,11 +467,7 @@ impl Serializer {
 
     /// Service checks JSON array (`/api/v1/check_run`): like every JSON
     /// builder it always emits at least one payload (`[]`).
-    pub fn service_checks<'a>(
-        &mut self,
-        checks: impl Iterator<Item = &'a ServiceCheck>,
-        out: &mut Vec<Payload>,
-    ) {
+    pub fn service_checks<'a>(&mut self, checks: impl Iterator<Item = &'a ServiceCheck>, out: &mut Vec<Payload>) {
         self.stats.total_calls += 1;
         let limits = self.config.json_limits();
         self.builder.configure(b"[", b"]", b",", limits);
@@ -512,8 +511,8 @@ impl Serializer {
             self.item.clear();
             json::write_str(&mut self.item, group);
             let fresh_len = self.item.len() + 2 + body_len; // "g":[ + body
-            // Dropped when it cannot fit even an empty payload (checked with
-            // the group-opening prefix, so no payload is closed in vain).
+                                                            // Dropped when it cannot fit even an empty payload (checked with
+                                                            // the group-opening prefix, so no payload is closed in vain).
             if !self.builder.fits_alone(fresh_len, 0) {
                 self.stats.events_dropped += 1;
                 continue;
@@ -638,10 +637,23 @@ mod tests {
         let sketches: Vec<SketchSeries> = (0..PARALLEL_MIN_ITEMS + 3)
             .map(|i| SketchSeries {
                 id: SeriesId::owned(format!("d.{i}"), "h".into(), vec![]),
-                dogsketches: vec![crate::core::model::Dogsketch { ts: 1, cnt: 1, min: 1.0, max: 1.0, avg: 1.0, sum: 1.0, keys: vec![i as i32], counts: vec![1] }],
+                dogsketches: vec![crate::core::model::Dogsketch {
+                    ts: 1,
+                    cnt: 1,
+                    min: 1.0,
+                    max: 1.0,
+                    avg: 1.0,
+                    sum: 1.0,
+                    keys: vec![i as i32],
+                    counts: vec![1],
+                }],
             })
             .collect();
-        let cfg = SerializerConfig { max_series_points_per_payload: 1000, max_payload_size: 20_000, ..SerializerConfig::default() };
+        let cfg = SerializerConfig {
+            max_series_points_per_payload: 1000,
+            max_payload_size: 20_000,
+            ..SerializerConfig::default()
+        };
         let run = |threads: usize| {
             let mut ser = Serializer::new(cfg).unwrap();
             ser.set_encode_threads(threads).unwrap();
@@ -682,10 +694,7 @@ mod tests {
     }
 
     fn none_cfg() -> SerializerConfig {
-        SerializerConfig {
-            compression: Compression::None,
-            ..SerializerConfig::default()
-        }
+        SerializerConfig { compression: Compression::None, ..SerializerConfig::default() }
     }
 
     fn body(p: &Payload) -> String {
@@ -728,7 +737,11 @@ mod tests {
     #[test]
     fn series_v1_device_and_resource_tags() {
         let s = Series {
-            id: SeriesId::owned("m".into(), "".into(), vec!["dd.internal.resource:db:x".into(), "device:sda".into(), "k:v".into()]),
+            id: SeriesId::owned(
+                "m".into(),
+                "".into(),
+                vec!["dd.internal.resource:db:x".into(), "device:sda".into(), "k:v".into()],
+            ),
             points: vec![],
             metric_type: MetricType::Count,
             interval: 0,
@@ -809,11 +822,7 @@ mod tests {
                 ..Event::default()
             })
             .collect();
-        let cfg = SerializerConfig {
-            max_payload_size: 250,
-            max_uncompressed_payload_size: 250,
-            ..none_cfg()
-        };
+        let cfg = SerializerConfig { max_payload_size: 250, max_uncompressed_payload_size: 250, ..none_cfg() };
         let mut ser = Serializer::new(cfg).unwrap();
         let mut out = Vec::new();
         ser.events(&mut evs, "h\"x", &mut out);
@@ -843,8 +852,22 @@ mod tests {
             origin: Origin::DogStatsD,
         };
         let sk = SketchSeries { id: SeriesId::owned("d".into(), String::new(), vec![]), dogsketches: vec![] };
-        let c = ServiceCheck { check: "c".into(), host_name: String::new(), timestamp: 0, status: 9, message: String::new(), tags: vec![] };
-        for comp in [Compression::Zstd { level: 1 }, Compression::Zstd { level: 99 }, Compression::Zlib, Compression::Gzip, Compression::Lz4, Compression::None] {
+        let c = ServiceCheck {
+            check: "c".into(),
+            host_name: String::new(),
+            timestamp: 0,
+            status: 9,
+            message: String::new(),
+            tags: vec![],
+        };
+        for comp in [
+            Compression::Zstd { level: 1 },
+            Compression::Zstd { level: 99 },
+            Compression::Zlib,
+            Compression::Gzip,
+            Compression::Lz4,
+            Compression::None,
+        ] {
             for lim in [0usize, 1, 5, usize::MAX] {
                 let cfg = SerializerConfig {
                     compression: comp,

@@ -501,19 +501,14 @@ mod tests {
     use crate::core::model::Point;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace()
-            .map(|b| u8::from_str_radix(b, 16).unwrap())
-            .collect()
+        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
     }
 
     #[test]
     fn series_worked_example() {
         let s = Series {
             id: SeriesId::owned("m".into(), "h1".into(), vec!["a:b".into()]),
-            points: vec![Point {
-                timestamp: 1700000000,
-                value: 1.0,
-            }],
+            points: vec![Point { timestamp: 1700000000, value: 1.0 }],
             metric_type: MetricType::Gauge,
             interval: 10,
             source_type_name: String::new(),
@@ -521,10 +516,8 @@ mod tests {
         };
         let mut b = Vec::new();
         encode_series(&mut b, &s);
-        let want = hex(
-            "0a 31 0a 0a 0a 04 68 6f 73 74 12 02 68 31 12 01 6d 1a 03 61 3a 62 28 03 40 0a
-             22 0f 10 80 e2 cf aa 06 09 00 00 00 00 00 00 f0 3f 4a 06 0a 04 20 0a 28 0a",
-        );
+        let want = hex("0a 31 0a 0a 0a 04 68 6f 73 74 12 02 68 31 12 01 6d 1a 03 61 3a 62 28 03 40 0a
+             22 0f 10 80 e2 cf aa 06 09 00 00 00 00 00 00 f0 3f 4a 06 0a 04 20 0a 28 0a");
         assert_eq!(b, want);
     }
 
@@ -546,26 +539,28 @@ mod tests {
         let mut b = Vec::new();
         encode_sketch(&mut b, &s);
         b.extend_from_slice(&SKETCH_PAYLOAD_FOOTER);
-        let want = hex(
-            "0a 4e 0a 03 6c 61 74 12 02 68 31 22 03 61 3a 62 3a 36
+        let want = hex("0a 4e 0a 03 6c 61 74 12 02 68 31 22 03 61 3a 62 3a 36
              08 80 e2 cf aa 06 10 02 19 00 00 00 00 00 00 f0 3f 21 00 00 00 00 00 00 08 40
              29 00 00 00 00 00 00 00 40 31 00 00 00 00 00 00 10 40 3a 04 f4 14 82 16 42 02 01 01
-             42 06 0a 04 20 0a 28 0a 12 00",
-        );
+             42 06 0a 04 20 0a 28 0a 12 00");
         assert_eq!(b, want);
     }
 
     #[test]
     fn resources_and_zero_skipping() {
         let s = Series {
-            id: SeriesId::owned("m".into(), String::new(), vec![
-                "device:sda".into(),
-                "dd.internal.resource:database_instance:db1".into(),
-                "dd.internal.resource:bad".into(),
-                "dd.internal.resource::x".into(),
-                "device:sdb".into(),
-                "z:1".into(),
-            ]),
+            id: SeriesId::owned(
+                "m".into(),
+                String::new(),
+                vec![
+                    "device:sda".into(),
+                    "dd.internal.resource:database_instance:db1".into(),
+                    "dd.internal.resource:bad".into(),
+                    "dd.internal.resource::x".into(),
+                    "device:sdb".into(),
+                    "z:1".into(),
+                ],
+            ),
             points: vec![Point { timestamp: 0, value: -0.0 }],
             metric_type: MetricType::Count,
             interval: 0,
@@ -610,8 +605,23 @@ mod tests {
         let cases: Vec<Case> = vec![
             (b"m", b"h1", vec![b"a:b"]),
             (b"", b"", vec![]),
-            (b"caf\xc3\xa9.x", b"h\xc3\xa9", vec![b"", b"a:\xc3\xa9", b"device:sda", b"device:", b"device:sdb", b"d", b"dev:x"]),
-            (b"m", b"h", vec![b"dd.internal.resource:db:x", b"dd.internal.resource:bad", b"dd.internal.resource::x", b"dd.internal.resource:t:", b"dd.internal.resource:a:b:c", b"z:1"]),
+            (
+                b"caf\xc3\xa9.x",
+                b"h\xc3\xa9",
+                vec![b"", b"a:\xc3\xa9", b"device:sda", b"device:", b"device:sdb", b"d", b"dev:x"],
+            ),
+            (
+                b"m",
+                b"h",
+                vec![
+                    b"dd.internal.resource:db:x",
+                    b"dd.internal.resource:bad",
+                    b"dd.internal.resource::x",
+                    b"dd.internal.resource:t:",
+                    b"dd.internal.resource:a:b:c",
+                    b"z:1",
+                ],
+            ),
             (b"m", b"h", vec![b"a", b"device:\xff"]),
             (b"m", b"h", vec![b"a", b"dd.internal.resource:\xff:x"]),
             (b"m", b"h", vec![b"\xfe", b"b"]),
@@ -623,7 +633,9 @@ mod tests {
             let key = Arc::new(ContextKey::new(0, name, host, tags.iter().copied()));
             let owned_tags: Vec<String> = tags.iter().map(|t| lossy(t)).collect();
             for suffix in ["", ".95percentile"] {
-                for points in [vec![], vec![Point { timestamp: 1_700_000_000, value: 0.5 }, Point { timestamp: 0, value: 0.0 }]] {
+                for points in
+                    [vec![], vec![Point { timestamp: 1_700_000_000, value: 0.5 }, Point { timestamp: 0, value: 0.0 }]]
+                {
                     let mk = |id: SeriesId| Series {
                         id,
                         points: points.clone(),
@@ -644,9 +656,24 @@ mod tests {
                     let fast = put_record(&mut Vec::new(), |b| series_body_from_context(b, &key, suffix, &ctx));
                     assert_eq!(fast, all_valid, "fast path taken iff all parts are valid UTF-8");
                 }
-                let d = Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
-                let ctx = SketchSeries { id: SeriesId::context(key.clone(), Cow::Borrowed(suffix)), dogsketches: vec![d.clone()] };
-                let own = SketchSeries { id: SeriesId::owned(format!("{}{suffix}", lossy(name)), lossy(host), owned_tags.clone()), dogsketches: vec![d] };
+                let d = Dogsketch {
+                    ts: 1,
+                    cnt: 2,
+                    min: 1.0,
+                    max: 2.0,
+                    avg: 1.5,
+                    sum: 3.0,
+                    keys: vec![-1, 3],
+                    counts: vec![1, 1],
+                };
+                let ctx = SketchSeries {
+                    id: SeriesId::context(key.clone(), Cow::Borrowed(suffix)),
+                    dogsketches: vec![d.clone()],
+                };
+                let own = SketchSeries {
+                    id: SeriesId::owned(format!("{}{suffix}", lossy(name)), lossy(host), owned_tags.clone()),
+                    dogsketches: vec![d],
+                };
                 let (mut a, mut b) = (vec![7u8], vec![7u8]);
                 encode_sketch(&mut a, &ctx);
                 encode_sketch(&mut b, &own);
@@ -656,7 +683,14 @@ mod tests {
         // A body longer than 127 bytes needs a two-byte length varint.
         let long = vec![b'x'; 300];
         let key = Arc::new(ContextKey::new(0, b"m", b"h", [&long[..]].into_iter()));
-        let mk = |id: SeriesId| Series { id, points: vec![], metric_type: MetricType::Rate, interval: 10, source_type_name: String::new(), origin: Origin::DogStatsD };
+        let mk = |id: SeriesId| Series {
+            id,
+            points: vec![],
+            metric_type: MetricType::Rate,
+            interval: 10,
+            source_type_name: String::new(),
+            origin: Origin::DogStatsD,
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         encode_series(&mut a, &mk(SeriesId::context(key, Cow::Borrowed(""))));
         encode_series(&mut b, &mk(SeriesId::owned("m".into(), "h".into(), vec![String::from_utf8(long).unwrap()])));
@@ -671,21 +705,32 @@ mod tests {
         use crate::core::model::{ContextKey, Dogsketch};
         use std::borrow::Cow;
         use std::sync::Arc;
-        let raw_tags: Vec<&[u8]> = vec![b"a:\xff\"q\"", b"dd.internal.resource:db:x", b"dd.internal.resource:bad", b"device:sd\xfe", b"device:sdb", b"z:\n1"];
+        let raw_tags: Vec<&[u8]> = vec![
+            b"a:\xff\"q\"",
+            b"dd.internal.resource:db:x",
+            b"dd.internal.resource:bad",
+            b"device:sd\xfe",
+            b"device:sdb",
+            b"z:\n1",
+        ];
         let key = Arc::new(ContextKey::new(0, b"m\xc3.x\t", b"h\x80", raw_tags.iter().copied()));
         let lossy = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
         let owned_tags: Vec<String> = raw_tags.iter().map(|t| lossy(t)).collect();
         for suffix in ["", ".95percentile"] {
             let mk = |id: SeriesId| Series {
                 id,
-                points: vec![Point { timestamp: 1_700_000_000, value: 0.5 }, Point { timestamp: 1_700_000_010, value: 0.0 }],
+                points: vec![
+                    Point { timestamp: 1_700_000_000, value: 0.5 },
+                    Point { timestamp: 1_700_000_010, value: 0.0 },
+                ],
                 metric_type: MetricType::Rate,
                 interval: 10,
                 source_type_name: String::new(),
                 origin: Origin::DogStatsD,
             };
             let ctx = mk(SeriesId::context(key.clone(), Cow::Borrowed(suffix)));
-            let own = mk(SeriesId::owned(format!("{}{suffix}", lossy(key.name())), lossy(key.host()), owned_tags.clone()));
+            let own =
+                mk(SeriesId::owned(format!("{}{suffix}", lossy(key.name())), lossy(key.host()), owned_tags.clone()));
             assert_eq!(ctx, own);
             let (mut a, mut b) = (Vec::new(), Vec::new());
             encode_series(&mut a, &ctx);
@@ -696,9 +741,13 @@ mod tests {
             crate::core::serializer::json::render_series_v1(&mut b, &own).unwrap();
             assert_eq!(a, b, "json, suffix {suffix:?}");
         }
-        let d = Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
+        let d =
+            Dogsketch { ts: 1, cnt: 2, min: 1.0, max: 2.0, avg: 1.5, sum: 3.0, keys: vec![-1, 3], counts: vec![1, 1] };
         let ctx = SketchSeries { id: SeriesId::context(key.clone(), Cow::Borrowed("")), dogsketches: vec![d.clone()] };
-        let own = SketchSeries { id: SeriesId::owned(lossy(key.name()), lossy(key.host()), owned_tags), dogsketches: vec![d] };
+        let own = SketchSeries {
+            id: SeriesId::owned(lossy(key.name()), lossy(key.host()), owned_tags),
+            dogsketches: vec![d],
+        };
         let (mut a, mut b) = (Vec::new(), Vec::new());
         encode_sketch(&mut a, &ctx);
         encode_sketch(&mut b, &own);

@@ -96,7 +96,9 @@ pub fn run(
     let (mut cpu_ns, mut shard_ns, mut queued_bytes) = (0u64, 0u64, 0u64);
     let mut wall = Duration::ZERO;
     for _ in 0..rounds {
-        wait_until("the target did not empty its queue", Duration::from_secs(60), || procfs::udp_counters(port).0.rx_queue_bytes == 0)?;
+        wait_until("the target did not empty its queue", Duration::from_secs(60), || {
+            procfs::udp_counters(port).0.rx_queue_bytes == 0
+        })?;
         let guard = Resume(pid);
         signal(pid, libc::SIGSTOP);
         wait_until("the target did not stop", Duration::from_secs(5), || procfs::all_stopped(pid))?;
@@ -104,10 +106,13 @@ pub fn run(
         let (q, _) = procfs::udp_counters(port);
         st.peak_queue_bytes = st.peak_queue_bytes.max(q.rx_queue_bytes);
         queued_bytes += q.rx_queue_bytes;
-        let (c0, s0) = procfs::task_cpu_ns(pid, "edgestat-shard").ok_or_else(|| BenchError::Io("burst: cannot read the target's CPU time".into()))?;
+        let (c0, s0) = procfs::task_cpu_ns(pid, "edgestat-shard")
+            .ok_or_else(|| BenchError::Io("burst: cannot read the target's CPU time".into()))?;
         let t0 = Instant::now();
         drop(guard); // SIGCONT
-        wait_until("the target did not drain its queue", Duration::from_secs(60), || procfs::udp_counters(port).0.rx_queue_bytes == 0)?;
+        wait_until("the target did not drain its queue", Duration::from_secs(60), || {
+            procfs::udp_counters(port).0.rx_queue_bytes == 0
+        })?;
         wall += t0.elapsed();
         // The last batch taken off the queue is still being processed.
         std::thread::sleep(Duration::from_millis(2));

@@ -153,7 +153,8 @@ struct Started {
 }
 
 fn free_udp_port() -> Result<u16, BenchError> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| BenchError::Io(format!("cannot pick a UDP port: {e}")))?;
+    let s =
+        std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| BenchError::Io(format!("cannot pick a UDP port: {e}")))?;
     s.local_addr().map(|a| a.port()).map_err(|e| BenchError::Io(e.to_string()))
 }
 
@@ -162,14 +163,18 @@ fn parse_flush_us(line: &str) -> Option<u64> {
         return None;
     }
     let field = |name: &str| {
-        line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .and_then(|v| v.trim_end_matches(',').parse::<u64>().ok())
     };
     field("elapsed_us=").or_else(|| field("elapsed_ms=").map(|ms| ms * 1000))
 }
 
 fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Started, BenchError> {
-    let exe = std::env::current_exe().map_err(|e| BenchError::Io(format!("cannot find the edgestat executable: {e}")))?;
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let exe =
+        std::env::current_exe().map_err(|e| BenchError::Io(format!("cannot find the edgestat executable: {e}")))?;
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("edgestat-bench-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
     let mut cmd = Command::new(exe);
@@ -202,7 +207,8 @@ fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Start
     let mut child = cmd.spawn().map_err(|e| BenchError::Io(format!("cannot start edgestat run: {e}")))?;
     let stderr = child.stderr.take().ok_or_else(|| BenchError::Io("no stderr pipe".into()))?;
     let flushes = Arc::new(Mutex::new(
-        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).map_err(|e| BenchError::Io(e.to_string()))?,
+        hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
+            .map_err(|e| BenchError::Io(e.to_string()))?,
     ));
     let tail = Arc::new(Mutex::new(Vec::new()));
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
@@ -339,7 +345,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         None => args.target_pid.or_else(|| procfs::pid_of_udp_port(addr.port())),
     };
 
-    let sockets = sender::connect(addr, args.sockets).map_err(|e| BenchError::Io(format!("cannot open sender sockets: {e}")))?;
+    let sockets =
+        sender::connect(addr, args.sockets).map_err(|e| BenchError::Io(format!("cannot open sender sockets: {e}")))?;
     let progress = Arc::new(Progress::default());
     let (udp0, _) = procfs::udp_counters(addr.port());
     let cpu0 = pid.and_then(procfs::cpu_time);
@@ -408,7 +415,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         sender::run(&mut workload, &sockets, rate, duration, None, &progress)
     };
     // Burst mode: the rate is over the drain time (target running, queue deep).
-    let send_s = burst_stats.as_ref().map(|b| b.wall_s).filter(|w| *w > 0.0).unwrap_or_else(|| t_send.elapsed().as_secs_f64());
+    let send_s =
+        burst_stats.as_ref().map(|b| b.wall_s).filter(|w| *w > 0.0).unwrap_or_else(|| t_send.elapsed().as_secs_f64());
 
     // Let the target empty its receive queues before reading its CPU time.
     let drain_end = Instant::now() + Duration::from_secs(10);
@@ -500,7 +508,11 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         } else {
             (sent.samples[g] as f64 * kept).round() as u64
         };
-        lines += if sent.samples[g] > 0 { gauge_samples as f64 * sent.lines[g] as f64 / sent.samples[g] as f64 } else { 0.0 };
+        lines += if sent.samples[g] > 0 {
+            gauge_samples as f64 * sent.lines[g] as f64 / sent.samples[g] as f64
+        } else {
+            0.0
+        };
         let lines = lines.round() as u64;
         let samples = exact_done + gauge_samples;
         r.samples_processed = Some(samples);
@@ -509,7 +521,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         let frac = if r.lines_sent > 0 { lines as f64 / r.lines_sent as f64 } else { 0.0 };
         r.packets_per_s_processed = Some(sent.packets as f64 * frac / send_s);
         r.loss_ratio = Some(1.0 - kept);
-        r.compression_ratio = if p.compressed_bytes > 0 { Some(p.uncompressed_bytes as f64 / p.compressed_bytes as f64) } else { None };
+        r.compression_ratio =
+            if p.compressed_bytes > 0 { Some(p.uncompressed_bytes as f64 / p.compressed_bytes as f64) } else { None };
     }
     let cpu = match (&burst_stats, cpu0, cpu1) {
         // Only the drains: the target's idle time while stopped and filled does not count.
@@ -531,7 +544,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     r.timeline = timeline.lock().map(|t| t.clone()).unwrap_or_default();
 
     let json = serde_json::to_vec_pretty(&r).map_err(|e| BenchError::Io(e.to_string()))?;
-    std::fs::write(&args.json, json).map_err(|e| BenchError::Io(format!("cannot write {}: {e}", args.json.display())))?;
+    std::fs::write(&args.json, json)
+        .map_err(|e| BenchError::Io(format!("cannot write {}: {e}", args.json.display())))?;
     if let Some(p) = &args.plot {
         std::fs::write(p, r.svg()).map_err(|e| BenchError::Io(format!("cannot write {}: {e}", p.display())))?;
     }

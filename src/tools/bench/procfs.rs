@@ -121,7 +121,9 @@ pub fn all_stopped(pid: u32) -> bool {
     dir.flatten().all(|t| {
         std::fs::read_to_string(t.path().join("stat"))
             .ok()
-            .and_then(|s| s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "T" || st == "t")))
+            .and_then(|s| {
+                s.rfind(')').and_then(|i| s[i + 1..].split_whitespace().next().map(|st| st == "T" || st == "t"))
+            })
             .unwrap_or(false)
     })
 }

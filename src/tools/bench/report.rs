@@ -227,7 +227,10 @@ impl Report {
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = Vec::new();
         let opt = |v: Option<String>| v.unwrap_or_else(|| "n/a".into());
-        rows.push(("target".into(), format!("{} {} (pid {})", self.target, self.address, opt(self.target_pid.map(|p| p.to_string())))));
+        rows.push((
+            "target".into(),
+            format!("{} {} (pid {})", self.target, self.address, opt(self.target_pid.map(|p| p.to_string()))),
+        ));
         rows.push(("duration".into(), format!("{:.1} s", self.duration_s)));
         rows.push(("lines sent".into(), format!("{} ({}/s)", self.lines_sent, human(self.lines_per_s_sent))));
         rows.push(("datagrams sent".into(), format!("{} (avg {:.0} B)", self.packets_sent, self.avg_packet_bytes)));
@@ -235,34 +238,72 @@ impl Report {
             "lines processed".into(),
             opt(self.lines_processed.map(|l| format!("{l} ({}/s)", human(self.lines_per_s_processed.unwrap_or(0.0))))),
         ));
-        rows.push(("samples sent / processed".into(), format!("{} / {}", self.samples_sent, opt(self.samples_processed.map(|s| s.to_string())))));
+        rows.push((
+            "samples sent / processed".into(),
+            format!("{} / {}", self.samples_sent, opt(self.samples_processed.map(|s| s.to_string()))),
+        ));
         rows.push(("loss".into(), opt(self.loss_ratio.map(|l| format!("{:.4} %", l * 100.0)))));
         rows.push(("kernel drops".into(), self.kernel_drops.to_string()));
         rows.push(("target CPU".into(), opt(self.target_cpu_s.map(|c| format!("{c:.2} s")))));
         rows.push(("CPU per line".into(), opt(self.cpu_ns_per_line.map(|n| format!("{n:.0} ns")))));
         rows.push(("lines/s per core".into(), opt(self.lines_per_cpu_s.map(human))));
         rows.push(("datagrams/s per core".into(), opt(self.packets_per_cpu_s.map(human))));
-        rows.push(("RSS (end / peak)".into(), format!(
-            "{} / {}",
-            opt(self.rss_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))),
-            opt(self.rss_peak_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)))
-        )));
+        rows.push((
+            "RSS (end / peak)".into(),
+            format!(
+                "{} / {}",
+                opt(self.rss_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))),
+                opt(self.rss_peak_bytes.map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)))
+            ),
+        ));
         rows.push((
             "flush latency p50/p90/p99/max".into(),
             opt(self.flush_latency.as_ref().map(|f| {
-                format!("{:.1}/{:.1}/{:.1}/{:.1} ms ({} flushes)", f.p50_us as f64 / 1e3, f.p90_us as f64 / 1e3, f.p99_us as f64 / 1e3, f.max_us as f64 / 1e3, f.count)
+                format!(
+                    "{:.1}/{:.1}/{:.1}/{:.1} ms ({} flushes)",
+                    f.p50_us as f64 / 1e3,
+                    f.p90_us as f64 / 1e3,
+                    f.p99_us as f64 / 1e3,
+                    f.max_us as f64 / 1e3,
+                    f.count
+                )
             })),
         ));
         rows.push((
             "payloads".into(),
             opt(self.intake.as_ref().map(|i| {
-                format!("{} requests, {} B compressed, {} B raw, ratio {:.2}", i.payloads, i.compressed_bytes, i.uncompressed_bytes, self.compression_ratio.unwrap_or(0.0))
+                format!(
+                    "{} requests, {} B compressed, {} B raw, ratio {:.2}",
+                    i.payloads,
+                    i.compressed_bytes,
+                    i.uncompressed_bytes,
+                    self.compression_ratio.unwrap_or(0.0)
+                )
             })),
         ));
         if let Some(b) = &self.burst {
-            rows.push(("burst rounds × datagrams".into(), format!("{} × {} (queue {:.0} B/datagram, peak {} B, drops {})", b.rounds, b.datagrams_per_round, b.queue_bytes_per_datagram, b.peak_queue_bytes, b.kernel_drops)));
-            rows.push(("burst CPU per datagram".into(), format!("{:.0} ns all threads, {:.0} ns shard threads", b.cpu_ns_per_datagram, b.shard_cpu_ns_per_datagram)));
-            rows.push(("burst datagrams/s".into(), format!("{}/s per core, {}/s wall clock while draining", human(b.datagrams_per_cpu_s), human(b.datagrams_per_wall_s))));
+            rows.push((
+                "burst rounds × datagrams".into(),
+                format!(
+                    "{} × {} (queue {:.0} B/datagram, peak {} B, drops {})",
+                    b.rounds, b.datagrams_per_round, b.queue_bytes_per_datagram, b.peak_queue_bytes, b.kernel_drops
+                ),
+            ));
+            rows.push((
+                "burst CPU per datagram".into(),
+                format!(
+                    "{:.0} ns all threads, {:.0} ns shard threads",
+                    b.cpu_ns_per_datagram, b.shard_cpu_ns_per_datagram
+                ),
+            ));
+            rows.push((
+                "burst datagrams/s".into(),
+                format!(
+                    "{}/s per core, {}/s wall clock while draining",
+                    human(b.datagrams_per_cpu_s),
+                    human(b.datagrams_per_wall_s)
+                ),
+            ));
         }
         let w = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
         rows.iter().map(|(k, v)| format!("{k:<w$}  {v}\n")).collect()
@@ -274,18 +315,21 @@ impl Report {
         let pw = w - ml - mr;
         let ph = h - mt - mb;
         let tmax = self.timeline.iter().map(|p| p.t_s).fold(1.0f64, f64::max);
-        let ymax = self
-            .timeline
-            .iter()
-            .map(|p| p.sent_lines_per_s.max(p.kernel_drops_per_s))
-            .fold(1.0f64, f64::max)
-            * 1.1;
+        let ymax =
+            self.timeline.iter().map(|p| p.sent_lines_per_s.max(p.kernel_drops_per_s)).fold(1.0f64, f64::max) * 1.1;
         let cmax = self.timeline.iter().map(|p| p.target_cpu_cores).fold(1.0f64, f64::max);
         let x = |t: f64| ml + t / tmax * pw;
         let y = |v: f64| mt + ph - v / ymax * ph;
         let yc = |v: f64| mt + ph - v / cmax * ph;
         let line = |f: &dyn Fn(&TimePoint) -> (f64, f64)| -> String {
-            self.timeline.iter().map(|p| { let (a, b) = f(p); format!("{a:.1},{b:.1}") }).collect::<Vec<_>>().join(" ")
+            self.timeline
+                .iter()
+                .map(|p| {
+                    let (a, b) = f(p);
+                    format!("{a:.1},{b:.1}")
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         let mut s = String::new();
         s.push_str(&format!("<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n"));
@@ -296,24 +340,57 @@ impl Report {
             human(self.lines_per_s_sent),
             self.loss_ratio.map(|l| format!("{:.3} %", l * 100.0)).unwrap_or_else(|| "n/a".into())
         ));
-        s.push_str(&format!("<rect x=\"{ml}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n"));
+        s.push_str(&format!(
+            "<rect x=\"{ml}\" y=\"{mt}\" width=\"{pw}\" height=\"{ph}\" fill=\"none\" stroke=\"#888\"/>\n"
+        ));
         for i in 0..=4 {
             let v = ymax * i as f64 / 4.0;
             let yy = y(v);
-            s.push_str(&format!("<line x1=\"{ml}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#eee\"/>\n", ml + pw));
-            s.push_str(&format!("<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n", ml - 6.0, yy + 4.0, human(v)));
+            s.push_str(&format!(
+                "<line x1=\"{ml}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#eee\"/>\n",
+                ml + pw
+            ));
+            s.push_str(&format!(
+                "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                ml - 6.0,
+                yy + 4.0,
+                human(v)
+            ));
             let c = cmax * i as f64 / 4.0;
-            s.push_str(&format!("<text x=\"{}\" y=\"{:.1}\" fill=\"#2a2\">{c:.2}</text>\n", ml + pw + 6.0, yc(c) + 4.0));
+            s.push_str(&format!(
+                "<text x=\"{}\" y=\"{:.1}\" fill=\"#2a2\">{c:.2}</text>\n",
+                ml + pw + 6.0,
+                yc(c) + 4.0
+            ));
             let t = tmax * i as f64 / 4.0;
-            s.push_str(&format!("<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{t:.1} s</text>\n", x(t), mt + ph + 18.0));
+            s.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{t:.1} s</text>\n",
+                x(t),
+                mt + ph + 18.0
+            ));
         }
-        s.push_str(&format!("<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n", line(&|p| (x(p.t_s), y(p.sent_lines_per_s)))));
-        s.push_str(&format!("<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"{}\"/>\n", line(&|p| (x(p.t_s), y(p.kernel_drops_per_s)))));
-        s.push_str(&format!("<polyline fill=\"none\" stroke=\"#2a2\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\" points=\"{}\"/>\n", line(&|p| (x(p.t_s), yc(p.target_cpu_cores)))));
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" points=\"{}\"/>\n",
+            line(&|p| (x(p.t_s), y(p.sent_lines_per_s)))
+        ));
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"{}\"/>\n",
+            line(&|p| (x(p.t_s), y(p.kernel_drops_per_s)))
+        ));
+        s.push_str(&format!(
+            "<polyline fill=\"none\" stroke=\"#2a2\" stroke-width=\"1.5\" stroke-dasharray=\"4 3\" points=\"{}\"/>\n",
+            line(&|p| (x(p.t_s), yc(p.target_cpu_cores)))
+        ));
         let ly = h - 12.0;
         s.push_str(&format!("<text x=\"{ml}\" y=\"{ly}\" fill=\"#1f77b4\">— lines/s sent</text>\n"));
-        s.push_str(&format!("<text x=\"{}\" y=\"{ly}\" fill=\"#d62728\">— kernel drops (datagrams/s)</text>\n", ml + 150.0));
-        s.push_str(&format!("<text x=\"{}\" y=\"{ly}\" fill=\"#2a2\">- - target CPU (cores, right axis)</text>\n", ml + 390.0));
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{ly}\" fill=\"#d62728\">— kernel drops (datagrams/s)</text>\n",
+            ml + 150.0
+        ));
+        s.push_str(&format!(
+            "<text x=\"{}\" y=\"{ly}\" fill=\"#2a2\">- - target CPU (cores, right axis)</text>\n",
+            ml + 390.0
+        ));
         s.push_str("</svg>\n");
         s
     }

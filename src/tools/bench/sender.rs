@@ -28,7 +28,8 @@ pub struct Progress {
 
 /// Opens `n` sockets connected to `target`.
 pub fn connect(target: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> {
-    let local: SocketAddr = if target.is_ipv4() { "0.0.0.0:0".parse().expect("addr") } else { "[::]:0".parse().expect("addr") };
+    let local: SocketAddr =
+        if target.is_ipv4() { "0.0.0.0:0".parse().expect("addr") } else { "[::]:0".parse().expect("addr") };
     (0..n.max(1))
         .map(|_| {
             let s = UdpSocket::bind(local)?;
@@ -124,12 +125,10 @@ pub fn run(
     sent
 }
 
-
 /// One `sendmmsg(2)` of `bufs` on a connected socket; returns how many
 /// datagrams the kernel took.
 fn sendmmsg(sock: &UdpSocket, bufs: &[Vec<u8>]) -> std::io::Result<usize> {
-    let mut iov: [libc::iovec; BATCH] =
-        [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
+    let mut iov: [libc::iovec; BATCH] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
     // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
     let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     let n = bufs.len().min(BATCH);

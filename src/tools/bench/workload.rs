@@ -132,8 +132,22 @@ impl Generated {
 }
 
 const TAG_KEYS: [&str; 16] = [
-    "env", "service", "version", "region", "availability-zone", "cluster_name", "kube_namespace", "pod_name", "endpoint",
-    "http.status_code", "http.method", "team", "shard", "customer_tier", "runtime", "container_id",
+    "env",
+    "service",
+    "version",
+    "region",
+    "availability-zone",
+    "cluster_name",
+    "kube_namespace",
+    "pod_name",
+    "endpoint",
+    "http.status_code",
+    "http.method",
+    "team",
+    "shard",
+    "customer_tier",
+    "runtime",
+    "container_id",
 ];
 
 /// Pre-formatted values for distributions and histograms.
@@ -191,7 +205,9 @@ impl Workload {
             let u = rng.f64();
             let tags = min_tags + ((max_tags - min_tags) as f64 * u * u * u).round() as usize;
             let mut head = Vec::new();
-            head.extend_from_slice(format!("{NAME_PREFIX}{}.m{}:", kind.label(), rng.usize(..names_per_kind)).as_bytes());
+            head.extend_from_slice(
+                format!("{NAME_PREFIX}{}.m{}:", kind.label(), rng.usize(..names_per_kind)).as_bytes(),
+            );
             let mut tail = Vec::new();
             tail.extend_from_slice(match kind {
                 Kind::Counter => b"|c",
@@ -330,7 +346,12 @@ pub fn bench_shard_settings(max_contexts: usize) -> crate::core::shard::ShardSet
 pub fn bench_flush_settings() -> crate::core::aggregator::FlushSettings {
     use crate::core::aggregator::HistogramAggregate;
     crate::core::aggregator::FlushSettings {
-        histogram_aggregates: vec![HistogramAggregate::Max, HistogramAggregate::Median, HistogramAggregate::Avg, HistogramAggregate::Count],
+        histogram_aggregates: vec![
+            HistogramAggregate::Max,
+            HistogramAggregate::Median,
+            HistogramAggregate::Avg,
+            HistogramAggregate::Count,
+        ],
         histogram_percentiles: vec![95],
         expiry_seconds: 300,
         context_expiry_seconds: 300,
@@ -344,7 +365,15 @@ mod tests {
     use crate::core::protocol::{lines, parse_line, Message, ParseOptions};
 
     fn cfg(single: bool) -> WorkloadConfig {
-        WorkloadConfig { contexts: 356, min_tags: 2, max_tags: 50, packet_bytes: 8192, single, multi_value_pct: 8, seed: 7 }
+        WorkloadConfig {
+            contexts: 356,
+            min_tags: 2,
+            max_tags: 50,
+            packet_bytes: 8192,
+            single,
+            multi_value_pct: 8,
+            seed: 7,
+        }
     }
 
     #[test]
@@ -385,4 +414,3 @@ mod tests {
         assert_eq!(a.generated.total_lines(), 100);
     }
 }
-

@@ -296,9 +296,7 @@ pub struct CommonMetadata {
 /// Decompresses `body` according to a `Content-Encoding` header value.
 /// Why a `String` error: it goes straight into the stored `decode_error`.
 pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
-    let enc = encoding
-        .map(|e| e.trim().to_ascii_lowercase())
-        .unwrap_or_default();
+    let enc = encoding.map(|e| e.trim().to_ascii_lowercase()).unwrap_or_default();
     match enc.as_str() {
         "" | "identity" => Ok(body.to_vec()),
         "zstd" => match zstd::stream::read::Decoder::new(body) {
@@ -324,9 +322,9 @@ fn read_capped<R: Read>(r: R, what: &str) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut limited = r.take(MAX_DECOMPRESSED_BYTES as u64 + 1);
     match limited.read_to_end(&mut out) {
-        Ok(_) if out.len() > MAX_DECOMPRESSED_BYTES => Err(format!(
-            "{what}: decompressed body exceeds {MAX_DECOMPRESSED_BYTES} bytes"
-        )),
+        Ok(_) if out.len() > MAX_DECOMPRESSED_BYTES => {
+            Err(format!("{what}: decompressed body exceeds {MAX_DECOMPRESSED_BYTES} bytes"))
+        }
         Ok(_) => Ok(out),
         Err(e) => Err(format!("{what}: {e}")),
     }
@@ -395,21 +393,13 @@ pub fn decode_body(path: &str, data: &[u8]) -> Decoded {
 
 fn ok_json<T: Serialize>(v: &T) -> Decoded {
     match serde_json::to_vec(v) {
-        Ok(bytes) => Decoded {
-            body_json: Some(bytes),
-            error: None,
-            keep_b64: false,
-        },
+        Ok(bytes) => Decoded { body_json: Some(bytes), error: None, keep_b64: false },
         Err(e) => fail(format!("json encoding: {e}")),
     }
 }
 
 fn fail(error: String) -> Decoded {
-    Decoded {
-        body_json: None,
-        error: Some(error),
-        keep_b64: true,
-    }
+    Decoded { body_json: None, error: Some(error), keep_b64: true }
 }
 
 /// Keeps valid JSON verbatim; repairs invalid UTF-8 lossily (flagged).
@@ -418,13 +408,7 @@ fn decode_json(data: &[u8], known: bool) -> Decoded {
     // validating them, and the stored record must stay valid UTF-8.
     let err = match std::str::from_utf8(data) {
         Ok(text) => match serde_json::from_str::<serde::de::IgnoredAny>(text) {
-            Ok(_) => {
-                return Decoded {
-                    body_json: Some(data.to_vec()),
-                    error: None,
-                    keep_b64: false,
-                }
-            }
+            Ok(_) => return Decoded { body_json: Some(data.to_vec()), error: None, keep_b64: false },
             Err(e) => format!("json: {e}"),
         },
         Err(_) => {
@@ -444,11 +428,7 @@ fn decode_json(data: &[u8], known: bool) -> Decoded {
     if known {
         fail(err)
     } else {
-        Decoded {
-            body_json: None,
-            error: None,
-            keep_b64: true,
-        }
+        Decoded { body_json: None, error: None, keep_b64: true }
     }
 }
 
@@ -534,20 +514,14 @@ fn series_json(p: &MetricPayload) -> SeriesPayloadJson {
                 resources: se
                     .resources
                     .iter()
-                    .map(|r| ResourceJson {
-                        r#type: s(&r.r#type),
-                        name: s(&r.name),
-                    })
+                    .map(|r| ResourceJson { r#type: s(&r.r#type), name: s(&r.name) })
                     .collect(),
                 metric: s(&se.metric),
                 tags: se.tags.iter().map(|t| s(t)).collect(),
                 points: se
                     .points
                     .iter()
-                    .map(|pt| PointJson {
-                        timestamp: pt.timestamp,
-                        value: finite(pt.value),
-                    })
+                    .map(|pt| PointJson { timestamp: pt.timestamp, value: finite(pt.value) })
                     .collect(),
                 r#type: se.r#type,
                 type_name: metric_type_name(se.r#type),
@@ -742,9 +716,7 @@ fn process_message_json(data: &[u8]) -> Result<ProcessMessageJson, String> {
     }
     let (hdr, body) = data.split_at(PROCESS_MESSAGE_HEADER_LEN);
     let org_id = i32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
-    let timestamp = i64::from_le_bytes([
-        hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
-    ]);
+    let timestamp = i64::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15]]);
     let encoding = hdr[1];
     let (out, decompressed, decompress_error) = match encoding {
         2 | 4 | 5 => match zstd_decompress(body) {
@@ -817,10 +789,7 @@ fn scan_fields(data: &[u8]) -> Result<Vec<(u64, WireVal<'_>)>, String> {
         let v = match key & 7 {
             0 => WireVal::Varint(read_varint(data, &mut pos)?),
             1 => {
-                pos = pos
-                    .checked_add(8)
-                    .filter(|p| *p <= data.len())
-                    .ok_or("protobuf: truncated fixed64")?;
+                pos = pos.checked_add(8).filter(|p| *p <= data.len()).ok_or("protobuf: truncated fixed64")?;
                 WireVal::Fixed64
             }
             2 => {
@@ -835,10 +804,7 @@ fn scan_fields(data: &[u8]) -> Result<Vec<(u64, WireVal<'_>)>, String> {
                 v
             }
             5 => {
-                pos = pos
-                    .checked_add(4)
-                    .filter(|p| *p <= data.len())
-                    .ok_or("protobuf: truncated fixed32")?;
+                pos = pos.checked_add(4).filter(|p| *p <= data.len()).ok_or("protobuf: truncated fixed32")?;
                 WireVal::Fixed32
             }
             w => return Err(format!("protobuf: unsupported wire type {w}")),
@@ -907,16 +873,8 @@ fn layout_for(msg_type: u8) -> Option<EnvelopeLayout> {
             tags: 8,
         },
         42..=52 | 54..=59 | 61 | 83..=87 => common,
-        80 => EnvelopeLayout {
-            host_name: Some(7),
-            ..common
-        },
-        88 => EnvelopeLayout {
-            group_size: 6,
-            items: 4,
-            tags: 5,
-            ..common
-        },
+        80 => EnvelopeLayout { host_name: Some(7), ..common },
+        88 => EnvelopeLayout { group_size: 6, items: 4, tags: 5, ..common },
         200 => EnvelopeLayout {
             host_name: Some(10),
             cluster_name: 2,
@@ -1017,10 +975,7 @@ mod tests {
 
     fn unhex(h: &str) -> Vec<u8> {
         let h: String = h.chars().filter(|c| !c.is_whitespace()).collect();
-        (0..h.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap())
-            .collect()
+        (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).unwrap()).collect()
     }
 
     fn val(d: &Decoded) -> serde_json::Value {
@@ -1101,10 +1056,7 @@ mod tests {
         assert_eq!(decompress(Some("zstd"), &z).unwrap(), raw);
         let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(&raw).unwrap();
-        assert_eq!(
-            decompress(Some("Deflate"), &e.finish().unwrap()).unwrap(),
-            raw
-        );
+        assert_eq!(decompress(Some("Deflate"), &e.finish().unwrap()).unwrap(), raw);
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(&raw).unwrap();
         assert_eq!(decompress(Some("gzip"), &e.finish().unwrap()).unwrap(), raw);
@@ -1135,9 +1087,7 @@ mod tests {
         assert_eq!(v["org_id"], 7);
         assert_eq!(v["timestamp"], 16);
         assert_eq!(v["decompressed"], true);
-        let b = base64::engine::general_purpose::STANDARD
-            .decode(v["body_b64"].as_str().unwrap())
-            .unwrap();
+        let b = base64::engine::general_purpose::STANDARD.decode(v["body_b64"].as_str().unwrap()).unwrap();
         assert_eq!(b, inner);
         // raw (encoding 0)
         let mut raw = vec![3u8, 0, 80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
@@ -1146,9 +1096,7 @@ mod tests {
         assert_eq!(v["decompressed"], false);
         assert_eq!(v["type_name"], "CollectorManifest");
         // short
-        assert!(decode_body("/api/v1/orchestrator", b"\x03\x02")
-            .error
-            .is_some());
+        assert!(decode_body("/api/v1/orchestrator", b"\x03\x02").error.is_some());
         // bad zstd body: kept, flagged
         let mut bad = vec![3u8, 2, 41, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         bad.extend(b"junk");
@@ -1203,14 +1151,8 @@ mod tests {
             x ^= x << 17;
             x
         };
-        let paths = [
-            "/api/v2/series",
-            "/api/beta/sketches",
-            "/api/v1/series",
-            "/api/v2/orch",
-            "/api/v2/orchmanif",
-            "/other",
-        ];
+        let paths =
+            ["/api/v2/series", "/api/beta/sketches", "/api/v1/series", "/api/v2/orch", "/api/v2/orchmanif", "/other"];
         for i in 0..3000 {
             let len = (next() % 200) as usize;
             let mut data: Vec<u8> = (0..len).map(|_| next() as u8).collect();

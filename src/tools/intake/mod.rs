@@ -188,10 +188,7 @@ impl Drop for IntakeHandle {
 }
 
 fn payloads_of(state: &State, path: Option<&str>) -> Vec<serde_json::Value> {
-    let q = Query {
-        path: path.map(str::to_string),
-        ..Default::default()
-    };
+    let q = Query { path: path.map(str::to_string), ..Default::default() };
     serde_json::from_slice(&state.store.query(&q)).unwrap_or_default()
 }
 
@@ -215,10 +212,7 @@ pub async fn start(cfg: IntakeConfig) -> Result<IntakeHandle, IntakeError> {
         TlsMode::Plain => (None, None),
         TlsMode::Files { cert, key } => {
             let sc = tls::server_config(cert, key)?;
-            (
-                Some(tokio_rustls::TlsAcceptor::from(sc)),
-                Some(cert.clone()),
-            )
+            (Some(tokio_rustls::TlsAcceptor::from(sc)), Some(cert.clone()))
         }
         TlsMode::SelfSigned { dir } => {
             let (cert, key) = tls::ensure_self_signed(dir, Some(cfg.listen.ip()))?;
@@ -227,38 +221,16 @@ pub async fn start(cfg: IntakeConfig) -> Result<IntakeHandle, IntakeError> {
         }
     };
     let store = Store::new(cfg.max_stored_payloads, cfg.data_dir.as_deref(), cfg.data_max_bytes)?;
-    let listener = TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| IntakeError::Bind {
-            addr: cfg.listen,
-            source: e,
-        })?;
-    let local_addr = listener.local_addr().map_err(|e| IntakeError::Bind {
-        addr: cfg.listen,
-        source: e,
-    })?;
-    let state = Arc::new(State {
-        store,
-        fail: FailRules::default(),
-    });
+    let listener =
+        TcpListener::bind(cfg.listen).await.map_err(|e| IntakeError::Bind { addr: cfg.listen, source: e })?;
+    let local_addr = listener.local_addr().map_err(|e| IntakeError::Bind { addr: cfg.listen, source: e })?;
+    let state = Arc::new(State { store, fail: FailRules::default() });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tls_on = acceptor.is_some();
-    let task = tokio::spawn(server::serve(
-        listener,
-        acceptor,
-        state.clone(),
-        shutdown_rx,
-    ));
+    let task = tokio::spawn(server::serve(listener, acceptor, state.clone(), shutdown_rx));
     let base_url = base_url(local_addr, tls_on);
     tracing::info!("intake listening on {base_url}");
-    Ok(IntakeHandle {
-        local_addr,
-        base_url,
-        cert_pem_path,
-        state,
-        shutdown_tx,
-        task: Some(task),
-    })
+    Ok(IntakeHandle { local_addr, base_url, cert_pem_path, state, shutdown_tx, task: Some(task) })
 }
 
 fn current_thread_runtime() -> Result<tokio::runtime::Runtime, IntakeError> {
@@ -275,9 +247,7 @@ fn current_thread_runtime() -> Result<tokio::runtime::Runtime, IntakeError> {
 /// Must not be called from inside a tokio runtime.
 pub fn run_blocking(cfg: IntakeConfig) -> Result<(), IntakeError> {
     if tokio::runtime::Handle::try_current().is_ok() {
-        return Err(IntakeError::Runtime(
-            "run_blocking called from inside a tokio runtime; use start()".into(),
-        ));
+        return Err(IntakeError::Runtime("run_blocking called from inside a tokio runtime; use start()".into()));
     }
     let rt = current_thread_runtime()?;
     rt.block_on(async move {
@@ -309,8 +279,7 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
-            let err =
-                |e: std::io::Error| IntakeError::Runtime(format!("cannot watch signals: {e}"));
+            let err = |e: std::io::Error| IntakeError::Runtime(format!("cannot watch signals: {e}"));
             Ok(Signals {
                 term: signal(SignalKind::terminate()).map_err(err)?,
                 int: signal(SignalKind::interrupt()).map_err(err)?,
@@ -469,9 +438,7 @@ pub fn spawn_embedded(cfg: IntakeConfig) -> Result<EmbeddedIntake, IntakeError> 
         }
         Err(_) => {
             let _ = thread.join();
-            Err(IntakeError::Runtime(
-                "intake thread exited before listening".into(),
-            ))
+            Err(IntakeError::Runtime("intake thread exited before listening".into()))
         }
     }
 }
@@ -482,18 +449,9 @@ mod tests {
 
     #[test]
     fn base_urls() {
-        assert_eq!(
-            base_url("0.0.0.0:80".parse().unwrap(), false),
-            "http://127.0.0.1:80"
-        );
-        assert_eq!(
-            base_url("[::]:443".parse().unwrap(), true),
-            "https://[::1]:443"
-        );
-        assert_eq!(
-            base_url("10.1.2.3:9".parse().unwrap(), true),
-            "https://10.1.2.3:9"
-        );
+        assert_eq!(base_url("0.0.0.0:80".parse().unwrap(), false), "http://127.0.0.1:80");
+        assert_eq!(base_url("[::]:443".parse().unwrap(), true), "https://[::1]:443");
+        assert_eq!(base_url("10.1.2.3:9".parse().unwrap(), true), "https://10.1.2.3:9");
     }
 
     #[test]
@@ -502,10 +460,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied"),
         };
-        assert_eq!(
-            e.to_string(),
-            "intake: cannot listen on 127.0.0.1:1: denied"
-        );
+        assert_eq!(e.to_string(), "intake: cannot listen on 127.0.0.1:1: denied");
         assert!(!e.to_string().contains('\n'));
     }
 
@@ -521,9 +476,7 @@ mod tests {
     fn embedded_bind_error_is_reported() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
-        let err = spawn_embedded(IntakeConfig::new(addr))
-            .err()
-            .expect("must fail");
+        let err = spawn_embedded(IntakeConfig::new(addr)).err().expect("must fail");
         assert!(err.to_string().contains("cannot listen"), "{err}");
     }
 }

@@ -130,10 +130,7 @@ where
         async move { handle(state, req).await }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
@@ -152,24 +149,17 @@ where
 fn json_resp(status: StatusCode, body: impl Into<Bytes>) -> Resp {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
     r
 }
 
 fn error_resp(status: StatusCode, msg: &str) -> Resp {
-    let body = serde_json::to_vec(&serde_json::json!({ "errors": [msg] }))
-        .unwrap_or_else(|_| b"{}".to_vec());
+    let body = serde_json::to_vec(&serde_json::json!({ "errors": [msg] })).unwrap_or_else(|_| b"{}".to_vec());
     json_resp(status, body)
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Query parameters (form-urlencoded), at most 64.
@@ -180,11 +170,8 @@ fn query_params(q: Option<&str>) -> Vec<(String, String)> {
 fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for name in h.keys() {
-        let vals: Vec<String> = h
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-            .collect();
+        let vals: Vec<String> =
+            h.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
         out.push((name.as_str().to_string(), vals.join(", ")));
     }
     out
@@ -204,28 +191,17 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, HangU
         },
         (&Method::DELETE, "/intake/payloads") => {
             let n = state.store.clear();
-            json_resp(
-                StatusCode::OK,
-                serde_json::json!({ "cleared": n }).to_string(),
-            )
+            json_resp(StatusCode::OK, serde_json::json!({ "cleared": n }).to_string())
         }
-        (&Method::GET, "/intake/stats") => {
-            json_resp(StatusCode::OK, state.store.stats_json(state.fail.len()))
-        }
+        (&Method::GET, "/intake/stats") => json_resp(StatusCode::OK, state.store.stats_json(state.fail.len())),
         (&Method::POST, "/intake/fail") => add_fail_rule(&state, req).await,
         (&Method::GET, "/intake/fail") => json_resp(StatusCode::OK, state.fail.to_json()),
         (&Method::DELETE, "/intake/fail") => {
             let n = state.fail.clear();
-            json_resp(
-                StatusCode::OK,
-                serde_json::json!({ "cleared": n }).to_string(),
-            )
+            json_resp(StatusCode::OK, serde_json::json!({ "cleared": n }).to_string())
         }
         (_, "/intake/health" | "/intake/payloads" | "/intake/stats" | "/intake/fail") => {
-            error_resp(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this control route",
-            )
+            error_resp(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this control route")
         }
         (&Method::GET, "/api/v1/validate") => {
             state.store.count_validate();
@@ -243,9 +219,7 @@ fn parse_query(q: Option<&str>) -> Result<Query, String> {
     for (k, v) in query_params(q) {
         match k.as_str() {
             "path" => out.path = Some(v),
-            "answered" => {
-                out.answered = Some(v.parse().map_err(|_| format!("bad answered={v:?}"))?)
-            }
+            "answered" => out.answered = Some(v.parse().map_err(|_| format!("bad answered={v:?}"))?),
             "since" => out.since = Some(v.parse().map_err(|_| format!("bad since={v:?}"))?),
             _ => {}
         }
@@ -254,14 +228,8 @@ fn parse_query(q: Option<&str>) -> Result<Query, String> {
 }
 
 fn validate(req: &Request<Incoming>) -> Resp {
-    let header_key = req
-        .headers()
-        .get("dd-api-key")
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let query_key = query_params(req.uri().query())
-        .into_iter()
-        .find(|(k, _)| k == "api_key")
-        .map(|(_, v)| v);
+    let header_key = req.headers().get("dd-api-key").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let query_key = query_params(req.uri().query()).into_iter().find(|(k, _)| k == "api_key").map(|(_, v)| v);
     if header_key.as_deref() == Some("invalid") || query_key.as_deref() == Some("invalid") {
         error_resp(StatusCode::FORBIDDEN, "Forbidden")
     } else {
@@ -296,12 +264,7 @@ async fn read_body(mut body: Incoming, limit: u64) -> Result<Result<Vec<u8>, u64
 }
 
 async fn add_fail_rule(state: &State, req: Request<Incoming>) -> Resp {
-    let body = match tokio::time::timeout(
-        BODY_READ_TIMEOUT,
-        read_body(req.into_body(), MAX_CONTROL_BODY_BYTES),
-    )
-    .await
-    {
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(req.into_body(), MAX_CONTROL_BODY_BYTES)).await {
         Ok(Ok(Ok(b))) => b,
         Ok(Ok(Err(_))) => return error_resp(StatusCode::PAYLOAD_TOO_LARGE, "rule body too large"),
         Ok(Err(e)) => return error_resp(StatusCode::BAD_REQUEST, &format!("body: {e}")),
@@ -314,8 +277,7 @@ async fn add_fail_rule(state: &State, req: Request<Incoming>) -> Resp {
     match state.fail.add(rule.clone()) {
         Ok(n) => json_resp(
             StatusCode::OK,
-            serde_json::to_vec(&serde_json::json!({ "queued": rule, "rules": n }))
-                .unwrap_or_else(|_| b"{}".to_vec()),
+            serde_json::to_vec(&serde_json::json!({ "queued": rule, "rules": n })).unwrap_or_else(|_| b"{}".to_vec()),
         ),
         Err(e) => error_resp(StatusCode::BAD_REQUEST, &e),
     }
@@ -331,12 +293,7 @@ struct Processed {
 
 fn process(path: &str, encoding: Option<&str>, raw: Vec<u8>) -> Processed {
     match decode::decompress(encoding, &raw) {
-        Err(e) => Processed {
-            uncompressed_bytes: None,
-            decode_error: Some(e),
-            body_json: None,
-            body_raw: Some(raw),
-        },
+        Err(e) => Processed { uncompressed_bytes: None, decode_error: Some(e), body_json: None, body_raw: Some(raw) },
         Ok(data) => {
             drop(raw);
             let d = decode::decode_body(path, &data);
@@ -428,10 +385,7 @@ fn too_large(state: &State, mut rec: RecordInput, size: Option<u64>) -> Resp {
     ));
     state.store.push(&rec);
     let mut r = error_resp(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
-    r.headers_mut().insert(
-        http::header::CONNECTION,
-        http::HeaderValue::from_static("close"),
-    );
+    r.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     r
 }
 

@@ -103,11 +103,7 @@ impl RecordInput {
         }
         if let Some(raw) = &self.body_raw {
             out.extend_from_slice(b",\"body_b64\":\"");
-            out.extend_from_slice(
-                base64::engine::general_purpose::STANDARD
-                    .encode(raw)
-                    .as_bytes(),
-            );
+            out.extend_from_slice(base64::engine::general_purpose::STANDARD.encode(raw).as_bytes());
             out.push(b'"');
         }
         out.push(b'}');
@@ -192,15 +188,11 @@ enum Appended {
 
 impl Jsonl {
     fn open(dir: &Path, max_bytes: u64) -> Result<Self, IntakeError> {
-        std::fs::create_dir_all(dir).map_err(|e| IntakeError::Io {
-            context: format!("cannot create data dir {}", dir.display()),
-            source: e,
-        })?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| IntakeError::Io { context: format!("cannot create data dir {}", dir.display()), source: e })?;
         let path = dir.join("payloads.jsonl");
-        let file = Self::open_file(&path).map_err(|e| IntakeError::Io {
-            context: format!("cannot open {}", path.display()),
-            source: e,
-        })?;
+        let file = Self::open_file(&path)
+            .map_err(|e| IntakeError::Io { context: format!("cannot open {}", path.display()), source: e })?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         Ok(Jsonl { path, file: BufWriter::new(file), size, max_bytes: max_bytes.max(MIN_DATA_MAX_BYTES) })
     }
@@ -325,9 +317,7 @@ impl Store {
         }
 
         let len = json.len();
-        while !g.records.is_empty()
-            && (g.records.len() >= self.max_records || g.bytes + len > self.max_bytes)
-        {
+        while !g.records.is_empty() && (g.records.len() >= self.max_records || g.bytes + len > self.max_bytes) {
             if let Some(old) = g.records.pop_front() {
                 g.bytes -= old.json.len();
                 g.counters.evicted += 1;
@@ -423,12 +413,7 @@ impl Store {
             evicted: g.counters.evicted,
             last_seq: g.next_seq - 1,
             by_path: &g.counters.by_path,
-            by_answered: g
-                .counters
-                .by_answered
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect(),
+            by_answered: g.counters.by_answered.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             validate_requests: g.counters.validate_requests,
             jsonl_write_errors: g.counters.jsonl_write_errors,
             jsonl_rotations: g.counters.jsonl_rotations,
@@ -469,28 +454,17 @@ impl FailRule {
     /// Checks the bounds; the error text goes back to the client as a 400.
     pub fn validate(&self) -> Result<(), String> {
         if self.status != 0 && !(200..=599).contains(&self.status) {
-            return Err(format!(
-                "status must be 0 or 200..=599, got {}",
-                self.status
-            ));
+            return Err(format!("status must be 0 or 200..=599, got {}", self.status));
         }
         if self.count == 0 || self.count > MAX_FAIL_COUNT {
-            return Err(format!(
-                "count must be 1..={MAX_FAIL_COUNT}, got {}",
-                self.count
-            ));
+            return Err(format!("count must be 1..={MAX_FAIL_COUNT}, got {}", self.count));
         }
         if self.delay_ms > MAX_FAIL_DELAY_MS {
-            return Err(format!(
-                "delay_ms must be <= {MAX_FAIL_DELAY_MS}, got {}",
-                self.delay_ms
-            ));
+            return Err(format!("delay_ms must be <= {MAX_FAIL_DELAY_MS}, got {}", self.delay_ms));
         }
         if let Some(p) = &self.path {
             if !p.starts_with('/') || p.len() > 1024 {
-                return Err(format!(
-                    "path must start with '/' (max 1024 bytes), got {p:?}"
-                ));
+                return Err(format!("path must start with '/' (max 1024 bytes), got {p:?}"));
             }
         }
         Ok(())
@@ -522,9 +496,7 @@ impl FailRules {
         rule.validate()?;
         let mut g = self.lock();
         if g.len() >= MAX_FAIL_RULES {
-            return Err(format!(
-                "too many failure rules queued (max {MAX_FAIL_RULES})"
-            ));
+            return Err(format!("too many failure rules queued (max {MAX_FAIL_RULES})"));
         }
         g.push_back(rule);
         Ok(g.len())
@@ -533,14 +505,9 @@ impl FailRules {
     /// Consumes one use of the first rule matching `path`.
     pub fn take(&self, path: &str) -> Option<FailAction> {
         let mut g = self.lock();
-        let idx = g
-            .iter()
-            .position(|r| r.path.as_deref().is_none_or(|p| p == path))?;
+        let idx = g.iter().position(|r| r.path.as_deref().is_none_or(|p| p == path))?;
         let r = g.get_mut(idx)?;
-        let action = FailAction {
-            status: r.status,
-            delay_ms: r.delay_ms,
-        };
+        let action = FailAction { status: r.status, delay_ms: r.delay_ms };
         r.count = r.count.saturating_sub(1);
         if r.count == 0 {
             g.remove(idx);
@@ -633,10 +600,7 @@ mod tests {
         assert_eq!(all[1]["body_b64"], "AAEC");
         assert_eq!(all[1]["body"], serde_json::Value::Null);
         assert_eq!(all[0]["headers"]["x-a"], "1\"2");
-        let q = Query {
-            path: Some("/a".into()),
-            ..Default::default()
-        };
+        let q = Query { path: Some("/a".into()), ..Default::default() };
         let a: serde_json::Value = serde_json::from_slice(&s.query(&q)).unwrap();
         assert_eq!(a.as_array().unwrap().len(), 1);
         let st: serde_json::Value = serde_json::from_slice(&s.stats_json(0)).unwrap();
@@ -655,48 +619,15 @@ mod tests {
     #[test]
     fn fail_rules_queue_in_order() {
         let f = FailRules::default();
-        f.add(FailRule {
-            status: 503,
-            count: 2,
-            path: Some("/x".into()),
-            delay_ms: 0,
-        })
-        .unwrap();
-        f.add(FailRule {
-            status: 500,
-            count: 1,
-            path: None,
-            delay_ms: 0,
-        })
-        .unwrap();
+        f.add(FailRule { status: 503, count: 2, path: Some("/x".into()), delay_ms: 0 }).unwrap();
+        f.add(FailRule { status: 500, count: 1, path: None, delay_ms: 0 }).unwrap();
         assert_eq!(f.take("/y").map(|a| a.status), Some(500));
         assert_eq!(f.take("/y"), None);
         assert_eq!(f.take("/x").map(|a| a.status), Some(503));
         assert_eq!(f.take("/x").map(|a| a.status), Some(503));
         assert_eq!(f.take("/x"), None);
-        assert!(f
-            .add(FailRule {
-                status: 100,
-                count: 1,
-                path: None,
-                delay_ms: 0
-            })
-            .is_err());
-        assert!(f
-            .add(FailRule {
-                status: 503,
-                count: 0,
-                path: None,
-                delay_ms: 0
-            })
-            .is_err());
-        assert!(f
-            .add(FailRule {
-                status: 503,
-                count: MAX_FAIL_COUNT + 1,
-                path: None,
-                delay_ms: 0
-            })
-            .is_err());
+        assert!(f.add(FailRule { status: 100, count: 1, path: None, delay_ms: 0 }).is_err());
+        assert!(f.add(FailRule { status: 503, count: 0, path: None, delay_ms: 0 }).is_err());
+        assert!(f.add(FailRule { status: 503, count: MAX_FAIL_COUNT + 1, path: None, delay_ms: 0 }).is_err());
     }
 }

@@ -30,24 +30,20 @@ fn tls_err(msg: impl Into<String>) -> IntakeError {
 
 /// Reads every certificate of a PEM file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, IntakeError> {
-    let f = fs::File::open(path)
-        .map_err(|e| tls_err(format!("cannot read certificate {}: {e}", path.display())))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut BufReader::new(f))
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls_err(format!("cannot parse certificate {}: {e}", path.display())))?;
+    let f = fs::File::open(path).map_err(|e| tls_err(format!("cannot read certificate {}: {e}", path.display())))?;
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut BufReader::new(f))
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls_err(format!("cannot parse certificate {}: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(tls_err(format!(
-            "no certificate found in {}",
-            path.display()
-        )));
+        return Err(tls_err(format!("no certificate found in {}", path.display())));
     }
     Ok(certs)
 }
 
 /// Reads the first private key (PKCS#8, PKCS#1 or SEC1) of a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, IntakeError> {
-    let f = fs::File::open(path)
-        .map_err(|e| tls_err(format!("cannot read private key {}: {e}", path.display())))?;
+    let f = fs::File::open(path).map_err(|e| tls_err(format!("cannot read private key {}: {e}", path.display())))?;
     rustls_pemfile::private_key(&mut BufReader::new(f))
         .map_err(|e| tls_err(format!("cannot parse private key {}: {e}", path.display())))?
         .ok_or_else(|| tls_err(format!("no private key found in {}", path.display())))
@@ -64,13 +60,7 @@ pub fn server_config(cert: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, 
         .map_err(|e| tls_err(format!("protocol versions: {e}")))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| {
-            tls_err(format!(
-                "certificate {} / key {} rejected: {e}",
-                cert.display(),
-                key_path.display()
-            ))
-        })?;
+        .map_err(|e| tls_err(format!("certificate {} / key {} rejected: {e}", cert.display(), key_path.display())))?;
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }
@@ -81,12 +71,8 @@ pub fn server_config(cert: &Path, key_path: &Path) -> Result<Arc<ServerConfig>, 
 ///
 /// The certificate names `localhost`, `127.0.0.1`, `::1` and, when given,
 /// `extra_ip` (the listen address when it is a specific non-loopback IP).
-pub fn ensure_self_signed(
-    dir: &Path,
-    extra_ip: Option<IpAddr>,
-) -> Result<(PathBuf, PathBuf), IntakeError> {
-    fs::create_dir_all(dir)
-        .map_err(|e| tls_err(format!("cannot create {}: {e}", dir.display())))?;
+pub fn ensure_self_signed(dir: &Path, extra_ip: Option<IpAddr>) -> Result<(PathBuf, PathBuf), IntakeError> {
+    fs::create_dir_all(dir).map_err(|e| tls_err(format!("cannot create {}: {e}", dir.display())))?;
     let cert_path = dir.join(CERT_FILE);
     let key_path = dir.join(KEY_FILE);
     if cert_path.is_file() && key_path.is_file() && server_config(&cert_path, &key_path).is_ok() {
@@ -107,18 +93,14 @@ pub fn ensure_self_signed(
 
 /// Generates a self-signed ECDSA P-256 certificate; returns `(cert_pem, key_pem)`.
 pub fn generate_self_signed(extra_ip: Option<IpAddr>) -> Result<(String, String), IntakeError> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     if let Some(ip) = extra_ip {
         if !ip.is_loopback() && !ip.is_unspecified() {
             names.push(ip.to_string());
         }
     }
-    let mut params = rcgen::CertificateParams::new(names)
-        .map_err(|e| tls_err(format!("certificate parameters: {e}")))?;
+    let mut params =
+        rcgen::CertificateParams::new(names).map_err(|e| tls_err(format!("certificate parameters: {e}")))?;
     let mut dn = rcgen::DistinguishedName::new();
     dn.push(rcgen::DnType::CommonName, "edgestat intake");
     dn.push(rcgen::DnType::OrganizationName, "edgestat");
@@ -128,9 +110,7 @@ pub fn generate_self_signed(extra_ip: Option<IpAddr>) -> Result<(String, String)
     params.not_after = rcgen::date_time_ymd(2099, 12, 31);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
     let key = rcgen::KeyPair::generate().map_err(|e| tls_err(format!("key generation: {e}")))?;
-    let cert = params
-        .self_signed(&key)
-        .map_err(|e| tls_err(format!("self-signing: {e}")))?;
+    let cert = params.self_signed(&key).map_err(|e| tls_err(format!("self-signing: {e}")))?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
@@ -170,11 +150,7 @@ mod tests {
         assert!(pem1.contains("BEGIN CERTIFICATE"));
         assert!(fs::read_to_string(&k).unwrap().contains("PRIVATE KEY"));
         let (c2, _) = ensure_self_signed(dir.path(), None).unwrap();
-        assert_eq!(
-            fs::read_to_string(c2).unwrap(),
-            pem1,
-            "existing pair reused"
-        );
+        assert_eq!(fs::read_to_string(c2).unwrap(), pem1, "existing pair reused");
         // Corrupt cert → regenerated.
         fs::write(&c, "garbage").unwrap();
         ensure_self_signed(dir.path(), None).unwrap();
@@ -189,9 +165,7 @@ mod tests {
         fs::write(&p, "nothing").unwrap();
         let e = server_config(&p, &p).unwrap_err().to_string();
         assert!(e.contains("no certificate"), "{e}");
-        let e = server_config(&dir.path().join("missing"), &p)
-            .unwrap_err()
-            .to_string();
+        let e = server_config(&dir.path().join("missing"), &p).unwrap_err().to_string();
         assert!(e.contains("cannot read certificate"), "{e}");
     }
 }
