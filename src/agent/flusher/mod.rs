@@ -75,6 +75,8 @@ pub struct Flusher {
     api: Option<crate::agent::api::ApiFlushSide>,
     /// Telemetry recorder, published once per flush.
     telemetry: Option<stats::FlushRecorder>,
+    /// Beaten after every flush; faulted while a shard does not answer.
+    health: Option<std::sync::Arc<crate::agent::health::Component>>,
 }
 
 impl Flusher {
@@ -117,6 +119,7 @@ impl Flusher {
             on_flush,
             api: None,
             telemetry: None,
+            health: None,
         })
     }
 
@@ -128,6 +131,11 @@ impl Flusher {
     /// Publishes telemetry after every flush.
     pub fn attach_telemetry(&mut self, recorder: stats::FlushRecorder) {
         self.telemetry = Some(recorder);
+    }
+
+    /// Reports every finished flush to `GET /health`.
+    pub fn attach_health(&mut self, component: std::sync::Arc<crate::agent::health::Component>) {
+        self.health = Some(component);
     }
 
     /// Runs until `stop` fires (or is dropped), then performs the final
@@ -170,6 +178,14 @@ impl Flusher {
                     tracing::error!("a shard did not answer the flush request in time");
                     break;
                 }
+            }
+        }
+        if let (Some(h), false) = (&self.health, final_flush) {
+            let missing = self.shards.len() - out.len();
+            if missing > 0 {
+                h.set_fault(format!("{missing} of {} shards did not answer the last flush request", self.shards.len()));
+            } else {
+                h.clear_fault();
             }
         }
         out
@@ -267,6 +283,9 @@ impl Flusher {
             t.publish(&summary, self.serializer.stats(), started.elapsed());
         }
         (self.on_flush)(&summary);
+        if let Some(h) = &self.health {
+            h.beat();
+        }
     }
 
     fn ship(&mut self, kind: PayloadKind, built: &mut Vec<crate::core::serializer::Payload>, summary: &mut FlushSummary) {
