@@ -247,7 +247,7 @@ fn expand(
 ) {
     let mut rest = template;
     while let Some(i) = rest.find('$') {
-        out.extend_from_slice(rest[..i].as_bytes());
+        out.extend_from_slice(&rest.as_bytes()[..i]);
         rest = &rest[i + 1..];
         if let Some(r) = rest.strip_prefix('$') {
             out.push(b'$');
@@ -452,7 +452,15 @@ mod tests {
 
     /// The Agent's mapper test table (`TestMappings`): configuration, names
     /// sent, and the mapped results (names that map to nothing are absent).
-    const AGENT_MAPPINGS: &[(&str, &str, &[&str], &[(&str, &[&str])])] = &[
+    /// Case name, configuration, names sent, expected (name, tags) results.
+    type MappingCase = (
+        &'static str,
+        &'static str,
+        &'static [&'static str],
+        &'static [(&'static str, &'static [&'static str])],
+    );
+
+    const AGENT_MAPPINGS: &[MappingCase] = &[
         ("simple", "dogstatsd_mapper_profiles:\n  - name: test\n    prefix: 'test.'\n    mappings:\n      - match: \"test.job.duration.*.*\"\n        name: \"test.job.duration\"\n        tags:\n          job_type: \"$1\"\n          job_name: \"$2\"\n      - match: \"test.job.size.*.*\"\n        name: \"test.job.size\"\n        tags:\n          foo: \"$1\"\n          bar: \"$2\"\n",
             &["test.job.duration.my_job_type.my_job_name", "test.job.size.my_job_type.my_job_name", "test.job.size.not_match"],
             &[("test.job.duration", &["job_name:my_job_name", "job_type:my_job_type"]), ("test.job.size", &["bar:my_job_name", "foo:my_job_type"])]),
