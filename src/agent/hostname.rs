@@ -22,6 +22,7 @@ pub fn host_facts() -> crate::core::host_metadata::HostFacts {
     };
     let socket_hostname = system_hostname();
     crate::core::host_metadata::HostFacts {
+        os: std::env::consts::OS.to_string(),
         socket_fqdn: socket_hostname.clone(),
         socket_hostname,
         timezone: std::env::var("TZ")

@@ -32,6 +32,8 @@ pub fn next_interval(sent: u32) -> Duration {
 /// Facts about the machine, read by the agent at start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostFacts {
+    /// Go's `runtime.GOOS` (`linux`).
+    pub os: String,
     /// `gethostname(2)`.
     pub socket_hostname: String,
     /// Fully qualified name (the socket hostname when unknown).
@@ -168,13 +170,13 @@ pub fn payload_json(s: &HostMetadataSettings) -> Vec<u8> {
         agent_version: &s.agent_version,
         uuid: &f.uuid,
         internal_hostname: &s.hostname,
-        os: std::env::consts::OS,
+        os: &f.os,
         agent_flavor: "agent",
         python: "n/a",
         system_stats: SystemStats {
             cpu_cores: f.cpu_cores,
             machine: &f.machine,
-            platform: std::env::consts::OS,
+            platform: &f.os,
             python_v: "n/a",
             processor: "",
             mac_v: ["", "", ""],
@@ -235,6 +237,7 @@ mod tests {
             agent_version: "7.74.0".into(),
             host_tags: vec!["env:prod".into(), "team:core".into()],
             facts: HostFacts {
+                os: "linux".into(),
                 socket_hostname: "box".into(),
                 timezone: "UTC".into(),
                 cpu_cores: 4,
@@ -253,7 +256,7 @@ mod tests {
         assert_eq!(v["meta"]["socket-hostname"], "box");
         assert_eq!(v["meta"]["timezones"], serde_json::json!(["UTC"]));
         assert_eq!(v["systemStats"]["cpuCores"], 4);
-        assert_eq!(v["os"], std::env::consts::OS);
+        assert_eq!(v["os"], "linux");
         assert!(v["network"].is_null());
         assert_eq!(v["gohai"], "");
     }
