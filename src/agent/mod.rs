@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod flusher;
@@ -17,4 +18,6 @@ pub mod http_server;
 pub mod logging;
 pub mod orchestrator;
 pub mod runtime;
+pub mod status;
+pub mod tap;
 pub mod telemetry;

@@ -13,6 +13,10 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::agent::clock::{mono_nanos, unix_now};
 use crate::core::shard::{ShardFlush, ShardSettings, ShardState};
+use crate::agent::tap::Tap;
+
+mod stream;
+pub use stream::{StreamSocket, StreamStats};
 
 /// A request from the flusher to a shard.
 pub enum Control {
@@ -25,6 +29,13 @@ pub enum Control {
         /// Where the shard answers.
         reply: Sender<ShardFlush>,
     },
+    /// The busiest contexts (`dogstatsd_metrics_stats_enable`).
+    MetricStats {
+        /// At most this many.
+        limit: usize,
+        /// Where the shard answers.
+        reply: Sender<Vec<ContextRow>>,
+    },
     /// Stop reading, drain the socket buffers, hand over everything, exit.
     Shutdown {
         /// Wall-clock Unix seconds of the stop.
@@ -32,6 +43,32 @@ pub enum Control {
         /// Where the shard answers.
         reply: Sender<ShardFlush>,
     },
+}
+
+/// One context of the per-context statistics, as a shard reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContextRow {
+    /// Metric name.
+    pub name: String,
+    /// Sorted tags (host excluded).
+    pub tags: Vec<String>,
+    /// Host of the context.
+    pub host: String,
+    /// Samples received (an over-estimate by at most `error` once the table was full).
+    pub count: u64,
+    /// Bound on the over-estimate.
+    pub error: u64,
+    /// Unix seconds of the last sample.
+    pub last_seen: i64,
+}
+
+/// What a shard does besides parsing: the tap on every datagram and the
+/// per-context statistics.
+pub struct ShardHooks {
+    /// Called with every datagram before parsing.
+    pub tap: Tap,
+    /// Contexts tracked by the statistics (0: off).
+    pub metric_stats_capacity: usize,
 }
 
 /// Why the shards could not start; printed as one line.
@@ -62,6 +99,8 @@ pub struct ShardSockets {
     /// The Unix datagram socket path (only one shard reads it); any stale
     /// socket file was already removed by [`prepare_unix_path`].
     pub unix: Option<std::path::PathBuf>,
+    /// The Unix stream socket (`dogstatsd_stream_socket`; one shard).
+    pub stream: Option<StreamSocket>,
 }
 
 /// Binds `n` UDP sockets on `addr` with SO_REUSEPORT so the kernel spreads
@@ -115,6 +154,7 @@ impl ShardHandle {
 
 
 /// Starts shard `id` on its own pinned glommio executor.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_shard(
     id: usize,
     settings: ShardSettings,
@@ -123,18 +163,20 @@ pub fn spawn_shard(
     io_memory: usize,
     recv_batch: usize,
     recv_coalesce_us: u64,
+    hooks: ShardHooks,
 ) -> Result<ShardHandle, RuntimeError> {
     let (control_tx, control_rx) = crossbeam_channel::bounded::<Control>(4);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), RuntimeError>>(1);
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let udp = sockets.udp;
     let unix = sockets.unix;
+    let stream = sockets.stream;
     let join = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {
             let recv = RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
-            run_shard(settings, udp, unix, recv, control_rx, ready_tx).await;
+            run_shard(settings, udp, unix, stream, hooks, recv, control_rx, ready_tx).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -176,15 +218,23 @@ struct RecvSettings {
     coalesce: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     settings: ShardSettings,
     udp: Option<std::net::UdpSocket>,
     unix: Option<PathBuf>,
+    stream: Option<StreamSocket>,
+    hooks: ShardHooks,
     recv: RecvSettings,
     control: Receiver<Control>,
     ready: Sender<Result<(), RuntimeError>>,
 ) {
-    let state = Rc::new(RefCell::new(ShardState::new(settings)));
+    let mut shard_state = ShardState::new(settings);
+    if hooks.metric_stats_capacity > 0 {
+        shard_state.enable_metric_stats(hooks.metric_stats_capacity);
+    }
+    let state = Rc::new(RefCell::new(shard_state));
+    let tap = Rc::new(hooks.tap);
     let stopping = Rc::new(Cell::new(false));
     let mut readers = Vec::new();
     // Queued behind every datagram already in the Unix socket at shutdown,
@@ -206,7 +256,7 @@ async fn run_shard(
             tracing::warn!(error = %e, "cannot set the UDP read timeout");
         }
         let batch = (recv_batch > 1).then(|| BatchRecv::new(fd, recv_batch, buffer_size));
-        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), stopping.clone(), buffer_size, budget, None, batch, coalesce, queue_budget)));
+        readers.push(glommio::spawn_local(read_loop(Reader::Udp(sock), state.clone(), tap.clone(), stopping.clone(), buffer_size, budget, None, batch, coalesce, queue_budget)));
     }
     if let Some(path) = &unix {
         match glommio::net::UnixDatagram::bind(path) {
@@ -217,10 +267,20 @@ async fn run_shard(
                     tracing::warn!(error = %e, path = %path.display(), "cannot set the unix socket mode");
                 }
                 sock.set_buffer_size(buffer_size);
-                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), stopping.clone(), buffer_size, u64::MAX, Some(marker), None, Duration::ZERO, 0)));
+                readers.push(glommio::spawn_local(read_loop(Reader::Unix(sock), state.clone(), tap.clone(), stopping.clone(), buffer_size, u64::MAX, Some(marker), None, Duration::ZERO, 0)));
             }
             Err(e) => {
                 let _ = ready.send(Err(RuntimeError::Bind { what: format!("unix socket {}", path.display()), source: e.into() }));
+                return;
+            }
+        }
+    }
+    let stream_path = stream.as_ref().map(|s| s.path.clone());
+    if let Some(s) = stream {
+        match stream::listen(s, state.clone(), tap.clone(), stopping.clone()) {
+            Ok(task) => readers.push(task),
+            Err(e) => {
+                let _ = ready.send(Err(e));
                 return;
             }
         }
@@ -233,10 +293,16 @@ async fn run_shard(
                 let f = state.borrow_mut().take_flush(now, force);
                 let _ = reply.send(f);
             }
+            Ok(Control::MetricStats { limit, reply }) => {
+                let _ = reply.send(state.borrow().metric_stats(limit).iter().map(context_row).collect());
+            }
             Ok(Control::Shutdown { now, reply }) => {
                 stopping.set(true);
                 if let Some(path) = &unix {
                     send_marker(path, &marker).await;
+                }
+                if let Some(path) = &stream_path {
+                    stream::wake_accept(path);
                 }
                 for r in readers.drain(..) {
                     // Bounded: a reader that cannot finish its drain (marker
@@ -258,6 +324,17 @@ async fn run_shard(
             Err(TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,
             Err(TryRecvError::Disconnected) => return,
         }
+    }
+}
+
+fn context_row(s: &crate::core::metric_stats::ContextStat<std::sync::Arc<crate::core::model::ContextKey>>) -> ContextRow {
+    ContextRow {
+        name: s.value.name_string(),
+        tags: s.value.tag_strings(),
+        host: s.value.host_string(),
+        count: s.count,
+        error: s.error,
+        last_seen: s.last_seen,
     }
 }
 
@@ -397,6 +474,7 @@ fn next_pause(max: Duration, elapsed: Duration, got: usize, bytes: u64, target: 
 async fn drain(
     b: &mut BatchRecv,
     state: &RefCell<ShardState>,
+    tap: &Tap,
     stopping: &Cell<bool>,
     drained: &mut u64,
     drain_budget: u64,
@@ -422,6 +500,7 @@ async fn drain(
                 let d = b.datagram(i);
                 *drained += if stopping.get() { d.len() as u64 } else { 0 };
                 bytes += d.len() as u64;
+                tap.datagram(d);
                 st.handle_datagram(d, now, seq);
             }
         }
@@ -433,9 +512,11 @@ async fn drain(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn read_loop(
     sock: Reader,
     state: Rc<RefCell<ShardState>>,
+    tap: Rc<Tap>,
     stopping: Rc<Cell<bool>>,
     buffer_size: usize,
     drain_budget: u64,
@@ -458,6 +539,7 @@ async fn read_loop(
                     drained += n as u64;
                 }
                 if n > 0 {
+                    tap.datagram(&buf[..n]);
                     state.borrow_mut().handle_datagram(&buf[..n], unix_now(), mono_nanos());
                 }
                 // Under load more datagrams are queued: take them in
@@ -478,7 +560,7 @@ async fn read_loop(
                     let mut pause = coalesce / 4;
                     let mut since: Option<Instant> = None;
                     loop {
-                        let (got, bytes) = drain(b, &state, &stopping, &mut drained, drain_budget, &mut errors_logged).await;
+                        let (got, bytes) = drain(b, &state, &tap, &stopping, &mut drained, drain_budget, &mut errors_logged).await;
                         if got == 0 {
                             skip_batches = BATCH_SKIP_AFTER_EMPTY;
                             break;

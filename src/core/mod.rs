@@ -7,8 +7,11 @@
 //! `serializer`, sharing the types in `model`.
 
 pub mod aggregator;
+pub mod capture_file;
 pub mod filter;
+pub mod metric_stats;
 pub mod model;
 pub mod protocol;
 pub mod serializer;
 pub mod shard;
+pub mod stream_frame;

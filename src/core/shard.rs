@@ -9,6 +9,7 @@ use crate::core::aggregator::sampler::RawKey;
 use crate::core::aggregator::{FlushEntry, KeyView, SampleDrop, SampleKind, ShardSampler, SketchEntry};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::core::protocol::{self, Message, MetricKind, MetricSample, ParseOptions, Tags};
+use crate::core::metric_stats::{ContextStat, TopContexts};
 
 /// The parts of the configuration a shard needs (cloned into every shard).
 #[derive(Debug, Clone)]
@@ -108,6 +109,8 @@ pub struct ShardState {
     tag_buf: Vec<&'static [u8]>,
     /// Reused buffer for namespaced names.
     name_buf: Vec<u8>,
+    /// Per-context sample counts (`dogstatsd_metrics_stats_enable`).
+    metric_stats: Option<TopContexts<std::sync::Arc<crate::core::model::ContextKey>>>,
 }
 
 /// Prefixes of tags the Agent extracts and removes during enrichment.
@@ -163,9 +166,22 @@ impl ShardState {
             service_checks: Vec::new(),
             tag_buf: Vec::new(),
             name_buf: Vec::new(),
+            metric_stats: None,
             settings,
         }
     }
+
+    /// Starts counting samples per context, tracking at most `capacity`
+    /// contexts (the busiest ones).
+    pub fn enable_metric_stats(&mut self, capacity: usize) {
+        self.metric_stats = Some(TopContexts::new(capacity));
+    }
+
+    /// The busiest contexts (empty when statistics are off).
+    pub fn metric_stats(&self, limit: usize) -> Vec<ContextStat<std::sync::Arc<crate::core::model::ContextKey>>> {
+        self.metric_stats.as_ref().map(|t| t.top(limit)).unwrap_or_default()
+    }
+
 
     /// Counts a socket read error.
     pub fn count_read_error(&mut self) {
@@ -212,6 +228,7 @@ impl ShardState {
         // derived from them or fixed per shard).
         let raw = raw_key(m.name, m.tags.raw());
         if let Some(id) = self.sampler.cached(raw) {
+            count_context(&mut self.metric_stats, &self.sampler, id, m, now);
             if let Some(member) = m.set_member() {
                 let r = self.sampler.add_id(id, kind, 0.0, Some(member), m.sample_rate, now, seq);
                 record(&mut self.stats, r);
@@ -254,6 +271,7 @@ impl ShardState {
         let resolved = self.sampler.resolve(&view, now);
         if let Ok(id) = resolved {
             self.sampler.remember(raw, id);
+            count_context(&mut self.metric_stats, &self.sampler, id, m, now);
         }
         match (resolved, m.set_member()) {
             (Ok(id), Some(member)) => {
@@ -399,6 +417,17 @@ impl ShardState {
         out.stats = self.stats.clone();
         out.contexts = self.sampler.context_count();
         out
+    }
+}
+
+/// Counts the samples of line `m` against live context `id` in the
+/// per-context statistics (when on).
+fn count_context(stats: &mut Option<TopContexts<std::sync::Arc<crate::core::model::ContextKey>>>, sampler: &ShardSampler, id: u32, m: &MetricSample<'_>, now: i64) {
+    if let Some(stats) = stats {
+        if let Some(key) = sampler.context_key(id) {
+            let n = if m.set_member().is_some() { 1 } else { m.value_count() as u64 };
+            stats.record(key.key_hash(), n, now, || key.clone());
+        }
     }
 }
 
