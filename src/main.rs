@@ -41,6 +41,9 @@ enum Command {
         /// Bound on payloads kept in memory (oldest evicted first).
         #[arg(long, value_name = "N", default_value_t = 100_000)]
         max_stored_payloads: usize,
+        /// Bandwidth of payload bodies in bytes/s shared by all connections (0: unlimited), to play a slow intake.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        throttle_bytes_per_sec: u64,
     },
     /// Benchmark harness: load generator + intake + report (JSON, table, SVG plot).
     Bench(edgestat::tools::bench::BenchArgs),
@@ -50,14 +53,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { config } => edgestat::agent::app::run(config.as_deref(), &edgestat::tools::intake::start_for_agent),
-        Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, max_stored_payloads } => {
+        Command::Intake { listen, tls_cert, tls_key, tls_self_signed, data_dir, max_stored_payloads, throttle_bytes_per_sec } => {
             edgestat::agent::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
             let tls = match (tls_cert, tls_key, tls_self_signed) {
                 (Some(cert), Some(key), _) => edgestat::tools::intake::TlsMode::Files { cert, key },
                 (_, _, Some(dir)) => edgestat::tools::intake::TlsMode::SelfSigned { dir },
                 _ => edgestat::tools::intake::TlsMode::Plain,
             };
-            let cfg = edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, max_stored_payloads };
+            let cfg = edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, max_stored_payloads, throttle_bytes_per_sec };
             match edgestat::tools::intake::run_blocking(cfg) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -504,6 +504,7 @@ async fn https_self_signed_trusted_by_rustls_client() {
         },
         data_dir: None,
         max_stored_payloads: 1000,
+        throttle_bytes_per_sec: 0,
     };
     let h = intake::start(cfg.clone()).await.unwrap();
     assert!(

@@ -164,18 +164,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         api_parts = Some((api, sender, orch_stats));
     }
     let api_shared = api_parts.as_ref().map(|(a, _, _)| a.shared.clone());
-    let mut telemetry = None;
-    let mut recorder = None;
-    if let Some(addr) = cfg.telemetry_addr {
-        let r = crate::agent::flusher::stats::FlushRecorder::new();
-        let mut forwarders = vec![("metrics", forwarder.stats.clone())];
-        if let Some((_, _, s)) = &api_parts {
-            forwarders.push(("orchestrator", s.clone()));
-        }
-        let sources = crate::agent::telemetry::Sources { flush: r.shared(), forwarders, api: api_shared.clone() };
-        telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
-        recorder = Some(r);
-    }
+    let live = crate::agent::handover::LiveShardStats::new(cfg.shards);
 
     let mut udp = match cfg.udp_addr {
         Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes)?,
@@ -204,7 +193,20 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
             udp: udp.pop(),
             unix: unix.take(),
         };
-        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)?;
+        let hooks = runtime::ShardHooks {
+            live: live.clone(),
+            test_delay_flush: cfg.test_delay_shard_flush.filter(|(s, _)| *s == id).map(|(_, d)| d),
+        };
+        let h = runtime::spawn_shard(
+            id,
+            shard_settings.clone(),
+            sockets,
+            cfg.buffer_size_bytes,
+            cfg.io_memory_bytes,
+            cfg.recv_batch_datagrams,
+            cfg.recv_coalesce_us,
+            hooks,
+        )?;
         shards.push(h);
     }
     tracing::info!(
@@ -235,12 +237,29 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         Box::new(|_s: &FlushSummary| {})
     };
     let shutdown_timeout = cfg.shutdown_timeout;
+    let telemetry_addr = cfg.telemetry_addr;
+    let window = forwarder.window();
+    let metrics_stats = forwarder.stats.clone();
     let mut flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
         .map_err(StartError::Compressor)?;
     if let Some((api, _, _)) = &api_parts {
         flusher.attach_api(api.flush_side());
     }
-    if let Some(r) = recorder {
+    let mut telemetry = None;
+    if let Some(addr) = telemetry_addr {
+        let r = crate::agent::flusher::stats::FlushRecorder::new();
+        let mut forwarders = vec![("metrics", metrics_stats)];
+        if let Some((_, _, s)) = &api_parts {
+            forwarders.push(("orchestrator", s.clone()));
+        }
+        let sources = crate::agent::telemetry::Sources {
+            flush: r.shared(),
+            forwarders,
+            api: api_shared.clone(),
+            live: Some(live.clone()),
+            shards: Some(flusher.shard_health()),
+        };
+        telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
         flusher.attach_telemetry(r);
     }
     let api_closer = api_shared.clone();
@@ -264,6 +283,9 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                     if let Some(api) = &api_closer {
                         api.close();
                     }
+                    // A flush waiting for room in the forwarder's window
+                    // goes on at once; the shutdown deadline bounds delivery.
+                    window.stop_waiting();
                     let _ = stop_tx.send(());
                 } else {
                     eprintln!("edgestat: second signal, exiting immediately");

@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod flusher;
 pub mod forwarder;
+pub mod handover;
 pub mod hostname;
 pub mod http_server;
 pub mod logging;

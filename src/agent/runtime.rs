@@ -6,33 +6,16 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::agent::clock::{mono_nanos, unix_now};
-use crate::core::shard::{ShardFlush, ShardSettings, ShardState};
-
-/// A request from the flusher to a shard.
-pub enum Control {
-    /// Hand over closed buckets as of `now` (all buckets when `force`).
-    Flush {
-        /// Wall-clock Unix seconds of the flush.
-        now: i64,
-        /// Flush open buckets too.
-        force: bool,
-        /// Where the shard answers.
-        reply: Sender<ShardFlush>,
-    },
-    /// Stop reading, drain the socket buffers, hand over everything, exit.
-    Shutdown {
-        /// Wall-clock Unix seconds of the stop.
-        now: i64,
-        /// Where the shard answers.
-        reply: Sender<ShardFlush>,
-    },
-}
+pub use crate::agent::handover::Control;
+use crate::agent::handover::{LiveShardStats, ShardReply};
+use crate::core::shard::{ShardSettings, ShardState};
 
 /// Why the shards could not start; printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -114,7 +97,21 @@ impl ShardHandle {
 }
 
 
+/// What a shard shares with the rest of the process besides its sockets.
+#[derive(Clone)]
+pub struct ShardHooks {
+    /// Where the shard publishes its counters several times a second.
+    pub live: Arc<LiveShardStats>,
+    /// Test-only fault (`EDGESTAT_TEST_DELAY_SHARD_FLUSH`): this shard
+    /// answers its first flush request carrying data this much later.
+    pub test_delay_flush: Option<Duration>,
+}
+
+/// How often a shard publishes its counters for `/metrics`.
+const LIVE_STATS_PERIOD: Duration = Duration::from_millis(250);
+
 /// Starts shard `id` on its own pinned glommio executor.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_shard(
     id: usize,
     settings: ShardSettings,
@@ -123,6 +120,7 @@ pub fn spawn_shard(
     io_memory: usize,
     recv_batch: usize,
     recv_coalesce_us: u64,
+    hooks: ShardHooks,
 ) -> Result<ShardHandle, RuntimeError> {
     let (control_tx, control_rx) = crossbeam_channel::bounded::<Control>(4);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), RuntimeError>>(1);
@@ -134,7 +132,7 @@ pub fn spawn_shard(
         .io_memory(io_memory)
         .spawn(move || async move {
             let recv = RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
-            run_shard(settings, udp, unix, recv, control_rx, ready_tx).await;
+            run_shard(id, settings, udp, unix, recv, control_rx, ready_tx, hooks).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -176,13 +174,16 @@ struct RecvSettings {
     coalesce: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
+    id: usize,
     settings: ShardSettings,
     udp: Option<std::net::UdpSocket>,
     unix: Option<PathBuf>,
     recv: RecvSettings,
     control: Receiver<Control>,
     ready: Sender<Result<(), RuntimeError>>,
+    hooks: ShardHooks,
 ) {
     let state = Rc::new(RefCell::new(ShardState::new(settings)));
     let stopping = Rc::new(Cell::new(false));
@@ -227,13 +228,27 @@ async fn run_shard(
     }
     let _ = ready.send(Ok(()));
 
+    let mut test_delay = hooks.test_delay_flush;
+    let mut published = Instant::now();
     loop {
+        if published.elapsed() >= LIVE_STATS_PERIOD {
+            published = Instant::now();
+            hooks.live.publish(id, state.borrow().stats());
+        }
         match control.try_recv() {
-            Ok(Control::Flush { now, force, reply }) => {
+            Ok(Control::Flush { now, force, seq, reply }) => {
                 let f = state.borrow_mut().take_flush(now, force);
-                let _ = reply.send(f);
+                if !f.metrics.is_empty() || !f.sketches.is_empty() {
+                    if let Some(d) = test_delay.take() {
+                        tracing::warn!(shard = id, delay_ms = d.as_millis() as u64, "EDGESTAT_TEST_DELAY_SHARD_FLUSH: delaying this flush answer (test-only fault)");
+                        glommio::timer::sleep(d).await;
+                    }
+                }
+                // Never blocks: the channel has room for every request the
+                // flusher can have outstanding (see `handover`).
+                let _ = reply.send(ShardReply { shard: id, seq, flush: f });
             }
-            Ok(Control::Shutdown { now, reply }) => {
+            Ok(Control::Shutdown { now, seq, reply }) => {
                 stopping.set(true);
                 if let Some(path) = &unix {
                     send_marker(path, &marker).await;
@@ -252,7 +267,8 @@ async fn run_shard(
                     }
                 }
                 let f = state.borrow_mut().take_flush(now.max(unix_now()), true);
-                let _ = reply.send(f);
+                hooks.live.publish(id, &f.stats);
+                let _ = reply.send(ShardReply { shard: id, seq, flush: f });
                 return;
             }
             Err(TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,

@@ -308,6 +308,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
                 tls: crate::tools::intake::TlsMode::Plain,
                 data_dir: None,
                 max_stored_payloads: 1_000_000,
+                throttle_bytes_per_sec: 0,
             })
             .map_err(|e| BenchError::Io(e.to_string()))?,
         ),

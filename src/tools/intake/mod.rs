@@ -18,6 +18,7 @@
 pub mod decode;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 
 use std::io::Write as _;
@@ -98,6 +99,9 @@ pub struct IntakeConfig {
     /// `/intake/stats`) beyond it. `0` keeps none in memory (the JSONL file
     /// and counters still see everything).
     pub max_stored_payloads: usize,
+    /// Bandwidth of payload bodies in bytes/s, shared by all connections
+    /// (0: unlimited); `POST /intake/throttle` changes it at run time.
+    pub throttle_bytes_per_sec: u64,
 }
 
 impl IntakeConfig {
@@ -108,6 +112,7 @@ impl IntakeConfig {
             tls: TlsMode::Plain,
             data_dir: None,
             max_stored_payloads: DEFAULT_MAX_STORED_PAYLOADS,
+            throttle_bytes_per_sec: 0,
         }
     }
 }
@@ -236,6 +241,7 @@ pub async fn start(cfg: IntakeConfig) -> Result<IntakeHandle, IntakeError> {
     let state = Arc::new(State {
         store,
         fail: FailRules::default(),
+        throttle: throttle::Throttle::new(cfg.throttle_bytes_per_sec),
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tls_on = acceptor.is_some();
@@ -413,6 +419,7 @@ pub fn start_for_agent(
         tls: TlsMode::Plain,
         data_dir: Some(data_dir.to_path_buf()),
         max_stored_payloads: 10_000,
+        throttle_bytes_per_sec: 0,
     })?;
     Ok(Box::new(intake))
 }
