@@ -38,15 +38,21 @@ ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 def lines(n, seed, target):
     """n unique counter lines averaging about `target` bytes."""
     rnd = random.Random(seed)
+    pool = "".join(rnd.choices(ALNUM, k=1 << 20))
+
+    def text(k):
+        off = rnd.randrange(0, len(pool) - k)
+        return pool[off : off + k]
+
     out = []
     for i in range(n):
-        name = f"c{i}." + "".join(rnd.choice(ALNUM) for _ in range(rnd.randint(1, 190)))
+        name = f"c{i}." + text(rnd.randint(1, 190))
         tags = []
         size = len(name)
         ntags = rnd.randint(2, 50)
         for j in range(ntags):
             budget = max(3, min(150, (target - size) // max(1, ntags - j)))
-            t = f"t{j}:" + "".join(rnd.choice(ALNUM) for _ in range(rnd.randint(max(1, budget // 2), budget)))
+            t = f"t{j}:" + text(rnd.randint(max(1, budget // 2), budget))
             tags.append(t[:150])
             size += len(tags[-1]) + 1
         out.append(f"{name}:1|c|#{','.join(tags)}".encode())
@@ -130,7 +136,7 @@ def decode(store_path):
             for f, s in fields(raw):
                 if f != 1:
                     continue
-                name, total = None, 0.0
+                name, total, interval = None, 0.0, 0
                 for g, v in fields(s):
                     if g == 2:
                         name = bytes(v).decode()
@@ -138,8 +144,11 @@ def decode(store_path):
                         for h2, pv in fields(v):
                             if h2 == 1:
                                 total += struct.unpack("<d", pv)[0]
+                    elif g == 8:
+                        interval = v
+                # Counters flush as rates: value × interval is the count.
                 if name and name.startswith("c"):
-                    sums[name] = sums.get(name, 0.0) + total
+                    sums[name] = sums.get(name, 0.0) + total * max(1, interval)
     return sums
 
 
@@ -222,7 +231,7 @@ def main():
                 "contexts_sent": min(a.contexts, sent),
                 "contexts_delivered": len(sums),
                 "increments_sent": sent,
-                "increments_delivered": int(sum(sums.values())),
+                "increments_delivered": int(round(sum(sums.values()))),
                 "avg_line_bytes": round(avg),
                 "send_seconds": round(send_s, 2),
                 "exit": code,
