@@ -181,10 +181,10 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes)?,
         None => Vec::new(),
     };
-    if let Some(p) = &cfg.unix_socket {
-        runtime::prepare_unix_path(p)?;
-    }
-    let mut unix = cfg.unix_socket.clone();
+    let unix = match &cfg.unix_socket {
+        Some(p) => Some(runtime::bind_unix(p)?),
+        None => None,
+    };
     let shard_settings = ShardSettings {
         hostname: cfg.hostname.clone(),
         extra_tags: cfg.dogstatsd_tags.clone(),
@@ -199,11 +199,15 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     let mut shards = Vec::with_capacity(cfg.shards);
     udp.reverse();
     for id in 0..cfg.shards {
-        // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
-        let sockets = ShardSockets {
-            udp: udp.pop(),
-            unix: unix.take(),
+        // The first EDGESTAT_UNIX_READERS shards also read the Unix socket
+        // (it cannot be port-balanced: they share it).
+        let unix = match &unix {
+            Some(s) if id < cfg.unix_readers => {
+                Some(s.try_clone().map_err(|e| runtime::RuntimeError::Bind { what: "unix socket (a shard's copy)".into(), source: e })?)
+            }
+            _ => None,
         };
+        let sockets = ShardSockets { udp: udp.pop(), unix };
         let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)?;
         shards.push(h);
     }

@@ -173,6 +173,9 @@ pub struct Config {
     /// wait this long before draining again, so each wake-up takes a batch
     /// (0 = read as soon as one arrives); at most 10000.
     pub recv_coalesce_us: u64,
+    /// `EDGESTAT_UNIX_READERS`: shards reading the Unix socket (1 to the
+    /// shard count; each waits on it and drains it with `recvmmsg`).
+    pub unix_readers: usize,
 }
 
 /// The Agent's `forwarder_*` / `proxy.*` keys beyond timeout and queue size.
@@ -768,6 +771,7 @@ impl Config {
             flush_encode_threads: edge_usize_in("FLUSH_ENCODE_THREADS", 1, 1, 16)?,
             forwarder: forwarder_tuning(src)?,
             recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
+            unix_readers: edge_usize_in("UNIX_READERS", 1, 1, shards)?,
         })
     }
 }

@@ -381,25 +381,63 @@ impl ShardState {
         });
     }
 
-    /// Hands over closed buckets (all buckets when `force`) and the queues.
+    /// Hands over closed buckets (all buckets when `force`) and the queues,
+    /// all at once.
     pub fn take_flush(&mut self, now: i64, force: bool) -> ShardFlush {
+        let mut job = self.begin_flush(now, force);
+        while !self.flush_step(&mut job, usize::MAX) {}
+        self.finish_flush(job)
+    }
+
+    /// Starts a flush hand-over: swaps the closed buckets and the queues
+    /// out of the read path. Costs O(1) in the number of contexts; the rest
+    /// is done by [`ShardState::flush_step`], between which the shard keeps
+    /// reading (new samples go to the open bucket).
+    pub fn begin_flush(&mut self, now: i64, force: bool) -> FlushJob {
         let cutoff = now - now.rem_euclid(crate::core::aggregator::BUCKET_SECONDS);
+        let closed = self.sampler.close_buckets(cutoff, force);
         let mut out = ShardFlush::default();
-        self.sampler.take_closed(
-            cutoff,
-            force,
-            now,
-            self.settings.context_expiry_seconds + crate::core::aggregator::BUCKET_SECONDS,
-            &mut out.metrics,
-            &mut out.sketches,
-        );
+        closed.reserve(&mut out.metrics, &mut out.sketches);
         out.passthrough = std::mem::take(&mut self.passthrough);
         out.events = std::mem::take(&mut self.events);
         out.service_checks = std::mem::take(&mut self.service_checks);
         out.stats = self.stats.clone();
-        out.contexts = self.sampler.context_count();
-        out
+        FlushJob { now, force, closed: Some(closed), cursor: 0, out }
     }
+
+    /// Does up to `budget` entries of a flush hand-over's work (turning
+    /// closed entries into flush entries, then sweeping idle contexts);
+    /// true when nothing is left.
+    pub fn flush_step(&mut self, job: &mut FlushJob, budget: usize) -> bool {
+        if let Some(closed) = job.closed.as_mut() {
+            if !self.sampler.convert_closed(closed, budget, &mut job.out.metrics, &mut job.out.sketches) {
+                return false;
+            }
+            if let Some(closed) = job.closed.take() {
+                self.sampler.recycle(closed, job.force);
+            }
+            return false;
+        }
+        let ttl = self.settings.context_expiry_seconds + crate::core::aggregator::BUCKET_SECONDS;
+        self.sampler.expire_step(&mut job.cursor, budget, job.now, ttl)
+    }
+
+    /// Ends a flush hand-over (after [`ShardState::flush_step`] returned true).
+    pub fn finish_flush(&mut self, mut job: FlushJob) -> ShardFlush {
+        job.out.contexts = self.sampler.context_count();
+        job.out
+    }
+}
+
+/// A flush hand-over in progress (see [`ShardState::begin_flush`]).
+pub struct FlushJob {
+    now: i64,
+    force: bool,
+    /// Closed buckets not yet fully converted.
+    closed: Option<crate::core::aggregator::ClosedBuckets>,
+    /// Next context id of the idle-context sweep.
+    cursor: u32,
+    out: ShardFlush,
 }
 
 fn record(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
@@ -458,6 +496,32 @@ mod tests {
         let c = &f.service_checks[0];
         assert_eq!((c.check.as_str(), c.status, c.host_name.as_str(), c.message.as_str()), ("db", 2, "dbhost", "timeout"));
         assert_eq!(c.tags, vec!["a", "b", "team:edge"]);
+    }
+
+    #[test]
+    fn a_stepwise_hand_over_lets_reading_go_on() {
+        let mut s = ShardState::new(settings());
+        for i in 0..100 {
+            s.handle_datagram(format!("m{i}:1|c").as_bytes(), 1_700_000_001, 1);
+        }
+        s.handle_datagram(b"_e{1,1}:a|b", 1_700_000_001, 1);
+        let mut job = s.begin_flush(1_700_000_015, false);
+        let mut steps = 0;
+        while !s.flush_step(&mut job, 8) {
+            steps += 1;
+            // Read between two steps: lands in the open bucket, and in the
+            // next hand-over's queues.
+            s.handle_datagram(b"m0:1|c\n_e{1,1}:c|d", 1_700_000_015, 2);
+        }
+        let f = s.finish_flush(job);
+        assert!(steps > 100 / 8, "{steps}");
+        assert_eq!(f.metrics.len(), 100);
+        assert!(f.metrics.iter().all(|e| e.agg == Agg::Counter(1.0)));
+        assert_eq!(f.events.len(), 1);
+        let g = s.take_flush(1_700_000_025, false);
+        assert_eq!(g.metrics.len(), 1);
+        assert_eq!(g.metrics[0].agg, Agg::Counter(steps as f64));
+        assert_eq!(g.events.len(), steps);
     }
 
     #[test]

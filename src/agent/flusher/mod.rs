@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
 use crate::agent::config::{Config, AGENT_VERSION};
 use crate::agent::forwarder::{Forwarder, Payload};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::agent::clock::unix_now;
-use crate::agent::runtime::Control;
+use crate::agent::runtime::{Control, ControlSender};
 use crate::core::serializer::{PayloadKind, Serializer};
 use crate::core::shard::{ShardFlush, ShardStats};
 
@@ -60,7 +60,7 @@ pub struct FlushSummary {
 /// Owns the merge and serialization state across flushes.
 pub struct Flusher {
     cfg: Config,
-    shards: Vec<Sender<Control>>,
+    shards: Vec<ControlSender>,
     merger: FlushMerger,
     serializer: Serializer,
     forwarder: Forwarder,
@@ -81,7 +81,7 @@ impl Flusher {
     /// A flusher for `shards`, shipping through `forwarder`.
     pub fn new(
         cfg: Config,
-        shards: Vec<Sender<Control>>,
+        shards: Vec<ControlSender>,
         forwarder: Forwarder,
         on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
     ) -> Result<Self, crate::core::serializer::CompressError> {
