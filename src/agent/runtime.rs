@@ -180,11 +180,16 @@ async fn next_control(rx: &Receiver<Control>, slot: &WakeSlot) -> Option<Control
     .await
 }
 
-/// Tells a shard's readers to stop (shard-local, no timer involved).
+/// Tells a shard's readers to stop (shard-local, no timer involved), and
+/// whether a flush hand-over is in progress.
 #[derive(Default)]
 struct Stop {
     set: Cell<bool>,
     waiters: RefCell<Vec<std::task::Waker>>,
+    /// A flush hand-over is being done in steps: a reader that keeps
+    /// finding datagrams gives the control task a turn after every batch
+    /// (glommio would preempt it only every 100 ms).
+    handover: Cell<bool>,
 }
 
 impl Stop {
@@ -329,7 +334,7 @@ async fn run_shard(
         // Coalescing pauses keep the queue under an eighth of SO_RCVBUF.
         let queue_budget = (budget - buffer_size as u64) / 16;
         let sock = glommio::net::UdpSocket::from(glommio_socket2::Socket::from(std_sock));
-        let reader = ReadLoop { batch: BatchRecv::new(fd, batch, buffer_size), drain_budget: budget, coalesce, queue_budget };
+        let reader = ReadLoop { batch: BatchRecv::new(fd, batch, buffer_size), drain_budget: budget, coalesce, queue_budget, errors_logged: 0 };
         readers.push(glommio::spawn_local(reader.run(Waiter::Udp(sock), state.clone(), stop.clone())));
     }
     if let Some(std_sock) = unix {
@@ -351,6 +356,7 @@ async fn run_shard(
             drain_budget: drain_budget(rcvbuf, buffer_size).max(UNIX_MIN_DRAIN_BYTES),
             coalesce: Duration::ZERO,
             queue_budget: 0,
+            errors_logged: 0,
         };
         readers.push(glommio::spawn_local(reader.run(Waiter::Unix(waiter, std_sock), state.clone(), stop.clone())));
     }
@@ -363,9 +369,11 @@ async fn run_shard(
                 // convert them a slice at a time, letting the readers run
                 // in between (their samples go to the open bucket).
                 let mut job = state.borrow_mut().begin_flush(now, force);
+                stop.handover.set(true);
                 while !state.borrow_mut().flush_step(&mut job, FLUSH_STEP_ENTRIES) {
                     glommio::executor().yield_task_queue_now().await;
                 }
+                stop.handover.set(false);
                 let f = state.borrow_mut().finish_flush(job);
                 let _ = reply.send(f);
             }
@@ -547,6 +555,8 @@ struct ReadLoop {
     coalesce: Duration,
     /// Pauses keep the queue under this many bytes.
     queue_budget: u64,
+    /// Read errors logged so far (at most 10 are).
+    errors_logged: u32,
 }
 
 /// Where a reader puts each datagram.
@@ -556,14 +566,13 @@ fn deliver(st: &mut ShardState, datagram: &[u8], now: i64, seq: u64) {
 
 impl ReadLoop {
     async fn run(mut self, mut waiter: Waiter, state: Rc<RefCell<ShardState>>, stop: Rc<Stop>) {
-        let mut errors_logged = 0u32;
         loop {
             match readable_or_stop(&waiter, &stop).await {
                 None => break,
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     state.borrow_mut().count_read_error();
-                    log_read_error(&mut errors_logged, &e);
+                    log_read_error(&mut self.errors_logged, &e);
                     // Not a poll: a failing socket must not spin.
                     glommio::timer::sleep(Duration::from_millis(1)).await;
                     continue;
@@ -575,7 +584,7 @@ impl ReadLoop {
             let mut since: Option<Instant> = None;
             let mut first = true;
             loop {
-                let (got, bytes) = self.drain(&state, &mut errors_logged).await;
+                let (got, bytes) = self.drain(&state, &stop).await;
                 if got == 0 && first {
                     waiter.woke_for_nothing();
                 }
@@ -597,18 +606,21 @@ impl ReadLoop {
                 glommio::timer::sleep(pause).await;
             }
         }
-        self.drain_at_stop(&state, &mut errors_logged);
+        self.drain_at_stop(&state);
     }
 
     /// Takes every queued datagram (until a batch comes back short);
     /// returns how many and their bytes. Gives other tasks (a flush
     /// hand-over) their turn between batches.
-    async fn drain(&mut self, state: &RefCell<ShardState>, errors_logged: &mut u32) -> (usize, u64) {
+    async fn drain(&mut self, state: &RefCell<ShardState>, stop: &Stop) -> (usize, u64) {
         let (mut total, mut bytes) = (0, 0u64);
         loop {
-            let (got, b) = self.batch_once(state, errors_logged);
+            let (got, b) = self.batch_once(state);
             total += got;
             bytes += b;
+            if stop.handover.get() {
+                glommio::executor().yield_now().await;
+            }
             if got < self.batch.capacity() {
                 return (total, bytes);
             }
@@ -617,12 +629,12 @@ impl ReadLoop {
     }
 
     /// One `recvmmsg`, each datagram delivered; (datagrams, bytes).
-    fn batch_once(&mut self, state: &RefCell<ShardState>, errors_logged: &mut u32) -> (usize, u64) {
+    fn batch_once(&mut self, state: &RefCell<ShardState>) -> (usize, u64) {
         let got = match self.batch.recv() {
             Ok(got) => got,
             Err(e) => {
                 state.borrow_mut().count_read_error();
-                log_read_error(errors_logged, &e);
+                log_read_error(&mut self.errors_logged, &e);
                 return (0, 0);
             }
         };
@@ -642,10 +654,10 @@ impl ReadLoop {
     /// After the stop signal: takes what is queued, without waiting for
     /// more, up to the drain budget (a sender that never stops cannot hold
     /// shutdown hostage).
-    fn drain_at_stop(&mut self, state: &RefCell<ShardState>, errors_logged: &mut u32) {
+    fn drain_at_stop(&mut self, state: &RefCell<ShardState>) {
         let mut drained = 0u64;
         while drained <= self.drain_budget {
-            let (got, bytes) = self.batch_once(state, errors_logged);
+            let (got, bytes) = self.batch_once(state);
             drained += bytes;
             if got < self.batch.capacity() {
                 return;
