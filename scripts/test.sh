@@ -21,6 +21,7 @@ apt_install() {
 need_apt=()
 command -v prlimit >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt_install "${need_apt[@]}"
 fi
@@ -62,3 +63,19 @@ fi
 echo "== cargo test (from $copy)"
 cd "$copy"
 CARGO_TARGET_DIR=$repo/target cargo test --locked --all-targets "$@"
+
+# The Debian package, installed with dpkg on this machine, checked and
+# purged (packaging/test-deb.sh). It packages the binary the tests above
+# just built, so no release build is added: this checks the package's
+# mechanics; packaging/build-deb.sh alone builds the release package.
+if [ $# -gt 0 ]; then
+  echo "deb package test: skipped (arguments given to cargo test)"
+elif [ "${EDGESTAT_SKIP_DEB_TEST:-0}" = 1 ]; then
+  echo "deb package test: skipped (EDGESTAT_SKIP_DEB_TEST=1)"
+elif [ "$(id -u)" != 0 ] || ! command -v dpkg >/dev/null 2>&1; then
+  echo "deb package test: skipped (needs root and dpkg: packaging/build-deb.sh && sudo packaging/test-deb.sh)"
+else
+  cd "$repo"
+  packaging/build-deb.sh --binary "$repo/target/debug/edgestat" >/dev/null
+  packaging/test-deb.sh
+fi

@@ -48,6 +48,13 @@ enum Command {
     },
     /// Benchmark harness: load generator + intake + report (JSON, table, SVG plot).
     Bench(edgestat::tools::bench::BenchArgs),
+    /// Ask a running agent whether it is healthy (`GET /health`); prints its
+    /// JSON, exits 0 when healthy and 1 when unhealthy or unreachable.
+    Health {
+        /// The agent's local API (`EDGESTAT_API_ADDR`).
+        #[arg(long, value_name = "ADDR", env = "EDGESTAT_API_ADDR", default_value = "127.0.0.1:5005")]
+        addr: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -65,7 +72,10 @@ fn main() -> ExitCode {
             data_max_bytes,
             max_stored_payloads,
         } => {
-            edgestat::agent::logging::init(&std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()));
+            edgestat::agent::logging::init(
+                &std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+                edgestat::agent::logging::LogFormat::from_env(),
+            );
             let tls = match (tls_cert, tls_key, tls_self_signed) {
                 (Some(cert), Some(key), _) => edgestat::tools::intake::TlsMode::Files { cert, key },
                 (_, _, Some(dir)) => edgestat::tools::intake::TlsMode::SelfSigned { dir },
@@ -82,6 +92,28 @@ fn main() -> ExitCode {
             }
         }
         Command::Bench(args) => edgestat::tools::bench::run(args),
+        Command::Health { addr } => health(&addr),
     };
     ExitCode::from(code as u8)
+}
+
+/// `edgestat health`: 0 healthy; 1 unhealthy or unreachable, with one line on stderr.
+fn health(addr: &str) -> i32 {
+    let Ok(sock) = addr.trim().parse::<std::net::SocketAddr>() else {
+        eprintln!("edgestat health: --addr / EDGESTAT_API_ADDR={addr:?} is not host:port (is the local API off?)");
+        return 1;
+    };
+    match edgestat::agent::health::probe(sock) {
+        edgestat::agent::health::Probe::Answered { healthy, status, body } => {
+            println!("{body}");
+            if !healthy {
+                eprintln!("edgestat health: unhealthy (HTTP {status})");
+            }
+            i32::from(!healthy)
+        }
+        edgestat::agent::health::Probe::Unreachable(line) => {
+            eprintln!("edgestat health: {line}");
+            1
+        }
+    }
 }

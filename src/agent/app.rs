@@ -68,22 +68,26 @@ pub enum StartError {
     FlusherPanicked,
 }
 
+/// Shortest silence that makes a shard or forwarder loop unhealthy (they
+/// turn every few milliseconds; this leaves room for a loaded machine).
+const LOOP_SILENCE_MIN: Duration = Duration::from_secs(5);
+
 /// Runs the agent until SIGTERM/SIGINT; returns the process exit status.
 pub fn run(config_file: Option<&Path>, local_intake: StartLocalIntake) -> i32 {
     let cfg = match Sources::load(config_file).and_then(|s| Config::from_sources(&s)) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("edgestat: {e}");
+            crate::agent::logging::fatal(&format!("edgestat: {e}"));
             return EXIT_CONFIG;
         }
     };
-    crate::agent::logging::init(&cfg.log_level);
+    crate::agent::logging::init(&cfg.log_level, cfg.log_format);
     abort_on_panic();
     set_malloc_arenas(cfg.malloc_arenas);
     match start_and_wait(cfg, local_intake) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("edgestat: {e}");
+            crate::agent::logging::fatal(&format!("edgestat: {e}"));
             EXIT_START
         }
     }
@@ -132,9 +136,15 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         embedded = Some(intake);
     }
 
+    // Liveness for `GET /health`: the flusher must finish a flush every two
+    // intervals; shards and forwarders only have to keep their loops turning.
+    let health = crate::agent::health::Health::new();
+    let loop_bound = (cfg.flush_interval * 2).max(LOOP_SILENCE_MIN);
+
     let mut endpoints: Vec<Endpoint> = cfg.endpoint.iter().cloned().collect();
     endpoints.extend(cfg.additional_endpoints.iter().cloned());
     let forwarder = Forwarder::start(ForwarderSettings::from_config(&cfg, endpoints))?;
+    forwarder.report_health(health.register("forwarder", loop_bound), loop_bound / 4);
 
     // Local submission API + the orchestrator forwarder it feeds (a second
     // forwarder, as in the Agent: own host, no version prefix).
@@ -151,6 +161,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         orch_settings.apikey_validation_interval = None;
         orch_settings.storage_path = orch_settings.storage_path.map(|p| p.join("orchestrator"));
         let orch_forwarder = Forwarder::start(orch_settings)?;
+        orch_forwarder.report_health(health.register("forwarder-orchestrator", loop_bound), loop_bound / 4);
         let orch_stats = orch_forwarder.stats.clone();
         let sender = crate::agent::orchestrator::OrchestratorSender::start(
             orch_forwarder,
@@ -165,6 +176,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                 queue_items: cfg.api_queue_items,
                 manifest_buffer_bytes: cfg.manifest_buffer_bytes,
                 orchestrator_legacy_endpoint: cfg.orchestrator_use_legacy_endpoint,
+                health: Some(health.clone()),
             },
             sender.queue(),
         )?;
@@ -210,16 +222,12 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     udp.reverse();
     for id in 0..cfg.shards {
         // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
-        let sockets = ShardSockets { udp: udp.pop(), unix: unix.take() };
-        let h = runtime::spawn_shard(
-            id,
-            shard_settings.clone(),
-            sockets,
-            cfg.buffer_size_bytes,
-            cfg.io_memory_bytes,
-            cfg.recv_batch_datagrams,
-            cfg.recv_coalesce_us,
-        )?;
+        let sockets = ShardSockets {
+            udp: udp.pop(),
+            unix: unix.take(),
+            health: Some(health.register(format!("shard-{id}"), loop_bound)),
+        };
+        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)?;
         shards.push(h);
     }
     tracing::info!(
@@ -250,6 +258,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         Box::new(|_s: &FlushSummary| {})
     };
     let shutdown_timeout = cfg.shutdown_timeout;
+    let cfg_flush_interval = cfg.flush_interval;
     let mut flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
         .map_err(StartError::Compressor)?;
     if let Some((api, _, _)) = &api_parts {
@@ -258,12 +267,16 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     if let Some(r) = recorder {
         flusher.attach_telemetry(r);
     }
+    flusher.attach_health(health.register("flusher", cfg_flush_interval * 2));
     let api_closer = api_shared.clone();
+    let health_closer = health.clone();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let flusher_thread = std::thread::Builder::new()
         .name("edgestat-flusher".into())
         .spawn(move || flusher.run(stop_rx))
         .map_err(|source| StartError::Thread { what: "flusher", source })?;
+    // Every socket is bound and every thread runs: tell systemd (Type=notify).
+    crate::agent::sd_notify::notify_or_warn("READY=1");
 
     // First signal: orderly shutdown. Second: leave at once.
     let signal_thread = std::thread::Builder::new()
@@ -274,6 +287,8 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                 seen += 1;
                 if seen == 1 {
                     tracing::info!(signal = sig, "stopping: draining sockets and flushing every bucket");
+                    crate::agent::sd_notify::notify_or_warn("STOPPING=1");
+                    health_closer.set_stopping();
                     // The API answers 503 from here on; what it accepted is
                     // in the queues the final flush drains.
                     if let Some(api) = &api_closer {
@@ -281,7 +296,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                     }
                     let _ = stop_tx.send(());
                 } else {
-                    eprintln!("edgestat: second signal, exiting immediately");
+                    crate::agent::logging::fatal("edgestat: second signal, exiting immediately");
                     std::process::exit(1);
                 }
             }

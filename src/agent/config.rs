@@ -116,6 +116,8 @@ pub struct Config {
     pub log_payloads: bool,
     /// `DD_LOG_LEVEL`.
     pub log_level: String,
+    /// `EDGESTAT_LOG_FORMAT`: `text` or `json`.
+    pub log_format: crate::agent::logging::LogFormat,
     /// TLS trust settings.
     pub tls: TlsSettings,
     /// `DD_FORWARDER_TIMEOUT`.
@@ -672,7 +674,7 @@ impl Config {
                 let l = v.trim().to_ascii_lowercase();
                 let l = if l == "warning" { "warn".to_string() } else { l };
                 if !["trace", "debug", "info", "warn", "error", "off", "critical"].contains(&l.as_str()) {
-                    return Err(bad(&k, &v, "one of trace, debug, info, warn, error, off"));
+                    return Err(bad(&k, &v, "one of trace, debug, info, warn, warning, error, critical, off"));
                 }
                 if l == "critical" {
                     "error".to_string()
@@ -681,6 +683,10 @@ impl Config {
                 }
             }
             None => "info".to_string(),
+        };
+        let log_format = match src.edgestat("LOG_FORMAT") {
+            Some((k, v)) => crate::agent::logging::LogFormat::parse(&v).ok_or_else(|| bad(&k, &v, "text or json"))?,
+            None => crate::agent::logging::LogFormat::Text,
         };
 
         let extra_roots_file = src.raw_env("SSL_CERT_FILE").filter(|s| !s.is_empty()).map(PathBuf::from);
@@ -764,6 +770,7 @@ impl Config {
             serializer,
             log_payloads: get_bool("log_payloads", false)?,
             log_level,
+            log_format,
             tls,
             forwarder_timeout,
             retry_queue_max_bytes: get_usize("forwarder_retry_queue_payloads_max_size", 15_728_640)?,
@@ -950,6 +957,19 @@ mod tests {
         assert_eq!(cfg(&[]).unwrap().malloc_arenas, 0);
         assert_eq!(cfg(&[("EDGESTAT_MALLOC_ARENAS", "1")]).unwrap().malloc_arenas, 1);
         assert_eq!(cfg(&[("EDGESTAT_MALLOC_ARENAS", "many")]).unwrap_err().key, "EDGESTAT_MALLOC_ARENAS");
+    }
+
+    #[test]
+    fn log_level_takes_the_agents_names_and_log_format_text_or_json() {
+        // The Agent's values, case-insensitive; `warning` and `critical` have no
+        // tracing level of their own.
+        for (given, used) in [("WARNING", "warn"), ("warn", "warn"), ("Critical", "error"), ("off", "off"), ("trace", "trace")] {
+            assert_eq!(cfg(&[("DD_LOG_LEVEL", given)]).unwrap().log_level, used, "{given}");
+        }
+        assert_eq!(cfg(&[("DD_LOG_LEVEL", "verbose")]).unwrap_err().key, "DD_LOG_LEVEL");
+        assert_eq!(cfg(&[]).unwrap().log_format, crate::agent::logging::LogFormat::Text);
+        assert_eq!(cfg(&[("EDGESTAT_LOG_FORMAT", "json")]).unwrap().log_format, crate::agent::logging::LogFormat::Json);
+        assert_eq!(cfg(&[("EDGESTAT_LOG_FORMAT", "xml")]).unwrap_err().key, "EDGESTAT_LOG_FORMAT");
     }
 
     #[test]

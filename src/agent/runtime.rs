@@ -83,13 +83,15 @@ pub fn check_memlock() -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// The sockets handed to one shard.
+/// The sockets handed to one shard, and its health beat.
 pub struct ShardSockets {
     /// This shard's SO_REUSEPORT UDP socket.
     pub udp: Option<std::net::UdpSocket>,
     /// The Unix datagram socket path (only one shard reads it); any stale
     /// socket file was already removed by [`prepare_unix_path`].
     pub unix: Option<std::path::PathBuf>,
+    /// Beaten by the shard's control loop (`GET /health`).
+    pub health: Option<std::sync::Arc<crate::agent::health::Component>>,
 }
 
 /// Binds `n` UDP sockets on `addr` with SO_REUSEPORT so the kernel spreads
@@ -160,13 +162,13 @@ pub fn spawn_shard(
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let udp = sockets.udp;
     let unix = sockets.unix;
+    let health = sockets.health;
     let join = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {
-            let recv =
-                RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
-            run_shard(settings, udp, unix, recv, control_rx, ready_tx).await;
+            let recv = RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
+            run_shard(settings, udp, unix, recv, control_rx, ready_tx, health).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -219,6 +221,7 @@ async fn run_shard(
     recv: RecvSettings,
     control: Receiver<Control>,
     ready: Sender<Result<(), RuntimeError>>,
+    health: Option<std::sync::Arc<crate::agent::health::Component>>,
 ) {
     let state = Rc::new(RefCell::new(ShardState::new(settings)));
     let stopping = Rc::new(Cell::new(false));
@@ -285,6 +288,9 @@ async fn run_shard(
     let _ = ready.send(Ok(()));
 
     loop {
+        if let Some(h) = &health {
+            h.beat();
+        }
         match control.try_recv() {
             Ok(Control::Flush { now, force, reply }) => {
                 let f = state.borrow_mut().take_flush(now, force);

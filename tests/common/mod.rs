@@ -24,7 +24,7 @@ pub fn free_udp_port() -> u16 {
 pub struct Lines(Arc<Mutex<Vec<String>>>);
 
 impl Lines {
-    fn follow(stream: impl Read + Send + 'static) -> Self {
+    pub fn follow(stream: impl Read + Send + 'static) -> Self {
         let lines = Lines::default();
         let l = lines.clone();
         std::thread::spawn(move || {

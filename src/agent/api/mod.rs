@@ -63,6 +63,8 @@ pub struct ApiSettings {
     pub manifest_buffer_bytes: usize,
     /// `DD_ORCHESTRATOR_EXPLORER_USE_LEGACY_ENDPOINT`.
     pub orchestrator_legacy_endpoint: bool,
+    /// What `GET /health` reports; `None` answers 404.
+    pub health: Option<Arc<crate::agent::health::Health>>,
 }
 
 struct Manifest {
@@ -273,6 +275,9 @@ impl Route {
 }
 
 async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
+    if req.uri().path() == "/health" {
+        return health(ctx, req.method());
+    }
     let route = match req.uri().path() {
         "/v1/events" => Route::Events,
         "/v1/check_run" => Route::Checks,
@@ -330,6 +335,22 @@ async fn handle_route(ctx: &Ctx, route: Route, req: Request<Incoming>) -> Resp {
         Route::Events | Route::Checks => submit_json(ctx, route, body),
         Route::Orchestrator | Route::Manifests => submit_orchestrator(ctx, route, &query, body),
     }
+}
+
+/// `GET /health`: 200 with `{"status":"ok",...}`, or 503 with the reasons.
+fn health(ctx: &Ctx, method: &Method) -> Resp {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = json_error(405, &format!("method {method} not allowed; use GET"));
+        r.headers_mut().insert(http::header::ALLOW, http::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let Some(h) = &ctx.shared.settings.health else {
+        return json_error(404, "no such endpoint: /health");
+    };
+    let report = h.check();
+    let status = if report.healthy { 200 } else { 503 };
+    bump(&ctx.shared.stats.requests, ("health", status), 1);
+    respond(status, "application/json", report.to_json())
 }
 
 fn submit_json(ctx: &Ctx, route: Route, body: BytesMut) -> Resp {

@@ -75,6 +75,8 @@ pub struct Flusher {
     api: Option<crate::agent::api::ApiFlushSide>,
     /// Telemetry recorder, published once per flush.
     telemetry: Option<stats::FlushRecorder>,
+    /// Beaten after every flush; faulted while a shard does not answer.
+    health: Option<std::sync::Arc<crate::agent::health::Component>>,
 }
 
 impl Flusher {
@@ -120,6 +122,7 @@ impl Flusher {
             on_flush,
             api: None,
             telemetry: None,
+            health: None,
         })
     }
 
@@ -131,6 +134,11 @@ impl Flusher {
     /// Publishes telemetry after every flush.
     pub fn attach_telemetry(&mut self, recorder: stats::FlushRecorder) {
         self.telemetry = Some(recorder);
+    }
+
+    /// Reports every finished flush to `GET /health`.
+    pub fn attach_health(&mut self, component: std::sync::Arc<crate::agent::health::Component>) {
+        self.health = Some(component);
     }
 
     /// Runs until `stop` fires (or is dropped), then performs the final
@@ -173,6 +181,14 @@ impl Flusher {
                     tracing::error!("a shard did not answer the flush request in time");
                     break;
                 }
+            }
+        }
+        if let (Some(h), false) = (&self.health, final_flush) {
+            let missing = self.shards.len() - out.len();
+            if missing > 0 {
+                h.set_fault(format!("{missing} of {} shards did not answer the last flush request", self.shards.len()));
+            } else {
+                h.clear_fault();
             }
         }
         out
@@ -275,6 +291,9 @@ impl Flusher {
             t.publish(&summary, self.serializer.stats(), started.elapsed());
         }
         (self.on_flush)(&summary);
+        if let Some(h) = &self.health {
+            h.beat();
+        }
     }
 
     fn ship(

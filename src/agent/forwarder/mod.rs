@@ -229,6 +229,8 @@ pub struct Forwarder {
     inputs: Vec<mpsc::Sender<Arc<TxPayload>>>,
     deadline_tx: tokio::sync::watch::Sender<Option<Instant>>,
     thread: std::thread::JoinHandle<()>,
+    /// The forwarder thread's runtime (for the health beat).
+    runtime: tokio::runtime::Handle,
     /// Shared counters.
     pub stats: Arc<ForwarderStats>,
 }
@@ -269,6 +271,7 @@ impl Forwarder {
         }
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ForwarderError::Start)?;
         let st = stats.clone();
+        let runtime = rt.handle().clone();
         let thread = std::thread::Builder::new()
             .name("edgestat-forwarder".into())
             .spawn(move || {
@@ -303,7 +306,20 @@ impl Forwarder {
                 rt.shutdown_timeout(Duration::from_millis(200));
             })
             .map_err(ForwarderError::Start)?;
-        Ok(Self { inputs, deadline_tx, thread, stats })
+        Ok(Self { inputs, deadline_tx, thread, runtime, stats })
+    }
+
+    /// Beats `component` every `period` from the forwarder's own thread: a
+    /// wedged or ended forwarder runtime stops beating and shows unhealthy.
+    pub fn report_health(&self, component: Arc<crate::agent::health::Component>, period: Duration) {
+        let period = period.max(Duration::from_millis(10));
+        self.runtime.spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tick.tick().await;
+                component.beat();
+            }
+        });
     }
 
     /// Queues a payload for every endpoint. Blocks (backpressure on the
