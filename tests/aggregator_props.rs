@@ -47,6 +47,9 @@ fn settings() -> ShardSettings {
         max_queued: 10_000,
         context_expiry_seconds: 20,
         parse: ParseOptions::default(),
+        mapper: Default::default(),
+        histogram_copy_to_distribution: None,
+        eol_required: Default::default(),
     }
 }
 

@@ -23,6 +23,9 @@ fn shard() -> ShardState {
         max_queued: 1000,
         context_expiry_seconds: 300,
         parse: ParseOptions::default(),
+        mapper: Default::default(),
+        histogram_copy_to_distribution: None,
+        eol_required: Default::default(),
     })
 }
 

@@ -21,6 +21,9 @@ fn shard(budget: std::sync::Arc<ContextBudget>) -> ShardState {
         max_queued: 64,
         context_expiry_seconds: 20,
         parse: ParseOptions { honor_timestamps: true, origin_detection_client: true },
+        mapper: Default::default(),
+        histogram_copy_to_distribution: None,
+        eol_required: Default::default(),
     })
 }
 

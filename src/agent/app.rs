@@ -217,6 +217,9 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         max_queued: cfg.max_queued_events,
         context_expiry_seconds: cfg.context_expiry_seconds,
         parse: crate::core::protocol::ParseOptions::default(),
+        mapper: cfg.mapper.clone(),
+        histogram_copy_to_distribution: cfg.histogram_copy_to_distribution.clone(),
+        eol_required: cfg.eol_required,
     };
     let mut shards = Vec::with_capacity(cfg.shards);
     udp.reverse();

@@ -179,6 +179,20 @@ pub struct Config {
     pub flush_encode_threads: usize,
     /// Backoff, concurrency, proxy and key-validation settings of the forwarder.
     pub forwarder: ForwarderTuning,
+    /// `dogstatsd_mapper_profiles` (compiled) and `dogstatsd_mapper_cache_size`.
+    pub mapper: crate::core::mapper::MapperSettings,
+    /// `histogram_copy_to_distribution_prefix` when `histogram_copy_to_distribution` is on.
+    pub histogram_copy_to_distribution: Option<String>,
+    /// `dogstatsd_eol_required`.
+    pub eol_required: crate::core::shard::EolRequired,
+    /// Host tags: `tags` + `extra_tags` + `env:<env>`, sorted and de-duplicated
+    /// (the host metadata payload's `host-tags.system`).
+    pub host_tags: Vec<String>,
+    /// `enable_metadata_collection`: send the host metadata payload.
+    pub enable_metadata_collection: bool,
+    /// `expected_tags_duration`: how long after start the host tags are also
+    /// added to every series and sketch (zero = never).
+    pub expected_tags_duration: Duration,
     /// `EDGESTAT_RECV_COALESCE_US`: after a UDP drain that found datagrams,
     /// wait this long before draining again, so each wake-up takes a batch
     /// (0 = read as soon as one arrives); at most 10000.
@@ -335,6 +349,13 @@ fn flatten_yaml(prefix: &str, v: &serde_yaml::Value, out: &mut HashMap<String, S
                 let Some(k) = k.as_str() else { continue };
                 let key = if prefix.is_empty() { k.to_string() } else { format!("{prefix}.{k}") };
                 flatten_yaml(&key, child, out);
+            }
+        }
+        // Mapper profiles are a list of mappings: kept whole, as JSON (the
+        // form `DD_DOGSTATSD_MAPPER_PROFILES` takes).
+        Value::Sequence(_) if prefix == "dogstatsd_mapper_profiles" => {
+            if let Ok(json) = serde_json::to_string(v) {
+                out.insert(prefix.to_string(), json);
             }
         }
         Value::Sequence(items) => {
@@ -802,6 +823,18 @@ impl Config {
             flush_encode_threads: edge_usize_in("FLUSH_ENCODE_THREADS", 1, 1, 16)?,
             forwarder: forwarder_tuning(src)?,
             recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
+            mapper: mapper_settings(src)?,
+            histogram_copy_to_distribution: match get_bool("histogram_copy_to_distribution", false)? {
+                true => Some(src.dd("histogram_copy_to_distribution_prefix").map(|(_, v)| v.trim().to_string()).unwrap_or_default()),
+                false => None,
+            },
+            eol_required: eol_required(src)?,
+            host_tags: host_tags(src),
+            enable_metadata_collection: get_bool("enable_metadata_collection", true)?,
+            expected_tags_duration: match src.dd("expected_tags_duration") {
+                Some((k, v)) => parse_go_duration(&k, &v)?,
+                None => Duration::ZERO,
+            },
         })
     }
 }
@@ -886,6 +919,123 @@ fn forwarder_tuning(src: &Sources) -> Result<ForwarderTuning, ConfigError> {
         proxy_http,
         no_proxy,
     })
+}
+
+/// Bound on `dogstatsd_mapper_cache_size` (entries per shard).
+const MAX_MAPPER_CACHE_SIZE: usize = 1_000_000;
+
+/// `dogstatsd_mapper_profiles` (JSON in the environment, a list in YAML)
+/// validated like the Agent; any error names the key.
+fn mapper_settings(src: &Sources) -> Result<crate::core::mapper::MapperSettings, ConfigError> {
+    let cache_size = match src.dd("dogstatsd_mapper_cache_size") {
+        Some((k, v)) => {
+            let n: usize = parse_num(&k, &v, "a positive integer")?;
+            if !(1..=MAX_MAPPER_CACHE_SIZE).contains(&n) {
+                return Err(bad(
+                    &k,
+                    &v,
+                    &format!("between 1 and {MAX_MAPPER_CACHE_SIZE}"),
+                ));
+            }
+            n
+        }
+        None => crate::core::mapper::DEFAULT_CACHE_SIZE,
+    };
+    let profiles: Vec<crate::core::mapper::ProfileConfig> = match src.dd("dogstatsd_mapper_profiles") {
+        Some((k, v)) if !v.trim().is_empty() => serde_json::from_str(&v).map_err(|e| {
+            bad(
+                &k,
+                &short(&v),
+                &format!("a list of profiles with name, prefix and mappings ({e})"),
+            )
+        })?,
+        _ => Vec::new(),
+    };
+    crate::core::mapper::MapperSettings::compile(&profiles, cache_size).map_err(|e| {
+        let (k, v) = src.dd("dogstatsd_mapper_profiles").unwrap_or_default();
+        bad(&k, &short(&v), &format!("valid mapper profiles: {e}"))
+    })
+}
+
+/// A long value cut for the one-line error.
+fn short(v: &str) -> String {
+    let v = v.trim();
+    match v.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &v[..i]),
+        None => v.to_string(),
+    }
+}
+
+/// `dogstatsd_eol_required`: `udp`, `uds`, `named_pipe`.
+fn eol_required(src: &Sources) -> Result<crate::core::shard::EolRequired, ConfigError> {
+    let mut out = crate::core::shard::EolRequired::default();
+    if let Some((k, v)) = src.dd("dogstatsd_eol_required") {
+        for t in split_list(&v) {
+            match t.as_str() {
+                "udp" => out.udp = true,
+                "uds" => out.uds = true,
+                "named_pipe" => out.named_pipe = true,
+                _ => return Err(bad(&k, &v, "a list of udp, uds, named_pipe")),
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The Agent's host tags: `tags`, `extra_tags` and `env:<env>`, sorted and
+/// de-duplicated.
+fn host_tags(src: &Sources) -> Vec<String> {
+    let mut tags: Vec<String> = ["tags", "extra_tags"]
+        .iter()
+        .flat_map(|k| src.dd(k).map(|(_, v)| split_list(&v)).unwrap_or_default())
+        .collect();
+    if let Some((_, env)) = src.dd("env").filter(|(_, v)| !v.trim().is_empty()) {
+        tags.push(format!("env:{}", env.trim()));
+    }
+    tags.sort();
+    tags.dedup();
+    tags
+}
+
+/// A Go duration (`time.ParseDuration`: `90s`, `10m`, `1h30m`, `1.5h`);
+/// a bare number is nanoseconds, as the Agent's `GetDuration` reads it.
+pub fn parse_go_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+    let t = v.trim();
+    let err = || bad(key, v, "a duration such as 10m, 90s or 1h30m");
+    if t.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    if let Ok(ns) = t.parse::<u64>() {
+        return Ok(Duration::from_nanos(ns));
+    }
+    let mut rest = t;
+    let mut total_ns = 0f64;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit_ns = match &rest[..unit_end] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(err()),
+        };
+        total_ns += n * unit_ns;
+        rest = &rest[unit_end..];
+    }
+    // Bounded to a year: longer is a mistake, not a setting.
+    if !total_ns.is_finite() || total_ns > 365.0 * 86_400e9 {
+        return Err(err());
+    }
+    Ok(Duration::from_nanos(total_ns.round() as u64))
 }
 
 fn parse_percentiles(v: &str) -> Vec<u32> {
@@ -1112,5 +1262,80 @@ mod tests {
         assert!(f.no_proxy.contains(&"127.0.0.1".to_string()), "standard proxy variables skip loopback");
         assert_eq!(cfg(&[("DD_FORWARDER_BACKOFF_BASE", "x")]).unwrap_err().key, "DD_FORWARDER_BACKOFF_BASE");
         assert_eq!(cfg(&[("DD_PROXY_HTTPS", "proxy:3128")]).unwrap_err().key, "DD_PROXY_HTTPS");
+    }
+
+    const PROFILES_JSON: &str = r#"[{"name":"airflow","prefix":"airflow.","mappings":[{"match":"airflow.dag.*.*.duration","name":"airflow.dag.task.duration","tags":{"dag_id":"$1","task_id":"$2"}}]}]"#;
+
+    #[test]
+    fn mapper_profiles_from_env_json_and_yaml_list() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.mapper.is_empty());
+        assert_eq!(c.mapper.cache_size, 1000, "the Agent's default cache size");
+        let c = cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", PROFILES_JSON), ("DD_DOGSTATSD_MAPPER_CACHE_SIZE", "50")]).unwrap();
+        assert!(!c.mapper.is_empty());
+        assert_eq!(c.mapper.cache_size, 50);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datadog.yaml");
+        std::fs::write(
+            &path,
+            "dogstatsd_mapper_profiles:\n  - name: airflow\n    prefix: 'airflow.'\n    mappings:\n      - match: 'airflow.dag.*.*.duration'\n        name: 'airflow.dag.task.duration'\n        tags:\n          dag_id: '$1'\n",
+        )
+        .unwrap();
+        let c = Config::from_sources(&Sources::from_maps(HashMap::new(), read_yaml(&path).unwrap())).unwrap();
+        let mut m = crate::core::mapper::Mapper::new(c.mapper);
+        assert_eq!(&*m.map(b"airflow.dag.a.b.duration").unwrap().tags[0], b"dag_id:a");
+    }
+
+    #[test]
+    fn bad_mapper_settings_name_the_key() {
+        let e = cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", "not json")]).unwrap_err();
+        assert_eq!(e.key, "DD_DOGSTATSD_MAPPER_PROFILES");
+        let e = cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.**","name":"x"}]}]"#)]).unwrap_err();
+        assert_eq!(e.key, "DD_DOGSTATSD_MAPPER_PROFILES");
+        assert!(e.to_string().contains("it should not contain consecutive `*`"), "{e}");
+        for bad in ["0", "-1", "many", "1000001"] {
+            assert_eq!(cfg(&[("DD_DOGSTATSD_MAPPER_CACHE_SIZE", bad)]).unwrap_err().key, "DD_DOGSTATSD_MAPPER_CACHE_SIZE");
+        }
+    }
+
+    #[test]
+    fn histogram_copy_and_eol_required() {
+        assert_eq!(cfg(&[]).unwrap().histogram_copy_to_distribution, None);
+        assert_eq!(cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "d.")]).unwrap().histogram_copy_to_distribution, None);
+        let c = cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "true")]).unwrap();
+        assert_eq!(c.histogram_copy_to_distribution.as_deref(), Some(""));
+        let c = cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "true"), ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "dist.")]).unwrap();
+        assert_eq!(c.histogram_copy_to_distribution.as_deref(), Some("dist."));
+        assert_eq!(cfg(&[]).unwrap().eol_required, crate::core::shard::EolRequired::default());
+        let e = cfg(&[("DD_DOGSTATSD_EOL_REQUIRED", "udp named_pipe")]).unwrap().eol_required;
+        assert_eq!(e, crate::core::shard::EolRequired { udp: true, uds: false, named_pipe: true });
+        assert_eq!(cfg(&[("DD_DOGSTATSD_EOL_REQUIRED", "udp tcp")]).unwrap_err().key, "DD_DOGSTATSD_EOL_REQUIRED");
+    }
+
+    #[test]
+    fn host_tags_and_expected_tags_duration() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.host_tags.is_empty());
+        assert_eq!(c.expected_tags_duration, Duration::ZERO);
+        assert!(c.enable_metadata_collection);
+        let c = cfg(&[("DD_TAGS", "team:core env:prod"), ("DD_EXTRA_TAGS", "zone:a team:core"), ("DD_ENV", "prod"), ("DD_EXPECTED_TAGS_DURATION", "10m")]).unwrap();
+        assert_eq!(c.host_tags, vec!["env:prod", "team:core", "zone:a"]);
+        assert_eq!(c.expected_tags_duration, Duration::from_secs(600));
+        assert_eq!(cfg(&[("DD_EXPECTED_TAGS_DURATION", "soon")]).unwrap_err().key, "DD_EXPECTED_TAGS_DURATION");
+        assert!(!cfg(&[("DD_ENABLE_METADATA_COLLECTION", "false")]).unwrap().enable_metadata_collection);
+    }
+
+    #[test]
+    fn go_durations() {
+        let d = |v: &str| parse_go_duration("k", v).unwrap();
+        assert_eq!(d("1h30m"), Duration::from_secs(5400));
+        assert_eq!(d("1.5h"), Duration::from_secs(5400));
+        assert_eq!(d("90s"), Duration::from_secs(90));
+        assert_eq!(d("250ms"), Duration::from_millis(250));
+        assert_eq!(d("0"), Duration::ZERO);
+        assert_eq!(d("600"), Duration::from_nanos(600), "a bare number is nanoseconds, as in the Agent");
+        assert!(parse_go_duration("k", "10 minutes").is_err());
+        assert!(parse_go_duration("k", "-1m").is_err());
+        assert!(parse_go_duration("k", "9999h").is_err());
     }
 }

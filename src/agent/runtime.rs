@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::agent::clock::{mono_nanos, unix_now};
-use crate::core::shard::{ShardFlush, ShardSettings, ShardState};
+use crate::core::shard::{ShardFlush, ShardSettings, ShardState, Transport};
 
 /// A request from the flusher to a shard.
 pub enum Control {
@@ -368,6 +368,13 @@ enum Reader {
 }
 
 impl Reader {
+    fn transport(&self) -> Transport {
+        match self {
+            Reader::Udp(_) => Transport::Udp,
+            Reader::Unix(_) => Transport::Uds,
+        }
+    }
+
     async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             // `recv` insists on a connected socket; `recv_from` does not.
@@ -497,7 +504,7 @@ async fn drain(
                 let d = b.datagram(i);
                 *drained += if stopping.get() { d.len() as u64 } else { 0 };
                 bytes += d.len() as u64;
-                st.handle_datagram(d, now, seq);
+                st.handle_datagram_from(Transport::Udp, d, now, seq);
             }
         }
         total += got;
@@ -544,7 +551,7 @@ async fn read_loop(
                     drained += n as u64;
                 }
                 if n > 0 {
-                    state.borrow_mut().handle_datagram(&buf[..n], unix_now(), mono_nanos());
+                    state.borrow_mut().handle_datagram_from(sock.transport(), &buf[..n], unix_now(), mono_nanos());
                 }
                 // Under load more datagrams are queued: take them in
                 // batches with one recvmmsg each instead of one read each.

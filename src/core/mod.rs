@@ -8,6 +8,9 @@
 
 pub mod aggregator;
 pub mod filter;
+pub mod host_metadata;
+pub mod host_tags;
+pub mod mapper;
 pub mod model;
 pub mod protocol;
 pub mod redact;

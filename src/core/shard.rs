@@ -31,6 +31,47 @@ pub struct ShardSettings {
     pub context_expiry_seconds: i64,
     /// Parser switches.
     pub parse: ParseOptions,
+    /// `dogstatsd_mapper_profiles` (empty: no mapping).
+    pub mapper: crate::core::mapper::MapperSettings,
+    /// `histogram_copy_to_distribution_prefix` when
+    /// `histogram_copy_to_distribution` is on: every histogram/timing
+    /// sample is also added to a distribution under prefix + name.
+    pub histogram_copy_to_distribution: Option<String>,
+    /// `dogstatsd_eol_required`: transports whose datagrams must end with `\n`.
+    pub eol_required: EolRequired,
+}
+
+/// Where a datagram came from (`dogstatsd_eol_required` is per transport).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// UDP (`udp`).
+    Udp,
+    /// A Unix socket (`uds`).
+    Uds,
+    /// A Windows named pipe (`named_pipe`); never produced on Linux.
+    NamedPipe,
+}
+
+/// The transports listed in `dogstatsd_eol_required`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EolRequired {
+    /// `udp` listed.
+    pub udp: bool,
+    /// `uds` listed.
+    pub uds: bool,
+    /// `named_pipe` listed.
+    pub named_pipe: bool,
+}
+
+impl EolRequired {
+    /// Whether datagrams from `t` must end with a newline.
+    pub fn applies(&self, t: Transport) -> bool {
+        match t {
+            Transport::Udp => self.udp,
+            Transport::Uds => self.uds,
+            Transport::NamedPipe => self.named_pipe,
+        }
+    }
 }
 
 /// Cumulative counters of one shard (read at every flush).
@@ -111,6 +152,10 @@ pub struct ShardState {
     tag_buf: Vec<&'static [u8]>,
     /// Reused buffer for namespaced names.
     name_buf: Vec<u8>,
+    /// Reused buffer for histogram-copy distribution names.
+    dist_name_buf: Vec<u8>,
+    /// This shard's mapper (its own cache); `None` without profiles.
+    mapper: Option<crate::core::mapper::Mapper>,
 }
 
 /// Prefixes of tags the Agent extracts and removes during enrichment.
@@ -171,6 +216,8 @@ impl ShardState {
             service_checks: Vec::new(),
             tag_buf: Vec::new(),
             name_buf: Vec::new(),
+            dist_name_buf: Vec::new(),
+            mapper: (!settings.mapper.is_empty()).then(|| crate::core::mapper::Mapper::new(settings.mapper.clone())),
             settings,
         }
     }
@@ -180,11 +227,27 @@ impl ShardState {
         self.stats.read_errors += 1;
     }
 
-    /// Processes one datagram received at Unix second `now` and monotonic
+    /// Processes one UDP datagram received at Unix second `now` and monotonic
     /// nanosecond `seq`. Bad lines are dropped and counted; the rest is kept.
     pub fn handle_datagram(&mut self, datagram: &[u8], now: i64, seq: u64) {
+        self.handle_datagram_from(Transport::Udp, datagram, now, seq)
+    }
+
+    /// [`Self::handle_datagram`] for a datagram read from `transport`: when
+    /// `dogstatsd_eol_required` lists it, an unterminated last line is
+    /// dropped and counted (`unterminated_line`), like the Agent.
+    pub fn handle_datagram_from(&mut self, transport: Transport, datagram: &[u8], now: i64, seq: u64) {
         self.stats.packets += 1;
         self.stats.bytes += datagram.len() as u64;
+        let datagram = if self.settings.eol_required.applies(transport) {
+            let (terminated, tail) = protocol::split_terminated(datagram);
+            if tail.is_some() {
+                self.drop_sample("unterminated_line");
+            }
+            terminated
+        } else {
+            datagram
+        };
         for line in protocol::lines(datagram) {
             match protocol::parse_line(line, &self.settings.parse) {
                 Ok(Message::Metric(m)) => self.handle_metric(&m, now, seq),
@@ -215,38 +278,63 @@ impl ShardState {
             MetricKind::Histogram | MetricKind::Timing => SampleKind::Histogram,
             MetricKind::Distribution => SampleKind::Distribution,
         };
+        // `histogram_copy_to_distribution`: with an empty prefix the copy
+        // has the histogram's own context (a context keeps metrics and
+        // sketches apart, like the Agent's time sampler).
+        let copy =
+            kind == SampleKind::Histogram && self.settings.histogram_copy_to_distribution.is_some();
+        let copy_shares_context =
+            copy && self.settings.histogram_copy_to_distribution.as_deref() == Some("");
         // Fast path: the same name and tag text was resolved before (the
-        // context depends only on them; host, namespace and extra tags are
-        // derived from them or fixed per shard).
+        // context depends only on them; host, namespace, mapping and extra
+        // tags are derived from them or fixed per shard).
         let raw = raw_key(m.name, m.tags.raw());
+        let raw_dist = dist_raw_key(raw);
         if let Some(id) = self.sampler.cached(raw) {
-            if let Some(member) = m.set_member() {
-                let r = self.sampler.add_id(id, kind, 0.0, Some(member), m.sample_rate, now, seq);
-                record(&mut self.stats, r);
-            } else {
-                for v in m.values() {
-                    let r = self.sampler.add_id(id, kind, v, None, m.sample_rate, now, seq);
-                    record(&mut self.stats, r);
+            let dist = match (copy, copy_shares_context) {
+                (false, _) => None,
+                (true, true) => Some(id),
+                (true, false) => self.sampler.cached(raw_dist),
+            };
+            if !copy || dist.is_some() {
+                add_values(&mut self.sampler, &mut self.stats, id, kind, m, now, seq);
+                if let Some(d) = dist {
+                    add_copies(&mut self.sampler, &mut self.stats, d, m, now, seq);
                 }
+                return;
             }
-            return;
         }
+        // The mapper sees the name as received, before the namespace (as in
+        // the Agent); its tags go through the same enrichment as the line's.
+        let mapped = self.mapper.as_mut().and_then(|mp| mp.map(m.name));
         // Reuse `tag_buf`'s allocation for this line's borrowed tags: an
         // empty Vec collected in place keeps its capacity, so steady-state
         // lines allocate nothing.
-        let mut tags: Vec<&[u8]> = std::mem::take(&mut self.tag_buf).into_iter().map(|_| &[][..]).collect();
-        let host = split_special_tags(m.tags, &mut tags);
+        let mut tags: Vec<&[u8]> = std::mem::take(&mut self.tag_buf)
+            .into_iter()
+            .map(|_| &[][..])
+            .collect();
+        let mut host = split_special_tags(m.tags, &mut tags);
+        if let Some(r) = &mapped {
+            push_mapped_tags(r, &mut tags, &mut host);
+        }
         tags.extend(self.extra_tags.iter().map(|t| &t[..]));
         tags.sort_unstable();
         tags.dedup();
+        let base: &[u8] = mapped.as_ref().map_or(m.name, |r| &r.name[..]);
         let name: &[u8] = if self.settings.namespace.is_empty()
-            || self.settings.namespace_blacklist.iter().any(|p| m.name.starts_with(p.as_bytes()))
+            || self
+                .settings
+                .namespace_blacklist
+                .iter()
+                .any(|p| base.starts_with(p.as_bytes()))
         {
-            m.name
+            base
         } else {
             self.name_buf.clear();
-            self.name_buf.extend_from_slice(self.settings.namespace.as_bytes());
-            self.name_buf.extend_from_slice(m.name);
+            self.name_buf
+                .extend_from_slice(self.settings.namespace.as_bytes());
+            self.name_buf.extend_from_slice(base);
             &self.name_buf
         };
         if !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(name) {
@@ -255,7 +343,12 @@ impl ShardState {
             self.tag_buf = tags.into_iter().map(|_| &[][..]).collect();
             return;
         }
-        let view = KeyView { name, host: host.unwrap_or(&self.hostname), tags: &tags };
+        let host = host.unwrap_or(&self.hostname);
+        let view = KeyView {
+            name,
+            host,
+            tags: &tags,
+        };
         let is_set = m.set_member().is_some();
         // The Agent tracks a context even for a non-finite value, so
         // resolve first; a context beyond the limit drops every sample.
@@ -263,21 +356,60 @@ impl ShardState {
         if let Ok(id) = resolved {
             self.sampler.remember(raw, id);
         }
-        match (resolved, m.set_member()) {
-            (Ok(id), Some(member)) => {
-                let r = self.sampler.add_id(id, kind, 0.0, Some(member), m.sample_rate, now, seq);
-                record(&mut self.stats, r);
-            }
-            (Ok(id), None) => {
+        match resolved {
+            Ok(id) => add_values(&mut self.sampler, &mut self.stats, id, kind, m, now, seq),
+            Err(e) if is_set => record(&mut self.stats, Err(e)),
+            Err(e) => {
                 for v in m.values() {
-                    let r = self.sampler.add_id(id, kind, v, None, m.sample_rate, now, seq);
-                    record(&mut self.stats, r);
+                    record(
+                        &mut self.stats,
+                        Err(if v.is_finite() {
+                            e
+                        } else {
+                            SampleDrop::NonFinite
+                        }),
+                    );
                 }
             }
-            (Err(e), _) if is_set => record(&mut self.stats, Err(e)),
-            (Err(e), _) => {
-                for v in m.values() {
-                    record(&mut self.stats, Err(if v.is_finite() { e } else { SampleDrop::NonFinite }));
+        }
+        if copy {
+            let dist = if copy_shares_context {
+                resolved
+            } else {
+                let prefix = self
+                    .settings
+                    .histogram_copy_to_distribution
+                    .as_deref()
+                    .unwrap_or_default();
+                self.dist_name_buf.clear();
+                self.dist_name_buf.extend_from_slice(prefix.as_bytes());
+                self.dist_name_buf.extend_from_slice(name);
+                let r = self.sampler.resolve(
+                    &KeyView {
+                        name: &self.dist_name_buf,
+                        host,
+                        tags: &tags,
+                    },
+                    now,
+                );
+                if let Ok(id) = r {
+                    self.sampler.remember(raw_dist, id);
+                }
+                r
+            };
+            match dist {
+                Ok(d) => add_copies(&mut self.sampler, &mut self.stats, d, m, now, seq),
+                Err(e) => {
+                    for v in m.values() {
+                        record_copy(
+                            &mut self.stats,
+                            Err(if v.is_finite() {
+                                e
+                            } else {
+                                SampleDrop::NonFinite
+                            }),
+                        );
+                    }
                 }
             }
         }
@@ -295,17 +427,22 @@ impl ShardState {
                 return;
             }
         };
+        let mapped = self.mapper.as_mut().and_then(|mp| mp.map(m.name));
         let mut tags = Vec::new();
-        let host = split_special_tags(m.tags, &mut tags);
+        let mut host = split_special_tags(m.tags, &mut tags);
+        if let Some(r) = &mapped {
+            push_mapped_tags(r, &mut tags, &mut host);
+        }
         let mut tags: Vec<String> = tags.iter().map(|t| lossy(t)).collect();
         tags.extend(self.settings.extra_tags.iter().cloned());
         let host = host.map(lossy).unwrap_or_else(|| self.settings.hostname.clone());
+        let base: &[u8] = mapped.as_ref().map_or(m.name, |r| &r.name[..]);
         let name = if self.settings.namespace.is_empty()
-            || self.settings.namespace_blacklist.iter().any(|p| m.name.starts_with(p.as_bytes()))
+            || self.settings.namespace_blacklist.iter().any(|p| base.starts_with(p.as_bytes()))
         {
-            lossy(m.name)
+            lossy(base)
         } else {
-            format!("{}{}", self.settings.namespace, lossy(m.name))
+            format!("{}{}", self.settings.namespace, lossy(base))
         };
         if !self.settings.blocklist.is_empty() && self.settings.blocklist.blocks(name.as_bytes()) {
             self.drop_sample("blocklisted");
@@ -411,6 +548,85 @@ impl ShardState {
     }
 }
 
+/// The raw-line cache key of a line's histogram-copy distribution context
+/// (a fixed, bijective scramble of the line's own key).
+fn dist_raw_key(raw: RawKey) -> RawKey {
+    (
+        raw.0 ^ 0x9e37_79b9_7f4a_7c15,
+        raw.1.wrapping_add(0xd1b5_4a32_d192_ed03),
+    )
+}
+
+/// Appends a mapping's tags; a mapped `host:` tag sets the host and the
+/// Agent's internal tags are dropped, as for the line's own tags.
+fn push_mapped_tags<'a>(
+    r: &'a crate::core::mapper::MapResult,
+    tags: &mut Vec<&'a [u8]>,
+    host: &mut Option<&'a [u8]>,
+) {
+    for t in r.tags.iter() {
+        let t: &[u8] = t;
+        if let Some(h) = t.strip_prefix(b"host:") {
+            *host = Some(h);
+        } else if !INTERNAL_TAG_PREFIXES.iter().any(|p| t.starts_with(p)) {
+            tags.push(t);
+        }
+    }
+}
+
+/// Adds every value (or the set member) of `m` to context `id`.
+fn add_values(
+    sampler: &mut ShardSampler,
+    stats: &mut ShardStats,
+    id: u32,
+    kind: SampleKind,
+    m: &MetricSample<'_>,
+    now: i64,
+    seq: u64,
+) {
+    if let Some(member) = m.set_member() {
+        let r = sampler.add_id(id, kind, 0.0, Some(member), m.sample_rate, now, seq);
+        record(stats, r);
+    } else {
+        for v in m.values() {
+            let r = sampler.add_id(id, kind, v, None, m.sample_rate, now, seq);
+            record(stats, r);
+        }
+    }
+}
+
+/// Adds the histogram copies of `m` to distribution context `id`: same
+/// values and sample rate, as the Agent copies the sample.
+fn add_copies(
+    sampler: &mut ShardSampler,
+    stats: &mut ShardStats,
+    id: u32,
+    m: &MetricSample<'_>,
+    now: i64,
+    seq: u64,
+) {
+    for v in m.values() {
+        let r = sampler.add_id(
+            id,
+            SampleKind::Distribution,
+            v,
+            None,
+            m.sample_rate,
+            now,
+            seq,
+        );
+        record_copy(stats, r);
+    }
+}
+
+/// Copies are not received samples: only a context-limit drop is counted
+/// (a non-finite value was already counted for the histogram sample).
+fn record_copy(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
+    if r == Err(SampleDrop::ContextLimit) {
+        record(stats, r);
+    }
+}
+
 fn record(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
     match r {
         Ok(()) => stats.metric_samples += 1,
@@ -435,6 +651,9 @@ mod tests {
             max_queued: 1000,
             context_expiry_seconds: 20,
             parse: ParseOptions::default(),
+            mapper: Default::default(),
+            histogram_copy_to_distribution: None,
+            eol_required: Default::default(),
         }
     }
 
@@ -489,5 +708,144 @@ mod tests {
         assert_eq!(f.passthrough[0].points[0], Point { timestamp: 1_700_000_000, value: 42.0 });
         assert_eq!(f.passthrough[1].points[0].value, 0.5);
         assert_eq!(f.stats.dropped.get("timestamped_unsupported_type"), Some(&1));
+    }
+
+    fn mapper_settings(json: &str) -> crate::core::mapper::MapperSettings {
+        crate::core::mapper::MapperSettings::compile(
+            &serde_json::from_str::<Vec<crate::core::mapper::ProfileConfig>>(json).unwrap(),
+            100,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn mapped_names_get_tags_then_namespace_and_blocklist() {
+        let mut st = settings();
+        st.namespace = "edge.".into();
+        st.namespace_blacklist = vec!["airflow".into()];
+        st.mapper = mapper_settings(
+            r#"[{"name":"airflow","prefix":"airflow.","mappings":[
+                {"match":"airflow.dag.*.*.duration","name":"airflow.dag.task.duration","tags":{"dag_id":"$1","task_id":"$2"}},
+                {"match":"airflow.pool.*","name":"pool.slots","tags":{"pool":"$1","host":"db-$1"}}]}]"#,
+        );
+        let mut s = ShardState::new(st);
+        for _ in 0..2 {
+            s.handle_datagram(b"airflow.dag.etl.load.duration:5|ms|#env:prod\nairflow.pool.main:3|g\nairflow.other:1|c", 1_700_000_001, 1);
+        }
+        let f = s.take_flush(1_700_000_015, false);
+        let d = f
+            .metrics
+            .iter()
+            .find(|e| e.key.name() == b"airflow.dag.task.duration")
+            .unwrap();
+        assert_eq!(
+            d.key.tag_strings(),
+            vec!["dag_id:etl", "env:prod", "task_id:load", "team:edge"]
+        );
+        // The mapped name is namespaced unless blacklisted; a mapped `host:` tag sets the host.
+        let p = f
+            .metrics
+            .iter()
+            .find(|e| e.key.name() == b"edge.pool.slots")
+            .unwrap();
+        assert_eq!(
+            (p.key.host(), p.key.tag_strings()),
+            (
+                &b"db-main"[..],
+                vec!["pool:main".to_string(), "team:edge".to_string()]
+            )
+        );
+        assert!(
+            f.metrics.iter().any(|e| e.key.name() == b"airflow.other"),
+            "unmapped names under the prefix are kept as is"
+        );
+        assert_eq!(
+            f.metrics.len(),
+            3,
+            "the second datagram reused the same contexts"
+        );
+    }
+
+    #[test]
+    fn histograms_and_timings_are_copied_into_distributions() {
+        let mut st = settings();
+        st.histogram_copy_to_distribution = Some("dist.".into());
+        let mut s = ShardState::new(st);
+        for _ in 0..2 {
+            s.handle_datagram(
+                b"lat:1:2|h|@0.5|#a\nt:3|ms\nd:4|d\ng:1|g\nlat:nan|h",
+                1_700_000_001,
+                1,
+            );
+        }
+        let f = s.take_flush(1_700_000_015, false);
+        let names: Vec<String> = f
+            .sketches
+            .iter()
+            .map(|e| String::from_utf8_lossy(e.key.name()).into_owned())
+            .collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec!["d", "dist.lat", "dist.t"]);
+        let lat = f
+            .sketches
+            .iter()
+            .find(|e| e.key.name() == b"dist.lat")
+            .unwrap();
+        assert_eq!(
+            lat.key.tag_strings(),
+            vec!["a", "team:edge"],
+            "same tags and host as the histogram"
+        );
+        // Sample rate 0.5: each of the 4 samples weighs 2.
+        assert_eq!(lat.sketch.count(), 8);
+        assert!(
+            f.metrics.iter().any(|e| e.key.name() == b"lat"),
+            "the histogram itself is kept"
+        );
+        assert_eq!(
+            f.stats.metric_samples,
+            2 * 5,
+            "copies are not counted as received samples"
+        );
+        assert_eq!(
+            f.stats.dropped.get("non_finite_value"),
+            Some(&2),
+            "a NaN sample is counted once, not once more for its copy"
+        );
+    }
+
+    #[test]
+    fn histogram_copy_without_prefix_shares_the_context() {
+        let mut st = settings();
+        st.histogram_copy_to_distribution = Some(String::new());
+        let mut s = ShardState::new(st);
+        s.handle_datagram(b"lat:1|h\nlat:2|h", 1_700_000_001, 1);
+        let f = s.take_flush(1_700_000_015, false);
+        assert_eq!(f.sketches.len(), 1);
+        assert_eq!(f.sketches[0].key.name(), b"lat");
+        assert_eq!(f.sketches[0].sketch.count(), 2);
+        assert_eq!(f.contexts, 1);
+    }
+
+    #[test]
+    fn eol_required_drops_the_unterminated_tail_per_transport() {
+        let mut st = settings();
+        st.eol_required = EolRequired {
+            udp: false,
+            uds: true,
+            named_pipe: false,
+        };
+        let mut s = ShardState::new(st);
+        s.handle_datagram_from(Transport::Uds, b"a:1|c\nb:1|c", 1_700_000_001, 1);
+        s.handle_datagram_from(Transport::Uds, b"c:1|c\n", 1_700_000_001, 2);
+        s.handle_datagram_from(Transport::Uds, b"partial", 1_700_000_001, 3);
+        s.handle_datagram_from(Transport::Udp, b"d:1|c", 1_700_000_001, 4);
+        let f = s.take_flush(1_700_000_015, false);
+        let mut names: Vec<_> = f.metrics.iter().map(|e| e.key.name().to_vec()).collect();
+        names.sort();
+        assert_eq!(names, vec![b"a".to_vec(), b"c".to_vec(), b"d".to_vec()]);
+        assert_eq!(f.stats.dropped.get("unterminated_line"), Some(&2));
+        assert_eq!(f.stats.packets, 4);
     }
 }

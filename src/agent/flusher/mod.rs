@@ -77,6 +77,12 @@ pub struct Flusher {
     telemetry: Option<stats::FlushRecorder>,
     /// Beaten after every flush; faulted while a shard does not answer.
     health: Option<std::sync::Arc<crate::agent::health::Component>>,
+    /// Host tags added to every series and sketch early on (`expected_tags_duration`).
+    expected_tags: crate::core::host_tags::ExpectedTags,
+    /// The host metadata payload's content (`None`: `enable_metadata_collection` off).
+    host_metadata: Option<crate::core::host_metadata::HostMetadataSettings>,
+    /// Host metadata payloads sent so far.
+    host_metadata_sent: u32,
 }
 
 impl Flusher {
@@ -109,6 +115,15 @@ impl Flusher {
             event_type: "Agent Startup".into(),
             ..Default::default()
         });
+        let expected_tags =
+            crate::core::host_tags::ExpectedTags::new(cfg.host_tags.clone(), start_time, cfg.expected_tags_duration.as_secs() as i64);
+        let host_metadata = cfg.enable_metadata_collection.then(|| crate::core::host_metadata::HostMetadataSettings {
+            hostname: cfg.hostname.clone(),
+            api_key: cfg.endpoint.as_ref().and_then(|e| e.api_keys.first().cloned()).unwrap_or_default(),
+            agent_version: AGENT_VERSION.into(),
+            host_tags: cfg.host_tags.clone(),
+            facts: crate::agent::hostname::host_facts(),
+        });
         Ok(Self {
             merger: FlushMerger::new(settings, cfg.max_contexts),
             serializer,
@@ -123,6 +138,9 @@ impl Flusher {
             api: None,
             telemetry: None,
             health: None,
+            expected_tags,
+            host_metadata,
+            host_metadata_sent: 0,
         })
     }
 
@@ -145,14 +163,56 @@ impl Flusher {
     /// flush of every bucket and returns the forwarder for draining.
     pub fn run(mut self, stop: Receiver<()>) -> Forwarder {
         let ticker = crossbeam_channel::tick(self.cfg.flush_interval);
+        // Host metadata: at start, then on the Agent's schedule.
+        let mut next_metadata = self.send_host_metadata();
         loop {
+            let metadata_due = match next_metadata {
+                Some(at) => crossbeam_channel::at(at),
+                None => crossbeam_channel::never(),
+            };
             crossbeam_channel::select! {
                 recv(ticker) -> _ => self.flush(false),
+                recv(metadata_due) -> _ => next_metadata = self.send_host_metadata(),
                 recv(stop) -> _ => break,
             }
         }
         self.flush(true);
         self.forwarder
+    }
+
+    /// Sends the host metadata payload (compressed like the other JSON
+    /// payloads) and returns when the next one is due.
+    fn send_host_metadata(&mut self) -> Option<std::time::Instant> {
+        let settings = self.host_metadata.as_ref()?;
+        let json = crate::core::host_metadata::payload_json(settings);
+        let compression = self.cfg.serializer.compression;
+        let mut body = Vec::with_capacity(compression.bound(json.len()));
+        let compressed = crate::core::serializer::StreamEncoder::new(compression).and_then(|mut e| {
+            e.begin(&mut body)?;
+            e.write(&json, &mut body)?;
+            e.finish(&mut body)
+        });
+        self.host_metadata_sent += 1;
+        let next = std::time::Instant::now()
+            + crate::core::host_metadata::next_interval(self.host_metadata_sent);
+        if let Err(e) = compressed {
+            tracing::error!(error = %e, "cannot compress the host metadata payload");
+            return Some(next);
+        }
+        let headers = vec![
+            ("Content-Type", "application/json".to_string()),
+            (
+                "Content-Encoding",
+                compression.content_encoding().to_string(),
+            ),
+        ];
+        self.forwarder.submit(Payload {
+            kind: "host_metadata",
+            path: crate::core::host_metadata::PATH,
+            body: body.into(),
+            headers,
+        });
+        Some(next)
     }
 
     fn collect(&mut self, now: i64, final_flush: bool) -> Vec<ShardFlush> {
@@ -217,10 +277,11 @@ impl Flusher {
         if let Some(api) = &self.api {
             api.take(&mut events, &mut checks);
         }
-        let merged = self.merger.flush(metrics, sketches, now);
-        let mut series = merged.series;
+        let mut merged = self.merger.flush(metrics, sketches, now);
+        let mut series = std::mem::take(&mut merged.series);
         series.extend(passthrough);
         self.append_agent_series(&mut series, now, final_flush);
+        self.expected_tags.apply(now, &mut series, &mut merged.sketches);
         checks.push(ServiceCheck {
             check: "datadog.agent.up".into(),
             host_name: self.cfg.hostname.clone(),

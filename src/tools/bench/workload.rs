@@ -337,6 +337,9 @@ pub fn bench_shard_settings(max_contexts: usize) -> crate::core::shard::ShardSet
         max_queued: 100_000,
         context_expiry_seconds: 300,
         parse: crate::core::protocol::ParseOptions::default(),
+        mapper: Default::default(),
+        histogram_copy_to_distribution: None,
+        eol_required: Default::default(),
     }
 }
 
