@@ -55,6 +55,73 @@ enum Command {
         #[arg(long, value_name = "ADDR", env = "EDGESTAT_API_ADDR", default_value = "127.0.0.1:5005")]
         addr: String,
     },
+    /// The running agent's pipeline state (through its local API).
+    Status {
+        /// Print JSON (for scripts) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The agent's local API (default: EDGESTAT_API_ADDR, else 127.0.0.1:5005).
+        #[arg(long, value_name = "ADDR")]
+        api_addr: Option<String>,
+    },
+    /// The busiest contexts of the running agent (needs DD_DOGSTATSD_METRICS_STATS_ENABLE=true).
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many contexts.
+        #[arg(long, value_name = "N", default_value_t = 100)]
+        limit: usize,
+        /// The agent's local API (default: EDGESTAT_API_ADDR, else 127.0.0.1:5005).
+        #[arg(long, value_name = "ADDR")]
+        api_addr: Option<String>,
+    },
+    /// Record what the running agent receives into a capture file (the Agent's dogstatsd-capture format).
+    Capture {
+        /// How long, e.g. 30s.
+        #[arg(long, value_name = "DURATION")]
+        duration: String,
+        /// Directory (a datadog-capture-<time> file is created in it) or file; default DD_DOGSTATSD_CAPTURE_PATH.
+        #[arg(long, value_name = "FILE_OR_DIR")]
+        path: Option<PathBuf>,
+        /// zstd-compress the file.
+        #[arg(long)]
+        compress: bool,
+        /// The agent's local API (default: EDGESTAT_API_ADDR, else 127.0.0.1:5005).
+        #[arg(long, value_name = "ADDR")]
+        api_addr: Option<String>,
+    },
+    /// Send a capture file again, with its timing.
+    Replay {
+        /// The capture file (plain or zstd).
+        file: PathBuf,
+        /// HOST:PORT (UDP) or unix:PATH (datagram or stream socket); default DD_DOGSTATSD_SOCKET, else 127.0.0.1:DD_DOGSTATSD_PORT.
+        #[arg(long, value_name = "TARGET")]
+        target: Option<String>,
+        /// Times to replay the file (0: until interrupted).
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        loops: u64,
+        /// Send as fast as possible instead of with the recorded timing.
+        #[arg(long)]
+        fast: bool,
+    },
+}
+
+/// Prints the outcome of an operating command; 0 or 1.
+fn ops_outcome(cmd: &str, r: Result<String, edgestat::tools::opsctl::OpsError>) -> i32 {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("edgestat {cmd}: {e}");
+            1
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -93,6 +160,30 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => edgestat::tools::bench::run(args),
         Command::Health { addr } => health(&addr),
+        Command::Status { json, api_addr } => {
+            ops_outcome("status", edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::status(&a, json)))
+        }
+        Command::Stats { json, limit, api_addr } => {
+            ops_outcome("stats", edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::stats(&a, json, limit)))
+        }
+        Command::Capture { duration, path, compress, api_addr } => ops_outcome(
+            "capture",
+            edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::capture(&a, &duration, path.as_deref(), compress)),
+        ),
+        Command::Replay { file, target, loops, fast } => {
+            let target = target.map(|t| edgestat::tools::opsctl::Target::parse(&t)).unwrap_or_else(edgestat::tools::opsctl::Target::default_from_env);
+            let started = std::time::Instant::now();
+            let r = edgestat::tools::opsctl::replay(&file, &target, loops, fast).map(|s| {
+                format!(
+                    "replayed {} datagrams ({} bytes, {} send errors) to {target:?} in {:.1} s",
+                    s.sent,
+                    s.bytes,
+                    s.errors,
+                    started.elapsed().as_secs_f64()
+                )
+            });
+            ops_outcome("replay", r)
+        }
     };
     ExitCode::from(code as u8)
 }

@@ -126,3 +126,71 @@ proptest! {
         }
     }
 }
+
+/// Feeds `wire` to a decoder in chunks ending at `cuts`; returns the frames
+/// (or the error that ended the stream).
+fn decode_chunked(
+    wire: &[u8],
+    cuts: &[usize],
+    max: usize,
+) -> (Vec<Vec<u8>>, Option<edgestat::core::stream_frame::FrameError>) {
+    let mut d = edgestat::core::stream_frame::FrameDecoder::new(max);
+    let mut out = Vec::new();
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (wire.len() + 1)).collect();
+    bounds.push(wire.len());
+    bounds.sort_unstable();
+    let mut at = 0;
+    for b in bounds {
+        let mut chunk = &wire[at..b.max(at)];
+        at = b.max(at);
+        while !chunk.is_empty() {
+            let spare = d.spare();
+            assert!(!spare.is_empty(), "the decoder always has room");
+            let n = spare.len().min(chunk.len());
+            spare[..n].copy_from_slice(&chunk[..n]);
+            d.filled(n);
+            chunk = &chunk[n..];
+            loop {
+                match d.next_frame() {
+                    Ok(Some(f)) => {
+                        assert!(!f.is_empty() && f.len() <= max);
+                        out.push(f.to_vec());
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (out, Some(e)),
+                }
+            }
+        }
+    }
+    (out, None)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    /// Stream framing: however the stream is split or coalesced, the
+    /// frames come out whole and in order.
+    #[test]
+    fn stream_frames_survive_any_split(payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..30), cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
+        let mut wire = Vec::new();
+        for p in &payloads {
+            edgestat::core::stream_frame::encode_frame(p, &mut wire);
+        }
+        let (frames, err) = decode_chunked(&wire, &cuts, 299);
+        prop_assert!(err.is_none());
+        prop_assert_eq!(frames, payloads);
+    }
+
+    /// Stream framing on garbage, through the shard: never a panic, every
+    /// decoded frame is counted as one packet, a bad length ends the stream.
+    #[test]
+    fn stream_frames_from_any_bytes_reach_the_shard(wire in proptest::collection::vec(prop_oneof![any::<u8>(), Just(0u8), Just(b'\n')], 0..2000), cuts in proptest::collection::vec(any::<usize>(), 0..20), max in 1usize..600) {
+        let (frames, _err) = decode_chunked(&wire, &cuts, max);
+        let mut s = shard(ContextBudget::new(50));
+        for (i, f) in frames.iter().enumerate() {
+            s.handle_datagram(f, 1_700_000_000, i as u64);
+        }
+        let total: usize = frames.iter().map(|f| f.len() + 4).sum();
+        prop_assert!(total <= wire.len());
+        prop_assert_eq!(s.take_flush(1_700_000_100, true).stats.packets, frames.len() as u64);
+    }
+}

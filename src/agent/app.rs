@@ -143,8 +143,58 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
 
     let mut endpoints: Vec<Endpoint> = cfg.endpoint.iter().cloned().collect();
     endpoints.extend(cfg.additional_endpoints.iter().cloned());
+    let endpoint_list = endpoints.clone();
     let forwarder = Forwarder::start(ForwarderSettings::from_config(&cfg, endpoints))?;
     forwarder.report_health(health.register("forwarder", loop_bound), loop_bound / 4);
+
+    // What `edgestat status/stats/capture` read through the local API.
+    let recorder_shared = crate::agent::flusher::stats::FlushRecorder::new();
+    let capture = crate::agent::capture::CaptureHub::new(
+        cfg.shards,
+        crate::agent::capture::CaptureSettings {
+            default_dir: cfg.ops.capture_path.clone(),
+            max_bytes: cfg.ops.capture_max_bytes,
+            max_duration: cfg.ops.capture_max_duration,
+            shard_buffer_bytes: cfg.ops.capture_buffer_bytes,
+        },
+    );
+    let forward_target = cfg.ops.forward.as_ref().and_then(|(h, p)| crate::agent::tap::ForwardTarget::resolve(h, *p));
+    let forward_stats: Vec<std::sync::Arc<crate::agent::tap::ForwardStats>> = (0..cfg.shards).map(|_| Default::default()).collect();
+    let stream_stats = cfg.ops.stream_socket.as_ref().map(|_| std::sync::Arc::new(runtime::StreamStats::default()));
+    let mut listeners: Vec<(&'static str, String)> = Vec::new();
+    if let Some(a) = cfg.udp_addr {
+        listeners.push(("udp", a.to_string()));
+    }
+    if let Some(p) = &cfg.unix_socket {
+        listeners.push(("unix", p.display().to_string()));
+    }
+    if let Some(p) = &cfg.ops.stream_socket {
+        listeners.push(("unix_stream", p.display().to_string()));
+    }
+    if let Some(a) = cfg.api_addr {
+        listeners.push(("api", a.to_string()));
+    }
+    if let Some(a) = cfg.telemetry_addr {
+        listeners.push(("telemetry", a.to_string()));
+    }
+    let ops_forwarders = vec![crate::agent::status::ForwarderInfo {
+        name: "metrics",
+        stats: forwarder.stats.clone(),
+        endpoints: endpoint_list.iter().map(|e| (e.base_url.clone(), e.api_keys.len())).collect(),
+        storage_path: cfg.storage_path.clone(),
+    }];
+    let ops = std::sync::Arc::new(crate::agent::status::Ops::new(
+        listeners,
+        {
+            let snap = recorder_shared.shared();
+            Box::new(move || snap.lock().map(|g| g.status_json()).unwrap_or_default())
+        },
+        ops_forwarders,
+        capture.clone(),
+        forward_target.map(|t| (t.0.to_string(), forward_stats.clone())),
+        stream_stats.clone(),
+        cfg.ops.metrics_stats_enable,
+    ));
 
     // Local submission API + the orchestrator forwarder it feeds (a second
     // forwarder, as in the Agent: own host, no version prefix).
@@ -179,21 +229,20 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                 health: Some(health.clone()),
             },
             sender.queue(),
+            Some(ops.clone()),
         )?;
         api_parts = Some((api, sender, orch_stats));
     }
     let api_shared = api_parts.as_ref().map(|(a, _, _)| a.shared.clone());
     let mut telemetry = None;
-    let mut recorder = None;
-    if let Some(addr) = cfg.telemetry_addr {
-        let r = crate::agent::flusher::stats::FlushRecorder::new();
+    let recorder = Some(recorder_shared);
+    if let (Some(addr), Some(r)) = (cfg.telemetry_addr, &recorder) {
         let mut forwarders = vec![("metrics", forwarder.stats.clone())];
         if let Some((_, _, s)) = &api_parts {
             forwarders.push(("orchestrator", s.clone()));
         }
-        let sources = crate::agent::telemetry::Sources { flush: r.shared(), forwarders, api: api_shared.clone() };
+        let sources = crate::agent::telemetry::Sources { flush: r.shared(), forwarders, api: api_shared.clone(), ops: Some(ops.clone()) };
         telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
-        recorder = Some(r);
     }
 
     let mut udp = match cfg.udp_addr {
@@ -203,6 +252,20 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     if let Some(p) = &cfg.unix_socket {
         runtime::prepare_unix_path(p)?;
     }
+    let mut stream = match (&cfg.ops.stream_socket, &stream_stats) {
+        (Some(p), Some(stats)) => {
+            runtime::prepare_unix_path(p)?;
+            tracing::warn!(path = %p.display(), "dogstatsd_stream_socket is experimental in the Datadog Agent; edgestat supports it with the Agent's framing");
+            Some(runtime::StreamSocket {
+                path: p.clone(),
+                max_connections: cfg.ops.stream_max_connections,
+                max_frame_bytes: cfg.buffer_size_bytes,
+                log_too_big: cfg.ops.stream_log_too_big,
+                stats: stats.clone(),
+            })
+        }
+        _ => None,
+    };
     let mut unix = cfg.unix_socket.clone();
     let shard_settings = ShardSettings {
         hostname: cfg.hostname.clone(),
@@ -225,14 +288,22 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     udp.reverse();
     for id in 0..cfg.shards {
         // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
+        // The last shard reads the stream socket (shard 0 has the datagram one).
         let sockets = ShardSockets {
             udp: udp.pop(),
             unix: unix.take(),
             health: Some(health.register(format!("shard-{id}"), loop_bound)),
+            stream: if id + 1 == cfg.shards { stream.take() } else { None },
         };
-        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us)?;
+        let hooks = runtime::ShardHooks {
+            tap: crate::agent::tap::Tap::new(id, Some(capture.clone()), forward_target, forward_stats.get(id).cloned().unwrap_or_default()),
+            metric_stats_capacity: if cfg.ops.metrics_stats_enable { cfg.ops.metrics_stats_max_contexts } else { 0 },
+        };
+        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us, hooks)?;
+
         shards.push(h);
     }
+    let _ = ops.shards.set(shards.iter().map(|s| s.control.clone()).collect());
     tracing::info!(
         shards = cfg.shards,
         udp = ?cfg.udp_addr,
@@ -273,6 +344,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     flusher.attach_health(health.register("flusher", cfg_flush_interval * 2));
     let api_closer = api_shared.clone();
     let health_closer = health.clone();
+    let capture_closer = capture.clone();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
     let flusher_thread = std::thread::Builder::new()
         .name("edgestat-flusher".into())
@@ -297,6 +369,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                     if let Some(api) = &api_closer {
                         api.close();
                     }
+                    capture_closer.shutdown();
                     let _ = stop_tx.send(());
                 } else {
                     crate::agent::logging::fatal("edgestat: second signal, exiting immediately");
@@ -329,6 +402,11 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     }
     if let Some(t) = telemetry {
         t.stop();
+    }
+    // A capture stopped by the signal completes its file (bounded).
+    let capture_end = std::time::Instant::now() + Duration::from_secs(2);
+    while capture.status().running && std::time::Instant::now() < capture_end {
+        std::thread::sleep(Duration::from_millis(10));
     }
     tracing::info!("edgestat stopped");
     let _ = Duration::ZERO;

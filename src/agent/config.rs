@@ -197,6 +197,86 @@ pub struct Config {
     /// wait this long before draining again, so each wake-up takes a batch
     /// (0 = read as soon as one arrives); at most 10000.
     pub recv_coalesce_us: u64,
+    /// Stream socket, raw forwarding, statistics and capture.
+    pub ops: OpsConfig,
+}
+
+/// The Agent's stream socket, raw forwarding, per-context statistics and
+/// traffic capture keys, with their bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpsConfig {
+    /// `DD_DOGSTATSD_STREAM_SOCKET`; `None` = off.
+    pub stream_socket: Option<PathBuf>,
+    /// `DD_DOGSTATSD_STREAM_LOG_TOO_BIG`: log the start of a too-large frame.
+    pub stream_log_too_big: bool,
+    /// `EDGESTAT_STREAM_MAX_CONNECTIONS`: stream clients connected at once.
+    pub stream_max_connections: usize,
+    /// `DD_STATSD_FORWARD_HOST` and `DD_STATSD_FORWARD_PORT` (both set, port non-zero).
+    pub forward: Option<(String, u16)>,
+    /// `DD_DOGSTATSD_METRICS_STATS_ENABLE`.
+    pub metrics_stats_enable: bool,
+    /// `EDGESTAT_METRICS_STATS_MAX_CONTEXTS`: contexts tracked per shard.
+    pub metrics_stats_max_contexts: usize,
+    /// `DD_DOGSTATSD_CAPTURE_PATH` (default `<EDGESTAT_DATA_DIR>/dsd_capture`).
+    pub capture_path: PathBuf,
+    /// `EDGESTAT_CAPTURE_MAX_BYTES`: uncompressed bytes per capture file.
+    pub capture_max_bytes: u64,
+    /// `EDGESTAT_CAPTURE_MAX_DURATION`: longest capture.
+    pub capture_max_duration: Duration,
+    /// `EDGESTAT_CAPTURE_BUFFER_BYTES`: per-shard buffer between two writes.
+    pub capture_buffer_bytes: usize,
+}
+
+fn ops_config(src: &Sources, data_dir: &std::path::Path) -> Result<OpsConfig, ConfigError> {
+    let edge_in = |name: &str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+        match src.edgestat(name) {
+            Some((k, v)) => {
+                let n: u64 = parse_num(&k, &v, "a non-negative integer")?;
+                if n < min || n > max {
+                    return Err(bad(&k, &v, &format!("between {min} and {max}")));
+                }
+                Ok(n)
+            }
+            None => Ok(default),
+        }
+    };
+    let flag = |key: &str| -> Result<bool, ConfigError> {
+        match src.dd(key) {
+            Some((k, v)) => parse_bool(&k, &v),
+            None => Ok(false),
+        }
+    };
+    let stream_socket = src.dd("dogstatsd_stream_socket").map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let host = src.dd("statsd_forward_host").map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty());
+    let port: u16 = match src.dd("statsd_forward_port") {
+        Some((k, v)) if !v.trim().is_empty() => parse_num(&k, &v, "a port number 0-65535")?,
+        _ => 0,
+    };
+    let capture_max_duration = match src.edgestat("CAPTURE_MAX_DURATION") {
+        Some((k, v)) => parse_duration(&k, &v)?,
+        None => Duration::from_secs(3600),
+    };
+    if capture_max_duration.is_zero() {
+        return Err(bad("EDGESTAT_CAPTURE_MAX_DURATION", "0", "a positive duration"));
+    }
+    Ok(OpsConfig {
+        stream_socket,
+        stream_log_too_big: flag("dogstatsd_stream_log_too_big")?,
+        stream_max_connections: edge_in("STREAM_MAX_CONNECTIONS", 1024, 1, 65_536)? as usize,
+        // Like the Agent: forwarding needs both a host and a non-zero port.
+        forward: host.filter(|_| port != 0).map(|h| (h, port)),
+        metrics_stats_enable: flag("dogstatsd_metrics_stats_enable")?,
+        metrics_stats_max_contexts: edge_in("METRICS_STATS_MAX_CONTEXTS", 1024, 1, 1 << 20)? as usize,
+        capture_path: src
+            .dd("dogstatsd_capture_path")
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("dsd_capture")),
+        capture_max_bytes: edge_in("CAPTURE_MAX_BYTES", 1 << 30, 1 << 16, 1 << 40)?,
+        capture_max_duration,
+        capture_buffer_bytes: edge_in("CAPTURE_BUFFER_BYTES", 4 << 20, 64 << 10, 1 << 30)? as usize,
+    })
 }
 
 /// The Agent's `forwarder_*` / `proxy.*` keys beyond timeout and queue size.
@@ -808,7 +888,6 @@ impl Config {
             shutdown_timeout,
             api_addr,
             telemetry_addr,
-            data_dir,
             intake_data_max_bytes: edge_usize("INTAKE_DATA_MAX_BYTES", 256 << 20, 4096)? as u64,
             max_contexts: edge_usize("MAX_CONTEXTS", 500_000, 1)?,
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
@@ -835,6 +914,8 @@ impl Config {
                 Some((k, v)) => parse_go_duration(&k, &v)?,
                 None => Duration::ZERO,
             },
+            ops: ops_config(src, &data_dir)?,
+            data_dir,
         })
     }
 }
@@ -1233,6 +1314,31 @@ mod tests {
             .unwrap();
         let dbg = format!("{c:?}");
         assert!(!dbg.contains(k) && !dbg.contains("second-secret"), "{dbg}");
+    }
+
+    #[test]
+    fn ops_keys() {
+        let o = cfg(&[]).unwrap().ops;
+        assert_eq!((o.stream_socket.clone(), o.forward.clone(), o.metrics_stats_enable), (None, None, false));
+        assert_eq!(o.capture_path, PathBuf::from("./edgestat-data/dsd_capture"));
+        let o = cfg(&[
+            ("DD_DOGSTATSD_STREAM_SOCKET", "/tmp/s.sock"),
+            ("DD_STATSD_FORWARD_HOST", "127.0.0.1"),
+            ("DD_STATSD_FORWARD_PORT", "9125"),
+            ("DD_DOGSTATSD_METRICS_STATS_ENABLE", "true"),
+            ("EDGESTAT_STREAM_MAX_CONNECTIONS", "8"),
+        ])
+        .unwrap()
+        .ops;
+        assert_eq!(o.stream_socket, Some(PathBuf::from("/tmp/s.sock")));
+        assert_eq!(o.forward, Some(("127.0.0.1".to_string(), 9125)));
+        assert!(o.metrics_stats_enable);
+        assert_eq!(o.stream_max_connections, 8);
+        // A host without a port forwards nothing (the Agent's rule).
+        assert_eq!(cfg(&[("DD_STATSD_FORWARD_HOST", "x")]).unwrap().ops.forward, None);
+        assert_eq!(cfg(&[("DD_STATSD_FORWARD_PORT", "99999")]).unwrap_err().key, "DD_STATSD_FORWARD_PORT");
+        assert_eq!(cfg(&[("EDGESTAT_STREAM_MAX_CONNECTIONS", "0")]).unwrap_err().key, "EDGESTAT_STREAM_MAX_CONNECTIONS");
+        assert_eq!(cfg(&[("DD_DOGSTATSD_METRICS_STATS_ENABLE", "sure")]).unwrap_err().key, "DD_DOGSTATSD_METRICS_STATS_ENABLE");
     }
 
     #[test]

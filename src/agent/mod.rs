@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod capture;
 pub mod clock;
 pub mod config;
 pub mod flusher;
@@ -19,4 +20,6 @@ pub mod logging;
 pub mod orchestrator;
 pub mod runtime;
 pub mod sd_notify;
+pub mod status;
+pub mod tap;
 pub mod telemetry;

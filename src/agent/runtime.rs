@@ -12,7 +12,11 @@ use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::agent::clock::{mono_nanos, unix_now};
+use crate::agent::tap::Tap;
 use crate::core::shard::{ShardFlush, ShardSettings, ShardState, Transport};
+
+mod stream;
+pub use stream::{StreamSocket, StreamStats};
 
 /// A request from the flusher to a shard.
 pub enum Control {
@@ -25,6 +29,13 @@ pub enum Control {
         /// Where the shard answers.
         reply: Sender<ShardFlush>,
     },
+    /// The busiest contexts (`dogstatsd_metrics_stats_enable`).
+    MetricStats {
+        /// At most this many.
+        limit: usize,
+        /// Where the shard answers.
+        reply: Sender<Vec<ContextRow>>,
+    },
     /// Stop reading, drain the socket buffers, hand over everything, exit.
     Shutdown {
         /// Wall-clock Unix seconds of the stop.
@@ -32,6 +43,32 @@ pub enum Control {
         /// Where the shard answers.
         reply: Sender<ShardFlush>,
     },
+}
+
+/// One context of the per-context statistics, as a shard reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContextRow {
+    /// Metric name.
+    pub name: String,
+    /// Sorted tags (host excluded).
+    pub tags: Vec<String>,
+    /// Host of the context.
+    pub host: String,
+    /// Samples received (an over-estimate by at most `error` once the table was full).
+    pub count: u64,
+    /// Bound on the over-estimate.
+    pub error: u64,
+    /// Unix seconds of the last sample.
+    pub last_seen: i64,
+}
+
+/// What a shard does besides parsing: the tap on every datagram and the
+/// per-context statistics.
+pub struct ShardHooks {
+    /// Called with every datagram before parsing.
+    pub tap: Tap,
+    /// Contexts tracked by the statistics (0: off).
+    pub metric_stats_capacity: usize,
 }
 
 /// Why the shards could not start; printed as one line.
@@ -92,6 +129,8 @@ pub struct ShardSockets {
     pub unix: Option<std::path::PathBuf>,
     /// Beaten by the shard's control loop (`GET /health`).
     pub health: Option<std::sync::Arc<crate::agent::health::Component>>,
+    /// The Unix stream socket (`dogstatsd_stream_socket`; one shard).
+    pub stream: Option<StreamSocket>,
 }
 
 /// Binds `n` UDP sockets on `addr` with SO_REUSEPORT so the kernel spreads
@@ -148,6 +187,7 @@ impl ShardHandle {
 }
 
 /// Starts shard `id` on its own pinned glommio executor.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn_shard(
     id: usize,
     settings: ShardSettings,
@@ -156,6 +196,7 @@ pub fn spawn_shard(
     io_memory: usize,
     recv_batch: usize,
     recv_coalesce_us: u64,
+    hooks: ShardHooks,
 ) -> Result<ShardHandle, RuntimeError> {
     let (control_tx, control_rx) = crossbeam_channel::bounded::<Control>(4);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), RuntimeError>>(1);
@@ -163,12 +204,13 @@ pub fn spawn_shard(
     let udp = sockets.udp;
     let unix = sockets.unix;
     let health = sockets.health;
+    let stream = sockets.stream;
     let join = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {
             let recv = RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
-            run_shard(settings, udp, unix, recv, control_rx, ready_tx, health).await;
+            run_shard(settings, udp, unix, stream, hooks, recv, control_rx, ready_tx, health).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -214,16 +256,24 @@ struct RecvSettings {
     coalesce: Duration,
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_shard(
     settings: ShardSettings,
     udp: Option<std::net::UdpSocket>,
     unix: Option<PathBuf>,
+    stream: Option<StreamSocket>,
+    hooks: ShardHooks,
     recv: RecvSettings,
     control: Receiver<Control>,
     ready: Sender<Result<(), RuntimeError>>,
     health: Option<std::sync::Arc<crate::agent::health::Component>>,
 ) {
-    let state = Rc::new(RefCell::new(ShardState::new(settings)));
+    let mut shard_state = ShardState::new(settings);
+    if hooks.metric_stats_capacity > 0 {
+        shard_state.enable_metric_stats(hooks.metric_stats_capacity);
+    }
+    let state = Rc::new(RefCell::new(shard_state));
+    let tap = Rc::new(hooks.tap);
     let stopping = Rc::new(Cell::new(false));
     let mut readers = Vec::new();
     // Queued behind every datagram already in the Unix socket at shutdown,
@@ -248,6 +298,7 @@ async fn run_shard(
         readers.push(glommio::spawn_local(read_loop(
             Reader::Udp(sock),
             state.clone(),
+            tap.clone(),
             stopping.clone(),
             ReaderLimits { buffer_size, drain_budget: budget, marker: None, coalesce, queue_budget },
             batch,
@@ -265,6 +316,7 @@ async fn run_shard(
                 readers.push(glommio::spawn_local(read_loop(
                     Reader::Unix(sock),
                     state.clone(),
+                    tap.clone(),
                     stopping.clone(),
                     ReaderLimits {
                         buffer_size,
@@ -285,6 +337,16 @@ async fn run_shard(
             }
         }
     }
+    let stream_path = stream.as_ref().map(|s| s.path.clone());
+    if let Some(s) = stream {
+        match stream::listen(s, state.clone(), tap.clone(), stopping.clone()) {
+            Ok(task) => readers.push(task),
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        }
+    }
     let _ = ready.send(Ok(()));
 
     loop {
@@ -296,10 +358,16 @@ async fn run_shard(
                 let f = state.borrow_mut().take_flush(now, force);
                 let _ = reply.send(f);
             }
+            Ok(Control::MetricStats { limit, reply }) => {
+                let _ = reply.send(state.borrow().metric_stats(limit).iter().map(context_row).collect());
+            }
             Ok(Control::Shutdown { now, reply }) => {
                 stopping.set(true);
                 if let Some(path) = &unix {
                     send_marker(path, &marker).await;
+                }
+                if let Some(path) = &stream_path {
+                    stream::wake_accept(path);
                 }
                 for r in readers.drain(..) {
                     // Bounded: a reader that cannot finish its drain (marker
@@ -321,6 +389,17 @@ async fn run_shard(
             Err(TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,
             Err(TryRecvError::Disconnected) => return,
         }
+    }
+}
+
+fn context_row(s: &crate::core::metric_stats::ContextStat<std::sync::Arc<crate::core::model::ContextKey>>) -> ContextRow {
+    ContextRow {
+        name: s.value.name_string(),
+        tags: s.value.tag_strings(),
+        host: s.value.host_string(),
+        count: s.count,
+        error: s.error,
+        last_seen: s.last_seen,
     }
 }
 
@@ -479,6 +558,7 @@ fn next_pause(max: Duration, elapsed: Duration, got: usize, bytes: u64, target: 
 async fn drain(
     b: &mut BatchRecv,
     state: &RefCell<ShardState>,
+    tap: &Tap,
     stopping: &Cell<bool>,
     drained: &mut u64,
     drain_budget: u64,
@@ -504,6 +584,7 @@ async fn drain(
                 let d = b.datagram(i);
                 *drained += if stopping.get() { d.len() as u64 } else { 0 };
                 bytes += d.len() as u64;
+                tap.datagram(d);
                 st.handle_datagram_from(Transport::Udp, d, now, seq);
             }
         }
@@ -532,6 +613,7 @@ struct ReaderLimits {
 async fn read_loop(
     sock: Reader,
     state: Rc<RefCell<ShardState>>,
+    tap: Rc<Tap>,
     stopping: Rc<Cell<bool>>,
     limits: ReaderLimits,
     mut batch: Option<BatchRecv>,
@@ -551,6 +633,7 @@ async fn read_loop(
                     drained += n as u64;
                 }
                 if n > 0 {
+                    tap.datagram(&buf[..n]);
                     state.borrow_mut().handle_datagram_from(sock.transport(), &buf[..n], unix_now(), mono_nanos());
                 }
                 // Under load more datagrams are queued: take them in
@@ -572,7 +655,7 @@ async fn read_loop(
                     let mut since: Option<Instant> = None;
                     loop {
                         let (got, bytes) =
-                            drain(b, &state, &stopping, &mut drained, drain_budget, &mut errors_logged).await;
+                            drain(b, &state, &tap, &stopping, &mut drained, drain_budget, &mut errors_logged).await;
                         if got == 0 {
                             skip_batches = BATCH_SKIP_AFTER_EMPTY;
                             break;

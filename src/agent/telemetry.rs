@@ -25,6 +25,8 @@ pub struct Sources {
     pub forwarders: Vec<(&'static str, Arc<ForwarderStats>)>,
     /// The local API, when on.
     pub api: Option<Arc<ApiShared>>,
+    /// Stream socket, raw forwarding and capture counters.
+    pub ops: Option<Arc<crate::agent::status::Ops>>,
 }
 
 /// Serves `/metrics` on `addr`.
@@ -239,7 +241,40 @@ pub fn render(src: &Sources) -> String {
             st.manifests_sent.load(Ordering::Relaxed) as f64,
         );
     }
+    if let Some(ops) = &src.ops {
+        render_ops(&mut o, ops);
+    }
     o.0
+}
+
+fn render_ops(o: &mut Out, ops: &crate::agent::status::Ops) {
+    fn g(a: &std::sync::atomic::AtomicU64) -> f64 {
+        a.load(Ordering::Relaxed) as f64
+    }
+    if let Some((_, shards)) = &ops.forward {
+        let sum = |f: fn(&crate::agent::tap::ForwardStats) -> f64| shards.iter().map(|s| f(s)).sum::<f64>();
+        o.one("edgestat_statsd_forward_packets_total", "counter", "Datagrams forwarded to statsd_forward_host.", sum(|s| g(&s.sent)));
+        o.one("edgestat_statsd_forward_bytes_total", "counter", "Bytes forwarded to statsd_forward_host.", sum(|s| g(&s.bytes)));
+        o.one("edgestat_statsd_forward_errors_total", "counter", "Datagrams not forwarded (socket buffer full, target refusing).", sum(|s| g(&s.errors)));
+    }
+    if let Some(st) = &ops.stream {
+        o.one("edgestat_stream_connections", "gauge", "Unix stream socket clients connected.", g(&st.open));
+        o.one("edgestat_stream_connections_accepted_total", "counter", "Unix stream socket connections accepted.", g(&st.accepted));
+        o.one("edgestat_stream_frames_total", "counter", "Unix stream socket frames read.", g(&st.frames));
+        o.one("edgestat_stream_bad_frames_total", "counter", "Unix stream connections closed for a bad frame.", g(&st.bad_frames));
+        o.one("edgestat_stream_truncated_frames_total", "counter", "Unix stream connections that ended mid-frame.", g(&st.truncated));
+        o.one("edgestat_stream_connection_limit_waits_total", "counter", "Accepts delayed by EDGESTAT_STREAM_MAX_CONNECTIONS.", g(&st.connection_limit_waits));
+    }
+    let c = ops.capture.status();
+    o.one("edgestat_capture_running", "gauge", "1 while a traffic capture runs.", if c.running { 1.0 } else { 0.0 });
+    o.one("edgestat_capture_datagrams_total", "counter", "Datagrams written by the current or last capture.", c.datagrams as f64);
+    o.labeled(
+        "edgestat_capture_dropped_total",
+        "counter",
+        "Datagrams left out of the current or last capture, by reason.",
+        "reason",
+        [("buffer_full", c.dropped_buffer_full as f64), ("size_limit", c.dropped_size_limit as f64)].into_iter(),
+    );
 }
 
 #[cfg(test)]
@@ -259,11 +294,7 @@ mod tests {
         summary.stats.packets = 7;
         summary.stats.parse_errors.insert("bad \"kind\"", 2);
         r.publish(&summary, SerializerStats::default(), Duration::from_millis(3));
-        let text = render(&Sources {
-            flush: r.shared(),
-            forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))],
-            api: None,
-        });
+        let text = render(&Sources { flush: r.shared(), forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))], api: None, ops: None });
         assert!(text.contains("edgestat_dogstatsd_packets_total 7\n"), "{text}");
         assert!(text.contains("edgestat_serializer_payloads_total{kind=\"series_v2\"} 2\n"));
         assert!(text.contains("edgestat_serializer_items_total{kind=\"series_v2\"} 5\n"));

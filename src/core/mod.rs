@@ -7,12 +7,15 @@
 //! `serializer`, sharing the types in `model`.
 
 pub mod aggregator;
+pub mod capture_file;
 pub mod filter;
 pub mod host_metadata;
 pub mod host_tags;
 pub mod mapper;
+pub mod metric_stats;
 pub mod model;
 pub mod protocol;
 pub mod redact;
 pub mod serializer;
 pub mod shard;
+pub mod stream_frame;

@@ -9,6 +9,7 @@ use crate::core::aggregator::sampler::RawKey;
 use crate::core::aggregator::{FlushEntry, KeyView, SampleDrop, SampleKind, ShardSampler, SketchEntry};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::core::protocol::{self, Message, MetricKind, MetricSample, ParseOptions, Tags};
+use crate::core::metric_stats::{ContextStat, TopContexts};
 
 /// The parts of the configuration a shard needs (cloned into every shard).
 #[derive(Debug, Clone)]
@@ -156,6 +157,8 @@ pub struct ShardState {
     dist_name_buf: Vec<u8>,
     /// This shard's mapper (its own cache); `None` without profiles.
     mapper: Option<crate::core::mapper::Mapper>,
+    /// Per-context sample counts (`dogstatsd_metrics_stats_enable`).
+    metric_stats: Option<TopContexts<std::sync::Arc<crate::core::model::ContextKey>>>,
 }
 
 /// Prefixes of tags the Agent extracts and removes during enrichment.
@@ -218,9 +221,22 @@ impl ShardState {
             name_buf: Vec::new(),
             dist_name_buf: Vec::new(),
             mapper: (!settings.mapper.is_empty()).then(|| crate::core::mapper::Mapper::new(settings.mapper.clone())),
+            metric_stats: None,
             settings,
         }
     }
+
+    /// Starts counting samples per context, tracking at most `capacity`
+    /// contexts (the busiest ones).
+    pub fn enable_metric_stats(&mut self, capacity: usize) {
+        self.metric_stats = Some(TopContexts::new(capacity));
+    }
+
+    /// The busiest contexts (empty when statistics are off).
+    pub fn metric_stats(&self, limit: usize) -> Vec<ContextStat<std::sync::Arc<crate::core::model::ContextKey>>> {
+        self.metric_stats.as_ref().map(|t| t.top(limit)).unwrap_or_default()
+    }
+
 
     /// Counts a socket read error.
     pub fn count_read_error(&mut self) {
@@ -297,6 +313,7 @@ impl ShardState {
                 (true, false) => self.sampler.cached(raw_dist),
             };
             if !copy || dist.is_some() {
+                count_context(&mut self.metric_stats, &self.sampler, id, m, now);
                 add_values(&mut self.sampler, &mut self.stats, id, kind, m, now, seq);
                 if let Some(d) = dist {
                     add_copies(&mut self.sampler, &mut self.stats, d, m, now, seq);
@@ -355,6 +372,7 @@ impl ShardState {
         let resolved = self.sampler.resolve(&view, now);
         if let Ok(id) = resolved {
             self.sampler.remember(raw, id);
+            count_context(&mut self.metric_stats, &self.sampler, id, m, now);
         }
         match resolved {
             Ok(id) => add_values(&mut self.sampler, &mut self.stats, id, kind, m, now, seq),
@@ -591,6 +609,17 @@ fn add_values(
         for v in m.values() {
             let r = sampler.add_id(id, kind, v, None, m.sample_rate, now, seq);
             record(stats, r);
+        }
+    }
+}
+
+/// Counts the samples of line `m` against live context `id` in the
+/// per-context statistics (when on).
+fn count_context(stats: &mut Option<TopContexts<std::sync::Arc<crate::core::model::ContextKey>>>, sampler: &ShardSampler, id: u32, m: &MetricSample<'_>, now: i64) {
+    if let Some(stats) = stats {
+        if let Some(key) = sampler.context_key(id) {
+            let n = if m.set_member().is_some() { 1 } else { m.value_count() as u64 };
+            stats.record(key.key_hash(), n, now, || key.clone());
         }
     }
 }

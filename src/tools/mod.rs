@@ -5,3 +5,4 @@
 
 pub mod bench;
 pub mod intake;
+pub mod opsctl;

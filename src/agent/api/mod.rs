@@ -195,6 +195,7 @@ pub struct Api {
 
 struct Ctx {
     shared: Arc<ApiShared>,
+    ops: Option<Arc<crate::agent::status::Ops>>,
     orchestrator: OrchestratorQueue,
     encoder: Mutex<ProcessMessageEncoder>,
 }
@@ -216,11 +217,11 @@ impl Api {
         addr: std::net::SocketAddr,
         settings: ApiSettings,
         orchestrator: OrchestratorQueue,
+        ops: Option<Arc<crate::agent::status::Ops>>,
     ) -> Result<Api, ApiError> {
         let shared = ApiShared::new(settings);
         let encoder = ProcessMessageEncoder::new(MAX_BODY_BYTES).map_err(ApiError::Compressor)?;
-        let ctx =
-            Arc::new(Ctx { shared: shared.clone(), orchestrator: orchestrator.clone(), encoder: Mutex::new(encoder) });
+        let ctx = Arc::new(Ctx { shared: shared.clone(), ops, orchestrator: orchestrator.clone(), encoder: Mutex::new(encoder) });
         let server = crate::agent::http_server::spawn("edgestat-api", addr, move |req| {
             let ctx = ctx.clone();
             async move { handle(&ctx, req).await }
@@ -278,6 +279,14 @@ async fn handle(ctx: &Ctx, req: Request<Incoming>) -> Resp {
     if req.uri().path() == "/health" {
         return health(ctx, req.method());
     }
+    // The operating routes (status, stats, capture) live in `status`.
+    let req = match &ctx.ops {
+        Some(ops) => match crate::agent::status::handle(ops, req).await {
+            Ok(resp) => return resp,
+            Err(req) => req,
+        },
+        None => req,
+    };
     let route = match req.uri().path() {
         "/v1/events" => Route::Events,
         "/v1/check_run" => Route::Checks,

@@ -31,6 +31,8 @@ pub struct FlushSnapshot {
     pub duration_sum_secs: f64,
     /// Longest flush, seconds.
     pub duration_max_secs: f64,
+    /// Duration of the last flush, seconds.
+    pub last_duration_secs: f64,
     /// Flush duration quantiles (q, seconds).
     pub duration_quantiles: Vec<(f64, f64)>,
     /// Time the flusher spent waiting for room in forwarder queues, seconds.
@@ -95,6 +97,7 @@ impl FlushRecorder {
         let secs = took.as_secs_f64();
         c.duration_sum_secs += secs;
         c.duration_max_secs = c.duration_max_secs.max(secs);
+        c.last_duration_secs = secs;
         if let Some(h) = &mut self.hist {
             let _ = h.record((took.as_micros() as u64).clamp(1, 3_600_000_000));
             c.duration_quantiles =
@@ -107,6 +110,42 @@ impl FlushRecorder {
         if let Ok(mut g) = self.out.lock() {
             *g = c.clone();
         }
+    }
+}
+
+impl FlushSnapshot {
+    /// The parts of `edgestat status` these counters answer (shard
+    /// counters are as of the last flush).
+    pub fn status_json(&self) -> serde_json::Value {
+        let s = &self.shard;
+        let kinds: serde_json::Map<String, serde_json::Value> = self
+            .kinds
+            .iter()
+            .map(|(k, c)| (k.to_string(), serde_json::json!({"payloads": c.payloads, "bytes": c.bytes, "items": c.items})))
+            .collect();
+        serde_json::json!({
+            "dogstatsd": {
+                "packets": s.packets,
+                "bytes": s.bytes,
+                "read_errors": s.read_errors,
+                "metric_lines": s.metric_lines,
+                "metric_samples": s.metric_samples,
+                "events": s.events,
+                "service_checks": s.service_checks,
+                "parse_errors": s.parse_errors,
+                "dropped": s.dropped,
+                "as_of_unix": self.last_flush_unix,
+            },
+            "contexts": self.contexts,
+            "flush": {
+                "count": self.flushes,
+                "last_unix": self.last_flush_unix,
+                "last_duration_seconds": self.last_duration_secs,
+                "max_duration_seconds": self.duration_max_secs,
+                "forwarder_waits": self.forwarder_waits,
+            },
+            "payloads": kinds,
+        })
     }
 }
 

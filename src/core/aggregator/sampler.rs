@@ -192,6 +192,11 @@ impl ShardSampler {
         self.contexts.resolve(view, now).map_err(|ContextError::LimitReached| SampleDrop::ContextLimit)
     }
 
+    /// The key of live context `id` (shared, not copied).
+    pub fn context_key(&self, id: u32) -> Option<&Arc<ContextKey>> {
+        self.contexts.get(id).map(|s| &s.key)
+    }
+
     /// Live contexts.
     pub fn context_count(&self) -> usize {
         self.contexts.len()
