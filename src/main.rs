@@ -45,6 +45,9 @@ enum Command {
         /// Bound on payloads kept in memory (oldest evicted first).
         #[arg(long, value_name = "N", default_value_t = 100_000)]
         max_stored_payloads: usize,
+        /// Bandwidth of payload bodies in bytes/s shared by all connections (0: unlimited), to play a slow intake.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        throttle_bytes_per_sec: u64,
     },
     /// Benchmark harness: load generator + intake + report (JSON, table, SVG plot).
     Bench(edgestat::tools::bench::BenchArgs),
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
             data_dir,
             data_max_bytes,
             max_stored_payloads,
+            throttle_bytes_per_sec,
         } => {
             edgestat::agent::logging::init(
                 &std::env::var("DD_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
@@ -148,8 +152,14 @@ fn main() -> ExitCode {
                 (_, _, Some(dir)) => edgestat::tools::intake::TlsMode::SelfSigned { dir },
                 _ => edgestat::tools::intake::TlsMode::Plain,
             };
-            let cfg =
-                edgestat::tools::intake::IntakeConfig { listen, tls, data_dir, data_max_bytes, max_stored_payloads };
+            let cfg = edgestat::tools::intake::IntakeConfig {
+                listen,
+                tls,
+                data_dir,
+                data_max_bytes,
+                max_stored_payloads,
+                throttle_bytes_per_sec,
+            };
             match edgestat::tools::intake::run_blocking(cfg) {
                 Ok(()) => 0,
                 Err(e) => {

@@ -32,6 +32,7 @@ fn run_blocking_serves_until_sigterm() {
         data_dir: None,
         data_max_bytes: edgestat::tools::intake::store::DEFAULT_DATA_MAX_BYTES,
         max_stored_payloads: 10,
+        throttle_bytes_per_sec: 0,
     };
     let t = std::thread::spawn(move || run_blocking(cfg));
     let deadline = Instant::now() + Duration::from_secs(10);

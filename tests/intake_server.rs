@@ -398,6 +398,7 @@ async fn https_self_signed_trusted_by_rustls_client() {
         data_dir: None,
         data_max_bytes: intake::store::DEFAULT_DATA_MAX_BYTES,
         max_stored_payloads: 1000,
+        throttle_bytes_per_sec: 0,
     };
     let h = intake::start(cfg.clone()).await.unwrap();
     assert!(h.base_url.starts_with("https://127.0.0.1:"), "{}", h.base_url);

@@ -234,16 +234,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         api_parts = Some((api, sender, orch_stats));
     }
     let api_shared = api_parts.as_ref().map(|(a, _, _)| a.shared.clone());
-    let mut telemetry = None;
-    let recorder = Some(recorder_shared);
-    if let (Some(addr), Some(r)) = (cfg.telemetry_addr, &recorder) {
-        let mut forwarders = vec![("metrics", forwarder.stats.clone())];
-        if let Some((_, _, s)) = &api_parts {
-            forwarders.push(("orchestrator", s.clone()));
-        }
-        let sources = crate::agent::telemetry::Sources { flush: r.shared(), forwarders, api: api_shared.clone(), ops: Some(ops.clone()) };
-        telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
-    }
+    let live = crate::agent::handover::LiveShardStats::new(cfg.shards);
 
     let mut udp = match cfg.udp_addr {
         Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes)?,
@@ -298,6 +289,8 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         let hooks = runtime::ShardHooks {
             tap: crate::agent::tap::Tap::new(id, Some(capture.clone()), forward_target, forward_stats.get(id).cloned().unwrap_or_default()),
             metric_stats_capacity: if cfg.ops.metrics_stats_enable { cfg.ops.metrics_stats_max_contexts } else { 0 },
+            live: live.clone(),
+            test_delay_flush: cfg.test_delay_shard_flush.filter(|(s, _)| *s == id).map(|(_, d)| d),
         };
         let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us, hooks)?;
 
@@ -333,14 +326,32 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     };
     let shutdown_timeout = cfg.shutdown_timeout;
     let cfg_flush_interval = cfg.flush_interval;
+    let telemetry_addr = cfg.telemetry_addr;
+    let window = forwarder.window();
+    let metrics_stats = forwarder.stats.clone();
     let mut flusher = Flusher::new(cfg, shards.iter().map(|s| s.control.clone()).collect(), forwarder, on_flush)
         .map_err(StartError::Compressor)?;
     if let Some((api, _, _)) = &api_parts {
         flusher.attach_api(api.flush_side());
     }
-    if let Some(r) = recorder {
-        flusher.attach_telemetry(r);
+    let mut telemetry = None;
+    if let Some(addr) = telemetry_addr {
+        let mut forwarders = vec![("metrics", metrics_stats)];
+        if let Some((_, _, s)) = &api_parts {
+            forwarders.push(("orchestrator", s.clone()));
+        }
+        let sources = crate::agent::telemetry::Sources {
+            flush: recorder_shared.shared(),
+            forwarders,
+            api: api_shared.clone(),
+            ops: Some(ops.clone()),
+            live: Some(live.clone()),
+            shards: Some(flusher.shard_health()),
+        };
+        telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
     }
+    // Always recorded: `edgestat status` reads it too.
+    flusher.attach_telemetry(recorder_shared);
     flusher.attach_health(health.register("flusher", cfg_flush_interval * 2));
     let api_closer = api_shared.clone();
     let health_closer = health.clone();
@@ -370,6 +381,9 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
                         api.close();
                     }
                     capture_closer.shutdown();
+                    // A flush waiting for room in the forwarder's window
+                    // goes on at once; the shutdown deadline bounds delivery.
+                    window.stop_waiting();
                     let _ = stop_tx.send(());
                 } else {
                     crate::agent::logging::fatal("edgestat: second signal, exiting immediately");

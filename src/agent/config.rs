@@ -151,6 +151,18 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// `EDGESTAT_FORWARDER_QUEUE_PAYLOADS`: flushed payloads waiting for the forwarder.
     pub forwarder_queue_payloads: usize,
+    /// `EDGESTAT_FORWARDER_WINDOW_BYTES`: compressed bytes of payloads handed
+    /// to the forwarder and not yet delivered, rejected or failed; the
+    /// flusher waits while it is full (backpressure instead of loss).
+    pub forwarder_window_bytes: usize,
+    /// `EDGESTAT_FORWARDER_WINDOW_MAX_WAIT`: how long one flush may wait for
+    /// room before the oldest unsent payloads are spilled (storage on) or
+    /// dropped (`dropped_intake_too_slow`); at least the flush interval.
+    pub forwarder_window_max_wait: Duration,
+    /// `EDGESTAT_TEST_DELAY_SHARD_FLUSH` (`<shard>:<duration>`), for tests
+    /// only: that shard answers its first flush request carrying data this
+    /// much later (fault injection for the late hand-over path).
+    pub test_delay_shard_flush: Option<(usize, Duration)>,
     /// `EDGESTAT_RECV_BATCH_DATAGRAMS`: datagrams per `recvmmsg` on UDP
     /// (1 = one read per datagram); each shard preallocates this many
     /// `DD_DOGSTATSD_BUFFER_SIZE` buffers.
@@ -825,6 +837,30 @@ impl Config {
             return Err(bad("EDGESTAT_FLUSH_INTERVAL", &format!("{flush_interval:?}"), "at least 100ms"));
         }
         let shutdown_timeout = dur("SHUTDOWN_TIMEOUT", "10s")?;
+        // Default: 60 s, and never under four flush intervals.
+        let forwarder_window_max_wait = match src.edgestat("FORWARDER_WINDOW_MAX_WAIT") {
+            Some((k, v)) => parse_duration(&k, &v)?,
+            None => (flush_interval * 4).max(Duration::from_secs(60)),
+        };
+        if forwarder_window_max_wait < flush_interval {
+            return Err(bad(
+                "EDGESTAT_FORWARDER_WINDOW_MAX_WAIT",
+                &format!("{forwarder_window_max_wait:?}"),
+                "at least EDGESTAT_FLUSH_INTERVAL",
+            ));
+        }
+        let test_delay_shard_flush = match src.edgestat("TEST_DELAY_SHARD_FLUSH") {
+            None => None,
+            Some((k, v)) => {
+                let expected = "<shard>:<duration>, e.g. 0:7s (test-only)";
+                let (shard, d) = v.split_once(':').ok_or_else(|| bad(&k, &v, expected))?;
+                let shard: usize = shard.trim().parse().map_err(|_| bad(&k, &v, expected))?;
+                if shard >= shards {
+                    return Err(bad(&k, &v, "a shard index below EDGESTAT_SHARDS"));
+                }
+                Some((shard, parse_duration(&k, d.trim())?))
+            }
+        };
 
         let api_addr = match src.edgestat("API_ADDR") {
             Some((k, v)) => parse_listen_addr(&k, &v)?,
@@ -893,6 +929,9 @@ impl Config {
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,
+            forwarder_window_bytes: edge_usize("FORWARDER_WINDOW_BYTES", 64 << 20, 1)?,
+            forwarder_window_max_wait,
+            test_delay_shard_flush,
             recv_batch_datagrams: edge_usize_in("RECV_BATCH_DATAGRAMS", 32, 1, 1024)?,
             malloc_arenas: edge_usize("MALLOC_ARENAS", 0, 0)?,
             orchestrator_base_url,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod flusher;
 pub mod forwarder;
 pub mod health;
+pub mod handover;
 pub mod hostname;
 pub mod http_server;
 pub mod logging;

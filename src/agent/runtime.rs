@@ -6,69 +6,33 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::agent::clock::{mono_nanos, unix_now};
+use crate::agent::handover::{LiveShardStats, ShardReply};
+pub use crate::agent::handover::{Control, ContextRow};
 use crate::agent::tap::Tap;
-use crate::core::shard::{ShardFlush, ShardSettings, ShardState, Transport};
+use crate::core::shard::{ShardSettings, ShardState, Transport};
 
 mod stream;
 pub use stream::{StreamSocket, StreamStats};
 
-/// A request from the flusher to a shard.
-pub enum Control {
-    /// Hand over closed buckets as of `now` (all buckets when `force`).
-    Flush {
-        /// Wall-clock Unix seconds of the flush.
-        now: i64,
-        /// Flush open buckets too.
-        force: bool,
-        /// Where the shard answers.
-        reply: Sender<ShardFlush>,
-    },
-    /// The busiest contexts (`dogstatsd_metrics_stats_enable`).
-    MetricStats {
-        /// At most this many.
-        limit: usize,
-        /// Where the shard answers.
-        reply: Sender<Vec<ContextRow>>,
-    },
-    /// Stop reading, drain the socket buffers, hand over everything, exit.
-    Shutdown {
-        /// Wall-clock Unix seconds of the stop.
-        now: i64,
-        /// Where the shard answers.
-        reply: Sender<ShardFlush>,
-    },
-}
-
-/// One context of the per-context statistics, as a shard reports it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct ContextRow {
-    /// Metric name.
-    pub name: String,
-    /// Sorted tags (host excluded).
-    pub tags: Vec<String>,
-    /// Host of the context.
-    pub host: String,
-    /// Samples received (an over-estimate by at most `error` once the table was full).
-    pub count: u64,
-    /// Bound on the over-estimate.
-    pub error: u64,
-    /// Unix seconds of the last sample.
-    pub last_seen: i64,
-}
-
-/// What a shard does besides parsing: the tap on every datagram and the
-/// per-context statistics.
+/// What a shard does besides parsing, and what it shares with the rest of
+/// the process besides its sockets.
 pub struct ShardHooks {
     /// Called with every datagram before parsing.
     pub tap: Tap,
     /// Contexts tracked by the statistics (0: off).
     pub metric_stats_capacity: usize,
+    /// Where the shard publishes its counters several times a second.
+    pub live: Arc<LiveShardStats>,
+    /// Test-only fault (`EDGESTAT_TEST_DELAY_SHARD_FLUSH`): this shard
+    /// answers its first flush request carrying data this much later.
+    pub test_delay_flush: Option<Duration>,
 }
 
 /// Why the shards could not start; printed as one line.
@@ -186,6 +150,10 @@ impl ShardHandle {
     }
 }
 
+
+/// How often a shard publishes its counters for `/metrics`.
+const LIVE_STATS_PERIOD: Duration = Duration::from_millis(250);
+
 /// Starts shard `id` on its own pinned glommio executor.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn_shard(
@@ -210,7 +178,7 @@ pub fn spawn_shard(
         .io_memory(io_memory)
         .spawn(move || async move {
             let recv = RecvSettings { buffer_size, batch: recv_batch, coalesce: Duration::from_micros(recv_coalesce_us) };
-            run_shard(settings, udp, unix, stream, hooks, recv, control_rx, ready_tx, health).await;
+            run_shard(id, settings, udp, unix, stream, hooks, recv, control_rx, ready_tx, health).await;
         })
         .map_err(|e| RuntimeError::Executor { shard: id, detail: e.to_string() })?;
     match ready_rx.recv_timeout(Duration::from_secs(10)) {
@@ -258,6 +226,7 @@ struct RecvSettings {
 
 #[allow(clippy::too_many_arguments)]
 async fn run_shard(
+    id: usize,
     settings: ShardSettings,
     udp: Option<std::net::UdpSocket>,
     unix: Option<PathBuf>,
@@ -349,19 +318,33 @@ async fn run_shard(
     }
     let _ = ready.send(Ok(()));
 
+    let mut test_delay = hooks.test_delay_flush;
+    let mut published = Instant::now();
     loop {
         if let Some(h) = &health {
             h.beat();
         }
+        if published.elapsed() >= LIVE_STATS_PERIOD {
+            published = Instant::now();
+            hooks.live.publish(id, state.borrow().stats());
+        }
         match control.try_recv() {
-            Ok(Control::Flush { now, force, reply }) => {
+            Ok(Control::Flush { now, force, seq, reply }) => {
                 let f = state.borrow_mut().take_flush(now, force);
-                let _ = reply.send(f);
+                if !f.metrics.is_empty() || !f.sketches.is_empty() {
+                    if let Some(d) = test_delay.take() {
+                        tracing::warn!(shard = id, delay_ms = d.as_millis() as u64, "EDGESTAT_TEST_DELAY_SHARD_FLUSH: delaying this flush answer (test-only fault)");
+                        glommio::timer::sleep(d).await;
+                    }
+                }
+                // Never blocks: the channel has room for every request the
+                // flusher can have outstanding (see `handover`).
+                let _ = reply.send(ShardReply { shard: id, seq, flush: f });
             }
             Ok(Control::MetricStats { limit, reply }) => {
                 let _ = reply.send(state.borrow().metric_stats(limit).iter().map(context_row).collect());
             }
-            Ok(Control::Shutdown { now, reply }) => {
+            Ok(Control::Shutdown { now, seq, reply }) => {
                 stopping.set(true);
                 if let Some(path) = &unix {
                     send_marker(path, &marker).await;
@@ -383,7 +366,8 @@ async fn run_shard(
                     }
                 }
                 let f = state.borrow_mut().take_flush(now.max(unix_now()), true);
-                let _ = reply.send(f);
+                hooks.live.publish(id, &f.stats);
+                let _ = reply.send(ShardReply { shard: id, seq, flush: f });
                 return;
             }
             Err(TryRecvError::Empty) => glommio::timer::sleep(Duration::from_millis(5)).await,

@@ -1,10 +1,11 @@
 //! Internal telemetry as Prometheus text at `EDGESTAT_TELEMETRY_ADDR`
 //! `/metrics`.
 //!
-//! Off the hot path by construction: shards are never touched. Their
-//! cumulative counters already travel to the flusher with every flush; the
-//! flusher records payload counts locally and, once per flush, publishes a
-//! snapshot under a mutex only it and the scraper take. Forwarder and API
+//! Off the hot path by construction: each shard copies its cumulative
+//! counters into its own slot a few times a second ([`LiveShardStats`]),
+//! so a scrape sees traffic before the first flush; the flusher records
+//! payload counts locally and, once per flush, publishes a snapshot under
+//! a mutex only it and the scraper take. Forwarder, hand-over and API
 //! counters are atomics / small maps read at scrape time.
 
 use std::fmt::Write as _;
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use crate::agent::api::ApiShared;
 use crate::agent::flusher::stats::FlushSnapshot;
 use crate::agent::forwarder::ForwarderStats;
+use crate::agent::handover::{LiveShardStats, ShardHealth, ShardStatus};
 use crate::agent::http_server::{respond, ListenError, ServerHandle};
 
 /// Everything `/metrics` reads.
@@ -27,6 +29,10 @@ pub struct Sources {
     pub api: Option<Arc<ApiShared>>,
     /// Stream socket, raw forwarding and capture counters.
     pub ops: Option<Arc<crate::agent::status::Ops>>,
+    /// Shard counters published by the shards themselves.
+    pub live: Option<Arc<LiveShardStats>>,
+    /// Per-shard hand-over state.
+    pub shards: Option<Arc<ShardHealth>>,
 }
 
 /// Serves `/metrics` on `addr`.
@@ -83,19 +89,21 @@ pub fn render(src: &Sources) -> String {
     let snap = src.flush.lock().map(|g| g.clone()).unwrap_or_default();
     let mut o = Out(String::with_capacity(8192));
 
-    let s = &snap.shard;
-    o.one("edgestat_dogstatsd_packets_total", "counter", "Datagrams read by the shards.", s.packets as f64);
-    o.one("edgestat_dogstatsd_bytes_total", "counter", "Bytes read by the shards.", s.bytes as f64);
-    o.one("edgestat_dogstatsd_read_errors_total", "counter", "Socket read errors.", s.read_errors as f64);
-    o.one("edgestat_dogstatsd_metric_lines_total", "counter", "Metric lines parsed.", s.metric_lines as f64);
-    o.one("edgestat_dogstatsd_metric_samples_total", "counter", "Metric samples aggregated.", s.metric_samples as f64);
-    o.one("edgestat_dogstatsd_events_total", "counter", "DogStatsD events queued.", s.events as f64);
+    // Live when the shards publish (the agent), else as of the last flush.
+    let live = src.live.as_ref().map(|l| l.sum());
+    let s = live.as_ref().unwrap_or(&snap.shard);
+    o.one("edgestat_dogstatsd_packets_total", "counter", "Datagrams (UDP and Unix socket) read by the shards, updated every 250 ms.", s.packets as f64);
+    o.one("edgestat_dogstatsd_bytes_total", "counter", "Bytes of the datagrams read by the shards.", s.bytes as f64);
+    o.one("edgestat_dogstatsd_read_errors_total", "counter", "Failed socket reads (the datagram, if any, is lost).", s.read_errors as f64);
+    o.one("edgestat_dogstatsd_metric_lines_total", "counter", "Metric lines parsed (valid or not), one per line of a datagram.", s.metric_lines as f64);
     o.one(
-        "edgestat_dogstatsd_service_checks_total",
+        "edgestat_dogstatsd_metric_samples_total",
         "counter",
-        "DogStatsD service checks queued.",
-        s.service_checks as f64,
+        "Metric samples aggregated into a context (a multi-value line counts each value).",
+        s.metric_samples as f64,
     );
+    o.one("edgestat_dogstatsd_events_total", "counter", "DogStatsD events queued for the next flush.", s.events as f64);
+    o.one("edgestat_dogstatsd_service_checks_total", "counter", "DogStatsD service checks queued for the next flush.", s.service_checks as f64);
     o.labeled(
         "edgestat_dogstatsd_parse_errors_total",
         "counter",
@@ -110,12 +118,38 @@ pub fn render(src: &Sources) -> String {
         "reason",
         s.dropped.iter().map(|(k, v)| (*k, *v as f64)),
     );
-    o.one(
-        "edgestat_aggregator_contexts",
-        "gauge",
-        "Live contexts over all shards at the last flush.",
-        snap.contexts as f64,
-    );
+    o.one("edgestat_aggregator_contexts", "gauge", "Live contexts over all shards at the last flush.", snap.contexts as f64);
+    if let Some(h) = &src.shards {
+        let st = h.snapshot();
+        o.one(
+            "edgestat_late_shard_flushes_total",
+            "counter",
+            "Shard flush answers that missed their flush's deadline and were merged into a later flush (nothing lost).",
+            h.late_shard_flushes() as f64,
+        );
+        let rows = |f: &dyn Fn(&ShardStatus) -> f64| st.iter().map(|x| (x.shard.to_string(), f(x))).collect::<Vec<_>>();
+        let mut per_shard = |name: &str, kind: &str, help: &str, rows: Vec<(String, f64)>| {
+            o.labeled(name, kind, help, "shard", rows.iter().map(|(l, v)| (l.as_str(), *v)));
+        };
+        per_shard(
+            "edgestat_shard_answering",
+            "gauge",
+            "1 if the shard answers flush requests within the reply timeout (5 s), 0 while a request waits longer.",
+            rows(&|x| if x.answering { 1.0 } else { 0.0 }),
+        );
+        per_shard(
+            "edgestat_shard_last_answer_timestamp_seconds",
+            "gauge",
+            "Unix time of the shard's last flush answer (0: none yet).",
+            rows(&|x| x.last_answer_unix_ms as f64 / 1000.0),
+        );
+        per_shard(
+            "edgestat_shard_missed_flushes_total",
+            "counter",
+            "Flushes that went out without this shard's answer (its data joined a later flush).",
+            rows(&|x| x.missed_flushes as f64),
+        );
+    }
 
     o.one("edgestat_flush_total", "counter", "Flushes done.", snap.flushes as f64);
     o.head(
@@ -202,7 +236,7 @@ pub fn render(src: &Sources) -> String {
     if let Some((_, first)) = fw.first() {
         for (i, (field, _)) in first.fields().into_iter().enumerate() {
             let (name, kind) = match field {
-                "retry_queue_bytes" | "retry_queue_payloads" => (format!("edgestat_forwarder_{field}"), "gauge"),
+                "retry_queue_bytes" | "retry_queue_payloads" | "window_bytes" | "window_max_bytes" => (format!("edgestat_forwarder_{field}"), "gauge"),
                 f => (format!("edgestat_forwarder_transactions_{f}_total"), "counter"),
             };
             let rows: Vec<(&str, f64)> = fw.iter().map(|(n, s)| (*n, s.fields()[i].1 as f64)).collect();
@@ -294,7 +328,14 @@ mod tests {
         summary.stats.packets = 7;
         summary.stats.parse_errors.insert("bad \"kind\"", 2);
         r.publish(&summary, SerializerStats::default(), Duration::from_millis(3));
-        let text = render(&Sources { flush: r.shared(), forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))], api: None, ops: None });
+        let text = render(&Sources {
+            flush: r.shared(),
+            forwarders: vec![("metrics", Arc::new(ForwarderStats::default()))],
+            api: None,
+            ops: None,
+            live: None,
+            shards: None,
+        });
         assert!(text.contains("edgestat_dogstatsd_packets_total 7\n"), "{text}");
         assert!(text.contains("edgestat_serializer_payloads_total{kind=\"series_v2\"} 2\n"));
         assert!(text.contains("edgestat_serializer_items_total{kind=\"series_v2\"} 5\n"));

@@ -545,6 +545,11 @@ impl ShardState {
         });
     }
 
+    /// Cumulative counters so far (published for live telemetry).
+    pub fn stats(&self) -> &ShardStats {
+        &self.stats
+    }
+
     /// Hands over closed buckets (all buckets when `force`) and the queues.
     pub fn take_flush(&mut self, now: i64, force: bool) -> ShardFlush {
         let cutoff = now - now.rem_euclid(crate::core::aggregator::BUCKET_SECONDS);

@@ -140,6 +140,27 @@ impl Intake {
             .expect("inject failure");
     }
 
+    /// Stored requests for `path` with a sequence number above `since`
+    /// (incremental polling of large runs; generous timeout).
+    pub fn payloads_since(&self, path: &str, since: u64) -> Vec<Value> {
+        let req = self
+            .agent
+            .get(&format!("{}/intake/payloads", self.url))
+            .query("path", path)
+            .query("since", &since.to_string());
+        let req = req.timeout(Duration::from_secs(120));
+        let v: Value = req.call().expect("query intake").into_json().expect("json");
+        v.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Limits payload bodies to `bytes_per_sec` over all connections (0: off).
+    pub fn throttle(&self, bytes_per_sec: u64) {
+        self.agent
+            .post(&format!("{}/intake/throttle", self.url))
+            .send_json(serde_json::json!({ "bytes_per_sec": bytes_per_sec }))
+            .expect("set throttle");
+    }
+
     /// Waits until `pred` holds for the stored payloads.
     pub fn wait_until(
         &self,

@@ -4,18 +4,16 @@
 //! the forwarder. Runs on its own thread; talks to shards only through
 //! bounded crossbeam channels.
 
-use std::time::Duration;
-
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::agent::clock::unix_now;
 use crate::agent::config::{Config, AGENT_VERSION};
 use crate::agent::forwarder::{Forwarder, Payload};
-use crate::agent::runtime::Control;
 use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
+use crate::agent::handover::Handover;
 use crate::core::serializer::{PayloadKind, Serializer};
-use crate::core::shard::{ShardFlush, ShardStats};
+use crate::core::shard::ShardStats;
 
 pub mod stats;
 
@@ -32,9 +30,6 @@ fn kind_label(kind: PayloadKind) -> &'static str {
         PayloadKind::Events => "events",
     }
 }
-
-/// How long a flush waits for a shard's answer before going on without it.
-const SHARD_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Per-flush summary (printed in embedded mode, kept for telemetry).
 #[derive(Debug, Default, Clone)]
@@ -60,7 +55,7 @@ pub struct FlushSummary {
 /// Owns the merge and serialization state across flushes.
 pub struct Flusher {
     cfg: Config,
-    shards: Vec<Sender<Control>>,
+    handover: Handover,
     merger: FlushMerger,
     serializer: Serializer,
     forwarder: Forwarder,
@@ -128,7 +123,7 @@ impl Flusher {
             merger: FlushMerger::new(settings, cfg.max_contexts),
             serializer,
             cfg,
-            shards,
+            handover: Handover::new(shards),
             forwarder,
             start_time,
             started_sent: false,
@@ -147,6 +142,11 @@ impl Flusher {
     /// Drains the local API's queues at every flush (and sends its manifests).
     pub fn attach_api(&mut self, api: crate::agent::api::ApiFlushSide) {
         self.api = Some(api);
+    }
+
+    /// Per-shard hand-over state (telemetry, health).
+    pub fn shard_health(&self) -> std::sync::Arc<crate::agent::handover::ShardHealth> {
+        self.handover.health()
     }
 
     /// Publishes telemetry after every flush.
@@ -215,64 +215,30 @@ impl Flusher {
         Some(next)
     }
 
-    fn collect(&mut self, now: i64, final_flush: bool) -> Vec<ShardFlush> {
-        let (tx, rx) = crossbeam_channel::bounded(self.shards.len().max(1));
-        let mut asked = 0;
-        for s in &self.shards {
-            let msg = if final_flush {
-                Control::Shutdown { now, reply: tx.clone() }
-            } else {
-                Control::Flush { now, force: false, reply: tx.clone() }
-            };
-            if s.send_timeout(msg, SHARD_REPLY_TIMEOUT).is_ok() {
-                asked += 1;
-            } else {
-                tracing::error!("a shard did not accept the flush request");
-            }
-        }
-        drop(tx);
-        let mut out = Vec::with_capacity(asked);
-        // The final flush waits longer: shards drain their sockets first.
-        let wait = if final_flush { SHARD_REPLY_TIMEOUT * 4 } else { SHARD_REPLY_TIMEOUT };
-        for _ in 0..asked {
-            match rx.recv_timeout(wait) {
-                Ok(f) => out.push(f),
-                Err(_) => {
-                    tracing::error!("a shard did not answer the flush request in time");
-                    break;
-                }
-            }
-        }
-        if let (Some(h), false) = (&self.health, final_flush) {
-            let missing = self.shards.len() - out.len();
-            if missing > 0 {
-                h.set_fault(format!("{missing} of {} shards did not answer the last flush request", self.shards.len()));
-            } else {
-                h.clear_fault();
-            }
-        }
-        out
-    }
-
     fn flush(&mut self, final_flush: bool) {
         let started = std::time::Instant::now();
         let now = unix_now();
-        let parts = self.collect(now, final_flush);
+        self.forwarder.new_batch();
+        let collected = self.handover.collect(now, final_flush);
+        if let (Some(h), false) = (&self.health, final_flush) {
+            match collected.missing {
+                0 => h.clear_fault(),
+                n => h.set_fault(format!("{n} of {} shards did not answer the last flush request", self.handover.shard_count())),
+            }
+        }
 
-        let mut summary = FlushSummary::default();
+        let mut summary = FlushSummary { stats: collected.stats, contexts: collected.contexts, ..Default::default() };
         let mut metrics = Vec::new();
         let mut sketches = Vec::new();
         let mut passthrough = Vec::new();
         let mut events = Vec::new();
         let mut checks = Vec::new();
-        for p in parts {
+        for p in collected.parts {
             metrics.extend(p.metrics);
             sketches.extend(p.sketches);
             passthrough.extend(p.passthrough);
             events.extend(p.events);
             checks.extend(p.service_checks);
-            summary.stats.add(&p.stats);
-            summary.contexts += p.contexts;
         }
         if let Some(api) = &self.api {
             api.take(&mut events, &mut checks);
@@ -314,27 +280,27 @@ impl Flusher {
             summary.series = series.len();
             if self.cfg.use_v2_api_series {
                 self.serializer.series_v2_slice(&series, &mut built);
-                self.ship(PayloadKind::SeriesV2, &mut built, &mut summary);
+                self.ship(PayloadKind::SeriesV2, &mut built, &mut summary, final_flush);
             } else {
                 self.serializer.series_v1(series.iter(), &mut built);
-                self.ship(PayloadKind::SeriesV1, &mut built, &mut summary);
+                self.ship(PayloadKind::SeriesV1, &mut built, &mut summary, final_flush);
             }
         }
         if self.cfg.enable_sketches && !merged.sketches.is_empty() {
             summary.sketches = merged.sketches.len();
             self.serializer.sketches_slice(&merged.sketches, &mut built);
-            self.ship(PayloadKind::Sketches, &mut built, &mut summary);
+            self.ship(PayloadKind::Sketches, &mut built, &mut summary, final_flush);
         }
         if self.cfg.enable_service_checks {
             summary.service_checks = checks.len();
             self.serializer.service_checks(checks.iter(), &mut built);
-            self.ship(PayloadKind::ServiceChecks, &mut built, &mut summary);
+            self.ship(PayloadKind::ServiceChecks, &mut built, &mut summary, final_flush);
         }
         if self.cfg.enable_events && !events.is_empty() {
             summary.events = events.len();
             let host = self.cfg.hostname.clone();
             self.serializer.events(&mut events, &host, &mut built);
-            self.ship(PayloadKind::Events, &mut built, &mut summary);
+            self.ship(PayloadKind::Events, &mut built, &mut summary, final_flush);
         }
         self.log_new_drops(&summary.stats);
         // Orchestrator manifests go last, like the Agent's flush; each is its
@@ -357,12 +323,10 @@ impl Flusher {
         }
     }
 
-    fn ship(
-        &mut self,
-        kind: PayloadKind,
-        built: &mut Vec<crate::core::serializer::Payload>,
-        summary: &mut FlushSummary,
-    ) {
+    /// Hands payloads to the forwarder, waiting for room in its window
+    /// (not at the final flush: its payloads exist already and the
+    /// shutdown deadline bounds them).
+    fn ship(&mut self, kind: PayloadKind, built: &mut Vec<crate::core::serializer::Payload>, summary: &mut FlushSummary, final_flush: bool) {
         let encoding = self.cfg.serializer.compression.content_encoding();
         for p in built.drain(..) {
             summary.payloads += 1;
@@ -376,7 +340,12 @@ impl Flusher {
                 t.on_payload(kind_label(kind), p.body.len(), p.items);
             }
             let submit_started = std::time::Instant::now();
-            self.forwarder.submit(Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers });
+            let payload = Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers };
+            if final_flush {
+                self.forwarder.submit_no_wait(payload);
+            } else {
+                self.forwarder.submit(payload);
+            }
             if let Some(t) = &mut self.telemetry {
                 t.on_forwarder_submit(submit_started.elapsed());
             }

@@ -11,6 +11,7 @@ pub mod connect;
 pub mod spill;
 pub mod tls;
 pub mod validate;
+pub mod window;
 mod worker;
 
 use std::borrow::Cow;
@@ -65,6 +66,8 @@ pub struct ForwarderSettings {
     pub proxy: connect::ProxySettings,
     /// API key validation period; `None` turns validation off (orchestrator forwarder).
     pub apikey_validation_interval: Option<Duration>,
+    /// Bound on payloads handed over and not yet settled.
+    pub window: window::WindowSettings,
 }
 
 impl ForwarderSettings {
@@ -97,6 +100,7 @@ impl ForwarderSettings {
                 no_proxy: f.no_proxy.clone(),
             },
             apikey_validation_interval: Some(f.apikey_validation_interval),
+            window: window::WindowSettings { max_bytes: cfg.forwarder_window_bytes, max_wait: cfg.forwarder_window_max_wait },
         }
     }
 }
@@ -115,6 +119,18 @@ pub struct ForwarderStats {
     pub dropped_retry_queue_full: AtomicU64,
     /// Transactions still pending at the shutdown deadline with storage off.
     pub dropped_shutdown: AtomicU64,
+    /// Unsent transactions dropped (storage off) because the flusher waited
+    /// longer than `EDGESTAT_FORWARDER_WINDOW_MAX_WAIT` for room.
+    pub dropped_intake_too_slow: AtomicU64,
+    /// Unsent transactions written to disk (storage on) for the same reason
+    /// (also counted in `spilled`).
+    pub spilled_intake_too_slow: AtomicU64,
+    /// Times the flusher waited past `EDGESTAT_FORWARDER_WINDOW_MAX_WAIT` and asked for shedding.
+    pub window_shed_episodes: AtomicU64,
+    /// Bytes of payloads handed over and not yet settled (gauge).
+    pub window_bytes: AtomicU64,
+    /// `EDGESTAT_FORWARDER_WINDOW_BYTES` (gauge).
+    pub window_max_bytes: AtomicU64,
     /// Failed attempts that will be retried.
     pub errors: AtomicU64,
     /// Transactions created.
@@ -180,7 +196,12 @@ impl ForwarderStats {
             ("dropped_spill_corrupt", g(&self.dropped_spill_corrupt)),
             ("dropped_spill_unknown_key", g(&self.dropped_spill_unknown_key)),
             ("dropped_shutdown", g(&self.dropped_shutdown)),
+            ("dropped_intake_too_slow", g(&self.dropped_intake_too_slow)),
             ("spilled", g(&self.spilled)),
+            ("spilled_intake_too_slow", g(&self.spilled_intake_too_slow)),
+            ("window_shed_episodes", g(&self.window_shed_episodes)),
+            ("window_bytes", g(&self.window_bytes)),
+            ("window_max_bytes", g(&self.window_max_bytes)),
             ("spill_replayed", g(&self.spill_replayed)),
             ("apikey_valid", g(&self.apikey_valid)),
             ("apikey_invalid", g(&self.apikey_invalid)),
@@ -197,6 +218,7 @@ impl ForwarderStats {
             + g(&self.dropped_spill_corrupt)
             + g(&self.dropped_spill_unknown_key)
             + g(&self.dropped_shutdown)
+            + g(&self.dropped_intake_too_slow)
     }
 
     /// `name=value` pairs on one line.
@@ -226,7 +248,8 @@ pub enum ForwarderError {
 
 /// Handle to the running forwarder thread.
 pub struct Forwarder {
-    inputs: Vec<mpsc::Sender<Arc<TxPayload>>>,
+    inputs: Vec<mpsc::Sender<Input>>,
+    window: Arc<window::Window>,
     deadline_tx: tokio::sync::watch::Sender<Option<Instant>>,
     thread: std::thread::JoinHandle<()>,
     /// The forwarder thread's runtime (for the health beat).
@@ -240,6 +263,7 @@ impl Forwarder {
     pub fn start(settings: ForwarderSettings) -> Result<Self, ForwarderError> {
         let tls = tls::client_config(&settings.tls)?;
         let stats = Arc::new(ForwarderStats::default());
+        let window = window::Window::new(settings.window, stats.clone());
         let (deadline_tx, deadline_rx) = tokio::sync::watch::channel(None);
         let mut spills = Vec::new();
         let storage_on = settings.storage_max_bytes > 0 && settings.storage_path.is_some();
@@ -272,6 +296,7 @@ impl Forwarder {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(ForwarderError::Start)?;
         let st = stats.clone();
         let runtime = rt.handle().clone();
+        let win = window.clone();
         let thread = std::thread::Builder::new()
             .name("edgestat-forwarder".into())
             .spawn(move || {
@@ -297,7 +322,7 @@ impl Forwarder {
                             retry_max_bytes: settings.retry_queue_max_bytes,
                             backoff: settings.backoff,
                         };
-                        let w = worker::Worker::new(ep, client, st.clone(), ws, spill);
+                        let w = worker::Worker::new(ep, client, st.clone(), ws, spill, win.clone());
                         workers.spawn(w.run(rx, deadline_rx.clone()));
                     }
                     while workers.join_next().await.is_some() {}
@@ -306,7 +331,7 @@ impl Forwarder {
                 rt.shutdown_timeout(Duration::from_millis(200));
             })
             .map_err(ForwarderError::Start)?;
-        Ok(Self { inputs, deadline_tx, thread, runtime, stats })
+        Ok(Self { inputs, window, deadline_tx, thread, runtime, stats })
     }
 
     /// Beats `component` every `period` from the forwarder's own thread: a
@@ -323,8 +348,30 @@ impl Forwarder {
     }
 
     /// Queues a payload for every endpoint. Blocks (backpressure on the
-    /// flusher) rather than dropping when the input queue is full.
+    /// flusher) rather than dropping while the in-flight window or an
+    /// input queue is full.
     pub fn submit(&self, payload: Payload) {
+        self.submit_inner(payload, true)
+    }
+
+    /// Like `submit` but never waits for the window (the final flush: its
+    /// payloads are built already; the shutdown deadline bounds them).
+    pub fn submit_no_wait(&self, payload: Payload) {
+        self.submit_inner(payload, false)
+    }
+
+    /// A new flush starts: the window's stall clock restarts.
+    pub fn new_batch(&self) {
+        self.window.new_batch();
+    }
+
+    /// The window, so a stop request can end a wait for room.
+    pub fn window(&self) -> Arc<window::Window> {
+        self.window.clone()
+    }
+
+    fn submit_inner(&self, payload: Payload, wait: bool) {
+        let share = Arc::new(self.window.acquire(payload.body.len(), wait));
         let p = Arc::new(TxPayload {
             kind: Cow::Borrowed(payload.kind),
             path: Cow::Borrowed(payload.path),
@@ -333,7 +380,7 @@ impl Forwarder {
             created_ms: unix_ms(),
         });
         for tx in &self.inputs {
-            if tx.blocking_send(p.clone()).is_err() {
+            if tx.blocking_send((p.clone(), share.clone())).is_err() {
                 tracing::error!("forwarder is gone; payload lost");
             }
         }
@@ -365,9 +412,15 @@ pub(crate) struct TxPayload {
     created_ms: u64,
 }
 
+/// What the forwarder's input queues carry: a payload and its window share.
+pub(crate) type Input = (Arc<TxPayload>, Arc<window::Share>);
+
 /// A payload bound to one endpoint and one API key.
 pub(crate) struct Transaction {
     payload: Arc<TxPayload>,
+    /// Its payload's window share while it is unsent or in flight for the
+    /// first time; `None` once it failed (the retry queue bounds it then).
+    window: Option<Arc<window::Share>>,
     /// Index in the endpoint's key list; `None`: no key.
     key_index: Option<u32>,
     attempts: u32,

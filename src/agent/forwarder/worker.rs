@@ -4,6 +4,13 @@
 //! (oldest evicted first, to disk when storage is on), replays spilled
 //! files when the queue is empty, and at shutdown delivers until the
 //! deadline and spills what is left.
+//!
+//! New transactions wait in an unsent queue bounded by the in-flight
+//! window (not by the retry queue: they have not failed) and go out before
+//! retries, as the Agent's high-priority queue. While the endpoint is
+//! failing (breaker not clear) they join the retry queue at once, as the
+//! Agent requeues transactions for a blocked endpoint, so one failing
+//! endpoint never holds the window the others need.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
@@ -17,7 +24,8 @@ use tokio::time::Instant;
 use super::backoff::{Breaker, Permit};
 use super::connect::HttpClient;
 use super::spill::{SpillDir, SpillHeader};
-use super::{send, ErrorKind, ForwarderStats, Outcome, Transaction, TxPayload};
+use super::window::Window;
+use super::{send, ErrorKind, ForwarderStats, Input, Outcome, Transaction, TxPayload};
 use crate::agent::config::Endpoint;
 
 /// Settings a worker needs.
@@ -33,8 +41,14 @@ pub(crate) struct Worker {
     client: HttpClient,
     stats: Arc<ForwarderStats>,
     s: WorkerSettings,
+    /// Retry queue: failed transactions (bounded by `retry_max_bytes`).
     queue: VecDeque<Transaction>,
     queued_bytes: usize,
+    /// Unsent new transactions (bounded by the window), oldest first.
+    fresh: VecDeque<Transaction>,
+    window: Arc<Window>,
+    shed_wake: Arc<tokio::sync::Notify>,
+    shed_logged: bool,
     breaker: Breaker,
     spill: Option<SpillDir>,
     rejected_logged: HashSet<u16>,
@@ -50,8 +64,13 @@ impl Worker {
         stats: Arc<ForwarderStats>,
         s: WorkerSettings,
         spill: Option<SpillDir>,
+        window: Arc<Window>,
     ) -> Self {
         Self {
+            fresh: VecDeque::new(),
+            shed_wake: window.register_worker(),
+            window,
+            shed_logged: false,
             endpoint,
             client,
             stats,
@@ -67,7 +86,10 @@ impl Worker {
         }
     }
 
-    fn push_queue(&mut self, t: Transaction, front: bool) {
+    fn push_queue(&mut self, mut t: Transaction, front: bool) {
+        // In the retry queue a transaction is bounded by the queue, no
+        // longer by the window.
+        t.window = None;
         let len = t.len();
         self.queued_bytes += len;
         self.stats.retry_queue_bytes.fetch_add(len as u64, Ordering::Relaxed);
@@ -99,7 +121,32 @@ impl Worker {
 
     /// A transaction that does not fit in memory.
     fn evict(&mut self, t: Transaction) {
+        self.evict_for(t, false)
+    }
+
+    /// Sheds the oldest unsent transactions while the flusher, stalled past
+    /// the window's max wait, still lacks room.
+    fn shed(&mut self) {
+        while self.window.needs_shedding() {
+            let Some(t) = self.fresh.pop_front() else { break };
+            if !self.shed_logged {
+                self.shed_logged = true;
+                let to = if self.spill.is_some() { "writing them to disk" } else { "dropping them" };
+                tracing::warn!(endpoint = %self.endpoint.base_url, kind = %t.payload.kind,
+                    "the intake stayed slower than the data for longer than EDGESTAT_FORWARDER_WINDOW_MAX_WAIT: {to}, oldest unsent first (logged once; see dropped_intake_too_slow / spilled_intake_too_slow)");
+            }
+            self.evict_for(t, true);
+        }
+    }
+
+    /// Moves `t` out of memory: to disk when storage is on, else dropped
+    /// and counted (`too_slow`: shed by the window, else retry queue full).
+    fn evict_for(&mut self, t: Transaction, too_slow: bool) {
         let Some(spill) = self.spill.as_mut() else {
+            if too_slow {
+                self.stats.dropped_intake_too_slow.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
             self.stats.dropped_retry_queue_full.fetch_add(1, Ordering::Relaxed);
             if !self.overflow_logged {
                 self.overflow_logged = true;
@@ -118,6 +165,9 @@ impl Worker {
                 self.stats.dropped_storage_full.fetch_add(r.evicted, Ordering::Relaxed);
                 if r.stored.is_some() {
                     self.stats.spilled.fetch_add(1, Ordering::Relaxed);
+                    if too_slow {
+                        self.stats.spilled_intake_too_slow.fetch_add(1, Ordering::Relaxed);
+                    }
                     // The file is the copy now; memory forgets it.
                     if let Some(name) = r.stored {
                         spill.check_in(&name);
@@ -136,8 +186,12 @@ impl Worker {
         }
     }
 
-    /// Next transaction to send: memory first, then (unless draining) disk.
+    /// Next transaction to send: new ones first, then retries, then
+    /// (unless draining) disk.
     fn next_transaction(&mut self, draining: bool) -> Option<Transaction> {
+        if let Some(t) = self.fresh.pop_front() {
+            return Some(t);
+        }
         if let Some(t) = self.pop_queue() {
             return Some(t);
         }
@@ -165,7 +219,7 @@ impl Worker {
                         headers: h.headers.into_iter().map(|(k, v)| (k.into(), v)).collect(),
                         created_ms: h.created_ms,
                     });
-                    return Some(Transaction { payload, key_index, attempts: 0, spill_file: Some(name) });
+                    return Some(Transaction { payload, window: None, key_index, attempts: 0, spill_file: Some(name) });
                 }
                 Err(e) => {
                     self.stats.dropped_spill_corrupt.fetch_add(1, Ordering::Relaxed);
@@ -177,14 +231,10 @@ impl Worker {
     }
 
     fn has_work(&self, draining: bool) -> bool {
-        !self.queue.is_empty() || (!draining && self.spill.as_ref().is_some_and(|s| s.has_pending()))
+        !self.fresh.is_empty() || !self.queue.is_empty() || (!draining && self.spill.as_ref().is_some_and(|s| s.has_pending()))
     }
 
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Arc<TxPayload>>,
-        mut deadline_rx: watch::Receiver<Option<Instant>>,
-    ) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, mut deadline_rx: watch::Receiver<Option<Instant>>) {
         let mut tasks: JoinSet<(u64, bool, Outcome)> = JoinSet::new();
         let mut draining = false;
         let mut deadline: Option<Instant> = None;
@@ -228,7 +278,7 @@ impl Worker {
                 }
             }
 
-            if draining && self.queue.is_empty() && self.in_flight.is_empty() {
+            if draining && self.fresh.is_empty() && self.queue.is_empty() && self.in_flight.is_empty() {
                 return;
             }
             if let Some(d) = deadline {
@@ -259,6 +309,7 @@ impl Worker {
                     }
                 }
                 _ = sleep_until_opt(wake) => {}
+                _ = self.shed_wake.notified() => self.shed(),
                 changed = deadline_rx.changed(), if deadline.is_none() => {
                     deadline = if changed.is_ok() { *deadline_rx.borrow() } else { Some(Instant::now()) };
                 }
@@ -266,13 +317,26 @@ impl Worker {
         }
     }
 
-    fn accept(&mut self, p: Arc<TxPayload>) {
+    fn accept(&mut self, (p, share): Input) {
         let n_keys = self.endpoint.api_keys.len();
         let keys: Vec<Option<u32>> = if n_keys == 0 { vec![None] } else { (0..n_keys as u32).map(Some).collect() };
         for k in keys {
             self.stats.input.fetch_add(1, Ordering::Relaxed);
             self.stats.input_bytes.fetch_add(p.body.len() as u64, Ordering::Relaxed);
-            self.enqueue(Transaction { payload: p.clone(), key_index: k, attempts: 0, spill_file: None }, false);
+            let t = Transaction { payload: p.clone(), window: Some(share.clone()), key_index: k, attempts: 0, spill_file: None };
+            if self.breaker.errors() > 0 {
+                self.enqueue(t, false);
+            } else {
+                self.fresh.push_back(t);
+            }
+        }
+    }
+
+    /// The endpoint is failing: its unsent transactions join the retry
+    /// queue (and leave the window), after the failed one.
+    fn demote_fresh(&mut self) {
+        while let Some(t) = self.fresh.pop_front() {
+            self.enqueue(t, false);
         }
     }
 
@@ -318,6 +382,9 @@ impl Worker {
                 }
                 self.stats.requeued.fetch_add(1, Ordering::Relaxed);
                 self.enqueue(t, true);
+                if self.breaker.errors() > 0 {
+                    self.demote_fresh();
+                }
             }
         }
     }
@@ -334,6 +401,7 @@ impl Worker {
     /// at-least-once).
     fn finish_at_deadline(&mut self) {
         let mut pending: Vec<Transaction> = self.in_flight.drain().map(|(_, t)| t).collect();
+        pending.extend(self.fresh.drain(..));
         while let Some(t) = self.pop_queue() {
             pending.push(t);
         }

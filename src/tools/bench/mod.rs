@@ -315,6 +315,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
                 data_dir: None,
                 data_max_bytes: crate::tools::intake::store::DEFAULT_DATA_MAX_BYTES,
                 max_stored_payloads: 1_000_000,
+                throttle_bytes_per_sec: 0,
             })
             .map_err(|e| BenchError::Io(e.to_string()))?,
         ),

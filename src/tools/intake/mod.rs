@@ -18,6 +18,7 @@
 pub mod decode;
 pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 
 use std::io::Write as _;
@@ -101,6 +102,9 @@ pub struct IntakeConfig {
     /// `/intake/stats`) beyond it. `0` keeps none in memory (the JSONL file
     /// and counters still see everything).
     pub max_stored_payloads: usize,
+    /// Bandwidth of payload bodies in bytes/s, shared by all connections
+    /// (0: unlimited); `POST /intake/throttle` changes it at run time.
+    pub throttle_bytes_per_sec: u64,
 }
 
 impl IntakeConfig {
@@ -112,6 +116,7 @@ impl IntakeConfig {
             data_dir: None,
             data_max_bytes: store::DEFAULT_DATA_MAX_BYTES,
             max_stored_payloads: DEFAULT_MAX_STORED_PAYLOADS,
+            throttle_bytes_per_sec: 0,
         }
     }
 }
@@ -224,7 +229,11 @@ pub async fn start(cfg: IntakeConfig) -> Result<IntakeHandle, IntakeError> {
     let listener =
         TcpListener::bind(cfg.listen).await.map_err(|e| IntakeError::Bind { addr: cfg.listen, source: e })?;
     let local_addr = listener.local_addr().map_err(|e| IntakeError::Bind { addr: cfg.listen, source: e })?;
-    let state = Arc::new(State { store, fail: FailRules::default() });
+    let state = Arc::new(State {
+        store,
+        fail: FailRules::default(),
+        throttle: throttle::Throttle::new(cfg.throttle_bytes_per_sec),
+    });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let tls_on = acceptor.is_some();
     let task = tokio::spawn(server::serve(listener, acceptor, state.clone(), shutdown_rx));
@@ -388,6 +397,7 @@ pub fn start_for_agent(
         data_dir: Some(data_dir.to_path_buf()),
         data_max_bytes,
         max_stored_payloads: 10_000,
+        throttle_bytes_per_sec: 0,
     })?;
     Ok(Box::new(intake))
 }

@@ -20,6 +20,9 @@
 //! * any other `POST`/`PUT` → stored payload, 202 `{}` (or the injected
 //!   failure); bodies over [`MAX_BODY_BYTES`] → 413 (stored, `answered`
 //!   413). Other unknown routes → 404 / 405 with a JSON error.
+//! * `POST /intake/throttle` `{"bytes_per_sec":N}` (0: off) paces payload
+//!   bodies as one shared link of N bytes/s (the answer comes when the body
+//!   would have arrived); `GET` shows the current rate.
 //!
 //! Every stored payload is recorded *before* an injected delay, so tests
 //! can count attempts while the intake "hangs".
@@ -67,6 +70,8 @@ pub struct State {
     pub store: Store,
     /// Injected failures.
     pub fail: FailRules,
+    /// Bandwidth limit on payload bodies.
+    pub throttle: crate::tools::intake::throttle::Throttle,
 }
 
 /// Error returned by the service to make hyper close the connection
@@ -196,12 +201,19 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, HangU
         (&Method::GET, "/intake/stats") => json_resp(StatusCode::OK, state.store.stats_json(state.fail.len())),
         (&Method::POST, "/intake/fail") => add_fail_rule(&state, req).await,
         (&Method::GET, "/intake/fail") => json_resp(StatusCode::OK, state.fail.to_json()),
+        (&Method::POST, "/intake/throttle") => set_throttle(&state, req).await,
+        (&Method::GET, "/intake/throttle") => {
+            json_resp(StatusCode::OK, serde_json::json!({ "bytes_per_sec": state.throttle.rate() }).to_string())
+        }
         (&Method::DELETE, "/intake/fail") => {
             let n = state.fail.clear();
             json_resp(StatusCode::OK, serde_json::json!({ "cleared": n }).to_string())
         }
-        (_, "/intake/health" | "/intake/payloads" | "/intake/stats" | "/intake/fail") => {
-            error_resp(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this control route")
+        (_, "/intake/health" | "/intake/payloads" | "/intake/stats" | "/intake/fail" | "/intake/throttle") => {
+            error_resp(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this control route",
+            )
         }
         (&Method::GET, "/api/v1/validate") => {
             state.store.count_validate();
@@ -261,6 +273,27 @@ async fn read_body(mut body: Incoming, limit: u64) -> Result<Result<Vec<u8>, u64
         }
     }
     Ok(if too_big { Err(total) } else { Ok(buf) })
+}
+
+async fn set_throttle(state: &State, req: Request<Incoming>) -> Resp {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Rate {
+        bytes_per_sec: u64,
+    }
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read_body(req.into_body(), MAX_CONTROL_BODY_BYTES)).await {
+        Ok(Ok(Ok(b))) => b,
+        Ok(Ok(Err(_))) => return error_resp(StatusCode::PAYLOAD_TOO_LARGE, "throttle body too large"),
+        Ok(Err(e)) => return error_resp(StatusCode::BAD_REQUEST, &format!("body: {e}")),
+        Err(_) => return error_resp(StatusCode::REQUEST_TIMEOUT, "body read timed out"),
+    };
+    match serde_json::from_slice::<Rate>(&body) {
+        Ok(r) => {
+            state.throttle.set(r.bytes_per_sec);
+            json_resp(StatusCode::OK, serde_json::json!({ "bytes_per_sec": r.bytes_per_sec }).to_string())
+        }
+        Err(e) => error_resp(StatusCode::BAD_REQUEST, &format!("bad throttle JSON (want {{\"bytes_per_sec\":N}}): {e}")),
+    }
 }
 
 async fn add_fail_rule(state: &State, req: Request<Incoming>) -> Resp {
@@ -339,6 +372,9 @@ async fn payload(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, Hang
         Err(_) => return Err(HangUp::Close("request body read timed out")),
     };
     rec.compressed_bytes = Some(raw.len() as u64);
+    if let Some(until) = state.throttle.reserve(raw.len() as u64) {
+        tokio::time::sleep_until(until.into()).await;
+    }
 
     let action = state.fail.take(&path);
     let enc = rec.content_encoding.clone();
