@@ -11,7 +11,7 @@ use crate::agent::config::{Config, AGENT_VERSION};
 use crate::agent::forwarder::{Forwarder, Payload};
 use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
-use crate::agent::handover::Handover;
+use crate::agent::handover::{Control, Handover};
 use crate::core::serializer::{PayloadKind, Serializer};
 use crate::core::shard::ShardStats;
 
