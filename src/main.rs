@@ -14,6 +14,9 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start: the bench's many options make its variant large,
+// which costs nothing here.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Receive DogStatsD, aggregate, serialize and forward (configured by DD_* / EDGESTAT_* variables).
     Run {
@@ -170,18 +173,23 @@ fn main() -> ExitCode {
         }
         Command::Bench(args) => edgestat::tools::bench::run(args),
         Command::Health { addr } => health(&addr),
-        Command::Status { json, api_addr } => {
-            ops_outcome("status", edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::status(&a, json)))
-        }
-        Command::Stats { json, limit, api_addr } => {
-            ops_outcome("stats", edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::stats(&a, json, limit)))
-        }
+        Command::Status { json, api_addr } => ops_outcome(
+            "status",
+            edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::status(&a, json)),
+        ),
+        Command::Stats { json, limit, api_addr } => ops_outcome(
+            "stats",
+            edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::stats(&a, json, limit)),
+        ),
         Command::Capture { duration, path, compress, api_addr } => ops_outcome(
             "capture",
-            edgestat::tools::opsctl::api_addr(api_addr).and_then(|a| edgestat::tools::opsctl::capture(&a, &duration, path.as_deref(), compress)),
+            edgestat::tools::opsctl::api_addr(api_addr)
+                .and_then(|a| edgestat::tools::opsctl::capture(&a, &duration, path.as_deref(), compress)),
         ),
         Command::Replay { file, target, loops, fast } => {
-            let target = target.map(|t| edgestat::tools::opsctl::Target::parse(&t)).unwrap_or_else(edgestat::tools::opsctl::Target::default_from_env);
+            let target = target
+                .map(|t| edgestat::tools::opsctl::Target::parse(&t))
+                .unwrap_or_else(edgestat::tools::opsctl::Target::default_from_env);
             let started = std::time::Instant::now();
             let r = edgestat::tools::opsctl::replay(&file, &target, loops, fast).map(|s| {
                 format!(

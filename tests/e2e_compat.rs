@@ -35,7 +35,9 @@ fn mapper_histogram_copies_and_eol_required() {
         ],
     );
     avoid_bucket_edge(4);
-    agent.send_udp(b"airflow.dag.etl.load.duration:5|ms\nairflow.dag.etl.load.duration:7|ms\nairflow.pool.used_slots.default:3|g");
+    agent.send_udp(
+        b"airflow.dag.etl.load.duration:5|ms\nairflow.dag.etl.load.duration:7|ms\nairflow.pool.used_slots.default:3|g",
+    );
     agent.send_udp(b"airflow.scheduler.heartbeat:1|c\nplain.hist:2|h|@0.5");
     // UDP is not listed: its unterminated last line is kept.
     agent.send_udp(b"udp.unterminated:1|c");
@@ -135,7 +137,11 @@ fn host_metadata_carries_host_tags_and_expected_tags_are_added_early() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
     let series = series_from(&intake.payloads(Some("/api/v2/series")));
-    assert_eq!(one(&series, "x").tags, vec!["a:1", "env:staging", "team:core", "zone:a"], "host tags appended while young");
+    assert_eq!(
+        one(&series, "x").tags,
+        vec!["a:1", "env:staging", "team:core", "zone:a"],
+        "host tags appended while young"
+    );
     assert!(one(&series, "datadog.agent.running").tags.contains(&"zone:a".to_string()), "the Agent's own series too");
 
     // Without expected_tags_duration the host tags are only in the metadata.

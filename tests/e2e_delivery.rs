@@ -41,11 +41,7 @@ fn sums(payloads: &[serde_json::Value], prefix: &str) -> HashMap<String, f64> {
     let mut out: HashMap<String, f64> = HashMap::new();
     for s in series_from(payloads) {
         if s.metric.starts_with(prefix) {
-            *out.entry(s.metric).or_default() += s
-                .points
-                .iter()
-                .map(|p| p.1 * s.interval.max(1) as f64)
-                .sum::<f64>();
+            *out.entry(s.metric).or_default() += s.points.iter().map(|p| p.1 * s.interval.max(1) as f64).sum::<f64>();
         }
     }
     out
@@ -79,14 +75,8 @@ fn slow_intake_gets_every_context_exactly_once_through_backpressure() {
     let mut sent = 0usize;
     for _round in 0..2 {
         for i in 0..CONTEXTS {
-            let tags: Vec<String> = (0..6)
-                .map(|j| format!("t{j}:{}", filler((i * 6 + j) as u64, 100)))
-                .collect();
-            let line = format!(
-                "bp.{i:06}.{}:1|c|#{}\n",
-                filler(i as u64, 40),
-                tags.join(",")
-            );
+            let tags: Vec<String> = (0..6).map(|j| format!("t{j}:{}", filler((i * 6 + j) as u64, 100))).collect();
+            let line = format!("bp.{i:06}.{}:1|c|#{}\n", filler(i as u64, 40), tags.join(","));
             if dgram.len() + line.len() > 8000 {
                 sock.send_to(dgram.as_bytes(), &agent.socket).unwrap();
                 dgram.clear();
@@ -107,11 +97,7 @@ fn slow_intake_gets_every_context_exactly_once_through_backpressure() {
     let mut seq = 0;
     while Instant::now() < end {
         let new = intake.payloads_since("/api/v2/series", seq);
-        seq = new
-            .iter()
-            .filter_map(|p| p["seq"].as_u64())
-            .max()
-            .unwrap_or(seq);
+        seq = new.iter().filter_map(|p| p["seq"].as_u64()).max().unwrap_or(seq);
         for (k, v) in sums(&new, "bp.") {
             *got.entry(k).or_default() += v;
         }
@@ -125,39 +111,18 @@ fn slow_intake_gets_every_context_exactly_once_through_backpressure() {
     assert_eq!(code, 0, "{}", stderr.join("\n"));
     assert_eq!(got.len(), CONTEXTS, "contexts delivered");
     let wrong: Vec<_> = got.iter().filter(|(_, v)| **v != 2.0).take(5).collect();
-    assert!(
-        wrong.is_empty(),
-        "every context must carry exactly its 2 increments: {wrong:?}"
-    );
+    assert!(wrong.is_empty(), "every context must carry exactly its 2 increments: {wrong:?}");
 
     // The flusher did wait for the window: backpressure, not luck.
     let waits = metric(&text, "edgestat_flush_forwarder_waits_total").unwrap();
-    assert!(
-        waits > 0.0,
-        "the window never filled; the test would not test anything:\n{text}"
-    );
+    assert!(waits > 0.0, "the window never filled; the test would not test anything:\n{text}");
     let fw = forwarder_stats(&stderr);
-    for k in [
-        "dropped",
-        "dropped_retry_queue_full",
-        "dropped_intake_too_slow",
-        "errors",
-    ] {
+    for k in ["dropped", "dropped_retry_queue_full", "dropped_intake_too_slow", "errors"] {
         assert_eq!(fw[k], 0, "{k}: {}", stderr.join("\n"));
     }
     assert_eq!(fw["input"], fw["success"]);
-    assert!(
-        !stderr
-            .iter()
-            .any(|l| l.contains("dropped since the last flush")),
-        "{}",
-        stderr.join("\n")
-    );
-    assert_eq!(
-        metric(&text, "edgestat_dogstatsd_dropped_total{"),
-        None,
-        "no aggregation drops:\n{text}"
-    );
+    assert!(!stderr.iter().any(|l| l.contains("dropped since the last flush")), "{}", stderr.join("\n"));
+    assert_eq!(metric(&text, "edgestat_dogstatsd_dropped_total{"), None, "no aggregation drops:\n{text}");
 }
 
 /// Shard 0 answers its first flush with data 7 s late (beyond the 5 s
@@ -186,37 +151,18 @@ fn a_late_shard_flush_arrives_with_the_next_one() {
     for k in 0..16 {
         let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for _ in 0..10 {
-            s.send_to(
-                format!("ontime.udp{k}:1|c").as_bytes(),
-                ("127.0.0.1", agent.udp_port),
-            )
-            .unwrap();
+            s.send_to(format!("ontime.udp{k}:1|c").as_bytes(), ("127.0.0.1", agent.udp_port)).unwrap();
         }
     }
-    let missed = agent.stderr.wait_for(
-        "did not answer the flush request in time",
-        Duration::from_secs(30),
-    );
+    let missed = agent.stderr.wait_for("did not answer the flush request in time", Duration::from_secs(30));
     assert!(missed.is_some(), "{}", agent.stderr.all().join("\n"));
     // The flush that went on without shard 0 delivered shard 1's data.
     let early = sums(&intake.payloads(Some("/api/v2/series")), "ontime.");
-    assert!(
-        !early.is_empty(),
-        "the other shard's data must keep flowing"
-    );
-    assert_eq!(
-        sums(&intake.payloads(Some("/api/v2/series")), "late.").len(),
-        0,
-        "shard 0 is still holding its answer"
-    );
-    let merged = agent.stderr.wait_for(
-        "a late shard flush arrived; merged into this flush",
-        Duration::from_secs(20),
-    );
+    assert!(!early.is_empty(), "the other shard's data must keep flowing");
+    assert_eq!(sums(&intake.payloads(Some("/api/v2/series")), "late.").len(), 0, "shard 0 is still holding its answer");
+    let merged = agent.stderr.wait_for("a late shard flush arrived; merged into this flush", Duration::from_secs(20));
     assert!(merged.is_some(), "{}", agent.stderr.all().join("\n"));
-    intake.wait_until(Duration::from_secs(20), |p| {
-        sums(p, "late.").values().sum::<f64>() >= 50.0
-    });
+    intake.wait_until(Duration::from_secs(20), |p| sums(p, "late.").values().sum::<f64>() >= 50.0);
     let text = scrape(tport);
     let (code, stderr) = agent.stop();
     assert_eq!(code, 0, "{}", stderr.join("\n"));
@@ -231,24 +177,10 @@ fn a_late_shard_flush_arrives_with_the_next_one() {
     let udp = sums(&all, "ontime.");
     assert_eq!(udp.len(), 16);
     assert!(udp.values().all(|v| *v == 10.0), "{udp:?}");
-    assert!(
-        metric(&text, "edgestat_late_shard_flushes_total").unwrap() >= 1.0,
-        "{text}"
-    );
-    assert!(
-        metric(&text, "edgestat_shard_missed_flushes_total{shard=\"0\"}").unwrap() >= 1.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgestat_shard_missed_flushes_total{shard=\"1\"}"),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgestat_shard_answering{shard=\"0\"}"),
-        Some(1.0),
-        "answering again:\n{text}"
-    );
+    assert!(metric(&text, "edgestat_late_shard_flushes_total").unwrap() >= 1.0, "{text}");
+    assert!(metric(&text, "edgestat_shard_missed_flushes_total{shard=\"0\"}").unwrap() >= 1.0, "{text}");
+    assert_eq!(metric(&text, "edgestat_shard_missed_flushes_total{shard=\"1\"}"), Some(0.0), "{text}");
+    assert_eq!(metric(&text, "edgestat_shard_answering{shard=\"0\"}"), Some(1.0), "answering again:\n{text}");
     assert_eq!(forwarder_stats(&stderr)["dropped"], 0);
 }
 
@@ -270,25 +202,10 @@ fn metrics_show_packets_before_the_first_flush() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(
-        metric(&text, "edgestat_dogstatsd_packets_total"),
-        Some(20.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgestat_dogstatsd_metric_lines_total"),
-        Some(40.0),
-        "{text}"
-    );
-    assert_eq!(
-        metric(&text, "edgestat_flush_total"),
-        Some(0.0),
-        "no flush has happened (interval 1h)"
-    );
-    assert!(
-        text.contains("# HELP edgestat_dogstatsd_packets_total Datagrams"),
-        "{text}"
-    );
+    assert_eq!(metric(&text, "edgestat_dogstatsd_packets_total"), Some(20.0), "{text}");
+    assert_eq!(metric(&text, "edgestat_dogstatsd_metric_lines_total"), Some(40.0), "{text}");
+    assert_eq!(metric(&text, "edgestat_flush_total"), Some(0.0), "no flush has happened (interval 1h)");
+    assert!(text.contains("# HELP edgestat_dogstatsd_packets_total Datagrams"), "{text}");
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 }

@@ -379,3 +379,23 @@ fn sigterm_right_after_a_burst_loses_nothing() {
     let total: f64 = find(&series, "drain.count").iter().flat_map(|s| s.points.iter()).map(|p| p.1 * 10.0).sum();
     assert!((total - 2500.0).abs() < 1e-6, "every line sent before SIGTERM is counted: {total}");
 }
+
+#[test]
+fn empty_datagrams_on_the_unix_socket_do_not_stop_reading() {
+    let intake = Intake::start_tls();
+    let agent = Agent::start(Some(&intake), &[]);
+    let uds = std::os::unix::net::UnixDatagram::unbound().unwrap();
+    for _ in 0..3 {
+        uds.send_to(b"", &agent.socket).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for _ in 0..50 {
+        uds.send_to(b"after.empty:1|c", &agent.socket).unwrap();
+        uds.send_to(b"", &agent.socket).unwrap();
+    }
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    let series = series_from(&intake.payloads(Some("/api/v2/series")));
+    let total: f64 = find(&series, "after.empty").iter().flat_map(|s| s.points.iter()).map(|p| p.1 * 10.0).sum();
+    assert!((total - 50.0).abs() < 1e-6, "every line after empty datagrams is counted: {total}");
+}

@@ -32,10 +32,7 @@ fn health_until(addr: &str, want: u16, timeout: Duration) -> String {
         if code == want {
             return body;
         }
-        assert!(
-            Instant::now() < end,
-            "GET /health stayed {code} (wanted {want}): {body}"
-        );
+        assert!(Instant::now() < end, "GET /health stayed {code} (wanted {want}): {body}");
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -43,10 +40,7 @@ fn health_until(addr: &str, want: u16, timeout: Duration) -> String {
 /// Thread ids of `pid` whose name starts with `prefix` (names are cut at 15 bytes).
 fn threads_named(pid: u32, prefix: &str) -> Vec<i32> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .flatten()
-    {
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
         let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
         if comm.trim_end().starts_with(prefix) {
             out.push(e.file_name().to_string_lossy().parse().unwrap());
@@ -105,25 +99,13 @@ impl Drop for Frozen {
 fn health_answers_200_when_alive_503_with_the_reason_when_a_thread_stalls_and_the_cli_follows() {
     let intake = Intake::start_tls();
     let addr = format!("127.0.0.1:{}", free_tcp_port());
-    let agent = Agent::start(
-        Some(&intake),
-        &[
-            ("EDGESTAT_API_ADDR", &addr),
-            ("EDGESTAT_FLUSH_INTERVAL", "1s"),
-        ],
-    );
+    let agent = Agent::start(Some(&intake), &[("EDGESTAT_API_ADDR", &addr), ("EDGESTAT_FLUSH_INTERVAL", "1s")]);
 
     let (code, body) = http_call("GET", &format!("http://{addr}/health"));
     assert_eq!(code, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "ok", "{body}");
-    for c in [
-        "shard-0",
-        "shard-1",
-        "flusher",
-        "forwarder",
-        "forwarder-orchestrator",
-    ] {
+    for c in ["shard-0", "shard-1", "flusher", "forwarder", "forwarder-orchestrator"] {
         assert_eq!(v["components"][c], "ok", "{c} in {body}");
     }
     let (code, out, err) = health_cli(&addr);
@@ -139,20 +121,13 @@ fn health_answers_200_when_alive_503_with_the_reason_when_a_thread_stalls_and_th
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["status"], "unhealthy", "{body}");
     assert!(
-        v["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|r| r.as_str().unwrap().starts_with("flusher: no progress for")),
+        v["reasons"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().starts_with("flusher: no progress for")),
         "{body}"
     );
     assert_eq!(v["components"]["shard-0"], "ok", "{body}");
     let (code, out, err) = health_cli(&addr);
     assert_eq!(code, 1, "stdout {out} stderr {err}");
-    assert_eq!(
-        serde_json::from_str::<Value>(&out).unwrap()["status"],
-        "unhealthy"
-    );
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["status"], "unhealthy");
     assert_eq!(err.trim(), "edgestat health: unhealthy (HTTP 503)");
     drop(frozen);
     health_until(&addr, 200, Duration::from_secs(30));
@@ -167,16 +142,8 @@ fn health_answers_200_when_alive_503_with_the_reason_when_a_thread_stalls_and_th
     loop {
         let body = health_until(&addr, 503, Duration::from_secs(60));
         let v: Value = serde_json::from_str(&body).unwrap();
-        let reasons: Vec<&str> = v["reasons"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_str().unwrap())
-            .collect();
-        if reasons
-            .iter()
-            .any(|r| r.starts_with("shard-") && r.contains(": no progress for"))
-        {
+        let reasons: Vec<&str> = v["reasons"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        if reasons.iter().any(|r| r.starts_with("shard-") && r.contains(": no progress for")) {
             break;
         }
         assert!(Instant::now() < end, "no shard reported: {body}");
@@ -193,12 +160,7 @@ fn health_answers_200_when_alive_503_with_the_reason_when_a_thread_stalls_and_th
     assert_eq!(code, 1);
     assert!(out.is_empty(), "{out}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(
-        err.starts_with(&format!(
-            "edgestat health: cannot reach the agent's local API at {addr}"
-        )),
-        "{err}"
-    );
+    assert!(err.starts_with(&format!("edgestat health: cannot reach the agent's local API at {addr}")), "{err}");
 }
 
 #[test]
@@ -206,30 +168,20 @@ fn notify_socket_gets_ready_once_sockets_are_bound_and_stopping_at_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("notify");
     let listener = UnixDatagram::bind(&path).unwrap();
-    listener
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    listener.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let agent = Agent::start(None, &[("NOTIFY_SOCKET", path.to_str().unwrap())]);
     let mut buf = [0u8; 256];
     let n = listener.recv(&mut buf).expect("READY=1 within 30 s");
     assert_eq!(&buf[..n], b"READY=1");
     // Ready means bound: the DogStatsD port and the Unix socket are taken.
-    assert!(
-        std::net::UdpSocket::bind(("127.0.0.1", agent.udp_port)).is_err(),
-        "UDP port not bound at READY=1"
-    );
+    assert!(std::net::UdpSocket::bind(("127.0.0.1", agent.udp_port)).is_err(), "UDP port not bound at READY=1");
     assert!(agent.socket.exists());
 
     let mut agent = agent;
     agent.signal(libc::SIGTERM);
     let n = listener.recv(&mut buf).expect("STOPPING=1 within 30 s");
     assert_eq!(&buf[..n], b"STOPPING=1");
-    assert_eq!(
-        wait_exit(&mut agent.child),
-        0,
-        "{}",
-        agent.stderr.all().join("\n")
-    );
+    assert_eq!(wait_exit(&mut agent.child), 0, "{}", agent.stderr.all().join("\n"));
 }
 
 /// `edgestat run` with only `env` (plus a free port and a temp data dir),
@@ -238,9 +190,7 @@ fn run_until_ready(env: &[(&str, &str)]) -> (std::process::Child, Lines, u16, te
     let dir = tempfile::tempdir().unwrap();
     let notify = dir.path().join("notify");
     let listener = UnixDatagram::bind(&notify).unwrap();
-    listener
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    listener.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let port = free_udp_port();
     let mut child = Command::new(BIN)
         .arg("run")
@@ -291,13 +241,9 @@ fn parse_json_lines(lines: &[String]) -> Vec<Value> {
     lines
         .iter()
         .map(|l| {
-            let v: Value =
-                serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}"));
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON object ({e}): {l}"));
             assert!(v.is_object(), "{l}");
-            assert!(
-                v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(),
-                "{l}"
-            );
+            assert!(v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(), "{l}");
             v
         })
         .collect()
@@ -308,26 +254,15 @@ fn json_log_format_makes_every_stderr_line_one_json_object() {
     let (mut child, stderr, port, _dir) =
         run_until_ready(&[("EDGESTAT_LOG_FORMAT", "json"), ("DD_LOG_LEVEL", "debug")]);
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.send_to(
-        b"ok.metric:1|c\nbroken line without a type\n",
-        ("127.0.0.1", port),
-    )
-    .unwrap();
+    s.send_to(b"ok.metric:1|c\nbroken line without a type\n", ("127.0.0.1", port)).unwrap();
     assert_eq!(terminate(&mut child), 0);
     let lines = stderr.all();
     let objs = parse_json_lines(&lines);
     let levels: Vec<&str> = objs.iter().map(|v| v["level"].as_str().unwrap()).collect();
     for want in ["DEBUG", "INFO", "WARN"] {
-        assert!(
-            levels.contains(&want),
-            "no {want} line in:\n{}",
-            lines.join("\n")
-        );
+        assert!(levels.contains(&want), "no {want} line in:\n{}", lines.join("\n"));
     }
-    let running = objs
-        .iter()
-        .find(|v| v["message"] == "edgestat running")
-        .expect("the start line");
+    let running = objs.iter().find(|v| v["message"] == "edgestat running").expect("the start line");
     assert_eq!(running["shards"], 1, "fields are top-level keys: {running}");
 
     // A configuration error is one JSON line too, naming the key.
@@ -339,20 +274,11 @@ fn json_log_format_makes_every_stderr_line_one_json_object() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .map(str::to_string)
-        .collect::<Vec<_>>();
+    let err = String::from_utf8_lossy(&out.stderr).lines().map(str::to_string).collect::<Vec<_>>();
     let objs = parse_json_lines(&err);
     assert_eq!(objs.len(), 1, "{err:?}");
     assert_eq!(objs[0]["level"], "ERROR");
-    assert!(
-        objs[0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("DD_DOGSTATSD_PORT"),
-        "{err:?}"
-    );
+    assert!(objs[0]["message"].as_str().unwrap().contains("DD_DOGSTATSD_PORT"), "{err:?}");
 }
 
 #[test]
@@ -361,19 +287,13 @@ fn log_level_takes_the_agents_values() {
     let (mut child, stderr, port, _dir) =
         run_until_ready(&[("DD_LOG_LEVEL", "WARNING"), ("EDGESTAT_LOG_FORMAT", "json")]);
     let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.send_to(b"broken line without a type\n", ("127.0.0.1", port))
-        .unwrap();
+    s.send_to(b"broken line without a type\n", ("127.0.0.1", port)).unwrap();
     assert_eq!(terminate(&mut child), 0);
     let lines = stderr.all();
-    let levels: Vec<String> = parse_json_lines(&lines)
-        .iter()
-        .map(|v| v["level"].as_str().unwrap().to_string())
-        .collect();
+    let levels: Vec<String> =
+        parse_json_lines(&lines).iter().map(|v| v["level"].as_str().unwrap().to_string()).collect();
     assert!(levels.iter().any(|l| l == "WARN"), "{lines:?}");
-    assert!(
-        levels.iter().all(|l| l == "WARN" || l == "ERROR"),
-        "{lines:?}"
-    );
+    assert!(levels.iter().all(|l| l == "WARN" || l == "ERROR"), "{lines:?}");
 
     // `off`: nothing at all on stderr.
     let (mut child, stderr, _port, _dir) = run_until_ready(&[("DD_LOG_LEVEL", "off")]);
@@ -381,16 +301,8 @@ fn log_level_takes_the_agents_values() {
     assert!(stderr.all().is_empty(), "{:?}", stderr.all());
 
     // Anything else: exit 2 naming the key.
-    let out = Command::new(BIN)
-        .arg("run")
-        .env_clear()
-        .env("DD_LOG_LEVEL", "verbose")
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).arg("run").env_clear().env("DD_LOG_LEVEL", "verbose").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("DD_LOG_LEVEL") && err.contains("critical"),
-        "{err}"
-    );
+    assert!(err.contains("DD_LOG_LEVEL") && err.contains("critical"), "{err}");
 }

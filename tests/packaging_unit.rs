@@ -10,26 +10,15 @@ const UNIT: &str = include_str!("../packaging/edgestat.service");
 fn the_unit_verifies_and_outlives_the_stop_sequence() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edgestat.service");
-    std::fs::write(
-        &path,
-        UNIT.replace("/usr/bin/edgestat", env!("CARGO_BIN_EXE_edgestat")),
-    )
-    .unwrap();
+    std::fs::write(&path, UNIT.replace("/usr/bin/edgestat", env!("CARGO_BIN_EXE_edgestat"))).unwrap();
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .arg(&path)
         .output()
         .expect("systemd-analyze (package systemd; scripts/test.sh installs it)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Warnings (unknown keys, bad values) exit 0 but print: none allowed.
-    assert!(
-        out.status.success() && text.trim().is_empty(),
-        "systemd-analyze verify:\n{text}"
-    );
+    assert!(out.status.success() && text.trim().is_empty(), "systemd-analyze verify:\n{text}");
 
     // SIGKILL must not cut the stop short: shard drain and final flush
     // (bounded at 20 s) plus the default EDGESTAT_SHUTDOWN_TIMEOUT (10 s).

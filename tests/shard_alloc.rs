@@ -155,5 +155,8 @@ fn histogram_copies_grow_amortized() {
     // bin already exists.
     assert!(n <= 14, "{n} allocations for 4096 copied histogram lines");
     let f = s.take_flush(T + 20, false);
-    assert_eq!(f.sketches.iter().find(|e| e.key.name() == b"dist.edge.legacy.latency").map(|e| e.sketch.count()), Some(4097));
+    assert_eq!(
+        f.sketches.iter().find(|e| e.key.name() == b"dist.edge.legacy.latency").map(|e| e.sketch.count()),
+        Some(4097)
+    );
 }

@@ -6,7 +6,7 @@
 
 use edgestat::core::protocol::ParseOptions;
 use edgestat::core::shard::{ShardSettings, ShardState};
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::tools::bench::workload::{Shape, Workload, WorkloadConfig};
 
 #[path = "support/counting_alloc.rs"]
 mod counting_alloc;
@@ -31,18 +31,17 @@ fn shard() -> ShardState {
 
 #[test]
 fn steady_state_lines_do_not_allocate() {
-    for single in [false, true] {
-        // Percent of set lines is 0 here: every set member is new, so a set
-        // line must allocate; sets are checked separately below.
-        let mut w = Workload::new(WorkloadConfig {
-            contexts: 500,
-            min_tags: 2,
-            max_tags: if single { 12 } else { 50 },
-            packet_bytes: 8192,
-            single,
-            multi_value_pct: 8,
-            seed: 3,
-        });
+    let shapes = [
+        WorkloadConfig { seed: 3, ..WorkloadConfig::standard(500, false) },
+        WorkloadConfig { seed: 3, ..WorkloadConfig::standard(500, true) },
+        WorkloadConfig { seed: 3, ..Shape::Small.config(500, false) },
+        WorkloadConfig { seed: 3, ..Shape::Large.config(500, false) },
+    ];
+    for cfg in shapes {
+        let (single, sizes) = (cfg.single, cfg.sizes);
+        // Set lines are dropped from the corpus: every set member is new,
+        // so a set line must allocate; sets are checked separately below.
+        let mut w = Workload::new(cfg);
         let mut packets = Vec::new();
         for _ in 0..if single { 5000 } else { 200 } {
             let mut b = Vec::new();
@@ -68,6 +67,6 @@ fn steady_state_lines_do_not_allocate() {
         });
         // Histograms keep every sample until flush, so their Vec grows
         // (amortised doubling, not per line): allow the few regrowths.
-        assert!(n <= 64, "single={single}: {n} allocations for {} datagrams", packets.len());
+        assert!(n <= 64, "single={single} sizes={:?}: {n} allocations for {} datagrams", sizes, packets.len());
     }
 }

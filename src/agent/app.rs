@@ -159,7 +159,8 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         },
     );
     let forward_target = cfg.ops.forward.as_ref().and_then(|(h, p)| crate::agent::tap::ForwardTarget::resolve(h, *p));
-    let forward_stats: Vec<std::sync::Arc<crate::agent::tap::ForwardStats>> = (0..cfg.shards).map(|_| Default::default()).collect();
+    let forward_stats: Vec<std::sync::Arc<crate::agent::tap::ForwardStats>> =
+        (0..cfg.shards).map(|_| Default::default()).collect();
     let stream_stats = cfg.ops.stream_socket.as_ref().map(|_| std::sync::Arc::new(runtime::StreamStats::default()));
     let mut listeners: Vec<(&'static str, String)> = Vec::new();
     if let Some(a) = cfg.udp_addr {
@@ -240,9 +241,6 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes)?,
         None => Vec::new(),
     };
-    if let Some(p) = &cfg.unix_socket {
-        runtime::prepare_unix_path(p)?;
-    }
     let mut stream = match (&cfg.ops.stream_socket, &stream_stats) {
         (Some(p), Some(stats)) => {
             runtime::prepare_unix_path(p)?;
@@ -257,7 +255,10 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         }
         _ => None,
     };
-    let mut unix = cfg.unix_socket.clone();
+    let unix = match &cfg.unix_socket {
+        Some(p) => Some(runtime::bind_unix(p)?),
+        None => None,
+    };
     let shard_settings = ShardSettings {
         hostname: cfg.hostname.clone(),
         extra_tags: cfg.dogstatsd_tags.clone(),
@@ -278,21 +279,44 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
     let mut shards = Vec::with_capacity(cfg.shards);
     udp.reverse();
     for id in 0..cfg.shards {
-        // Shard 0 also reads the Unix socket (a Unix socket cannot be port-balanced).
-        // The last shard reads the stream socket (shard 0 has the datagram one).
+        // The first EDGESTAT_UNIX_READERS shards also read the Unix socket
+        // (it cannot be port-balanced: they share it); the last shard reads
+        // the stream socket.
+        let unix =
+            match &unix {
+                Some(s) if id < cfg.unix_readers => Some(s.try_clone().map_err(|e| runtime::RuntimeError::Bind {
+                    what: "unix socket (a shard's copy)".into(),
+                    source: e,
+                })?),
+                _ => None,
+            };
         let sockets = ShardSockets {
             udp: udp.pop(),
-            unix: unix.take(),
+            unix,
             health: Some(health.register(format!("shard-{id}"), loop_bound)),
             stream: if id + 1 == cfg.shards { stream.take() } else { None },
         };
         let hooks = runtime::ShardHooks {
-            tap: crate::agent::tap::Tap::new(id, Some(capture.clone()), forward_target, forward_stats.get(id).cloned().unwrap_or_default()),
+            tap: crate::agent::tap::Tap::new(
+                id,
+                Some(capture.clone()),
+                forward_target,
+                forward_stats.get(id).cloned().unwrap_or_default(),
+            ),
             metric_stats_capacity: if cfg.ops.metrics_stats_enable { cfg.ops.metrics_stats_max_contexts } else { 0 },
             live: live.clone(),
             test_delay_flush: cfg.test_delay_shard_flush.filter(|(s, _)| *s == id).map(|(_, d)| d),
         };
-        let h = runtime::spawn_shard(id, shard_settings.clone(), sockets, cfg.buffer_size_bytes, cfg.io_memory_bytes, cfg.recv_batch_datagrams, cfg.recv_coalesce_us, hooks)?;
+        let h = runtime::spawn_shard(
+            id,
+            shard_settings.clone(),
+            sockets,
+            cfg.buffer_size_bytes,
+            cfg.io_memory_bytes,
+            cfg.recv_batch_datagrams,
+            cfg.recv_coalesce_us,
+            hooks,
+        )?;
 
         shards.push(h);
     }

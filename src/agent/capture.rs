@@ -107,10 +107,7 @@ pub struct CaptureHub {
 }
 
 fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 impl CaptureHub {
@@ -118,9 +115,7 @@ impl CaptureHub {
     pub fn new(shards: usize, settings: CaptureSettings) -> Arc<Self> {
         Arc::new(Self {
             active: AtomicBool::new(false),
-            slots: (0..shards.max(1))
-                .map(|_| Mutex::new(Slot::default()))
-                .collect(),
+            slots: (0..shards.max(1)).map(|_| Mutex::new(Slot::default())).collect(),
             status: Mutex::new(CaptureStatus::default()),
             stop: AtomicBool::new(false),
             settings,
@@ -173,10 +168,7 @@ impl CaptureHub {
                 self.settings.max_duration.as_secs()
             )));
         }
-        let mut st = self
-            .status
-            .lock()
-            .map_err(|_| CaptureError::Invalid("capture state unavailable".into()))?;
+        let mut st = self.status.lock().map_err(|_| CaptureError::Invalid("capture state unavailable".into()))?;
         if st.running {
             return Err(CaptureError::Busy(st.path.clone().unwrap_or_default()));
         }
@@ -185,10 +177,7 @@ impl CaptureHub {
             .write(true)
             .create_new(true)
             .open(&path)
-            .map_err(|e| CaptureError::Io {
-                path: path.display().to_string(),
-                source: e,
-            })?;
+            .map_err(|e| CaptureError::Io { path: path.display().to_string(), source: e })?;
         for slot in &self.slots {
             if let Ok(mut s) = slot.lock() {
                 s.buf = Vec::with_capacity(self.settings.shard_buffer_bytes);
@@ -207,37 +196,24 @@ impl CaptureHub {
         self.active.store(true, Ordering::Release);
         let hub = self.clone();
         let compress = req.compress;
-        let spawned = std::thread::Builder::new()
-            .name("edgestat-capture".into())
-            .spawn(move || {
-                let ended = match hub.write(file, compress, duration) {
-                    Ok(reason) => reason.to_string(),
-                    Err(e) => format!("error: {e}"),
-                };
-                hub.finish(&ended);
-            });
+        let spawned = std::thread::Builder::new().name("edgestat-capture".into()).spawn(move || {
+            let ended = match hub.write(file, compress, duration) {
+                Ok(reason) => reason.to_string(),
+                Err(e) => format!("error: {e}"),
+            };
+            hub.finish(&ended);
+        });
         if let Err(e) = spawned {
             self.finish(&format!("error: {e}"));
-            return Err(CaptureError::Io {
-                path: path.display().to_string(),
-                source: e,
-            });
+            return Err(CaptureError::Io { path: path.display().to_string(), source: e });
         }
         tracing::info!(path = %path.display(), duration_s = duration.as_secs_f64(), compress, "traffic capture started");
         Ok(path)
     }
 
     fn file_path(&self, requested: &str, compress: bool) -> PathBuf {
-        let name = format!(
-            "datadog-capture-{}{}",
-            now_ns() / 1_000_000_000,
-            if compress { ".zstd" } else { "" }
-        );
-        let p = if requested.is_empty() {
-            self.settings.default_dir.clone()
-        } else {
-            PathBuf::from(requested)
-        };
+        let name = format!("datadog-capture-{}{}", now_ns() / 1_000_000_000, if compress { ".zstd" } else { "" });
+        let p = if requested.is_empty() { self.settings.default_dir.clone() } else { PathBuf::from(requested) };
         if p.is_dir() || requested.is_empty() {
             let _ = std::fs::create_dir_all(&p);
             p.join(name)
@@ -274,12 +250,7 @@ impl CaptureHub {
     }
 
     /// The writer loop; returns why it ended.
-    fn write(
-        &self,
-        file: std::fs::File,
-        compress: bool,
-        duration: Duration,
-    ) -> std::io::Result<&'static str> {
+    fn write(&self, file: std::fs::File, compress: bool, duration: Duration) -> std::io::Result<&'static str> {
         let buffered = std::io::BufWriter::with_capacity(1 << 16, file);
         let mut out: Box<dyn Write> = if compress {
             Box::new(zstd::stream::Encoder::new(buffered, 3)?.auto_finish())
@@ -288,9 +259,8 @@ impl CaptureHub {
         };
         out.write_all(&HEADER)?;
         let mut written = HEADER.len() as u64;
-        let mut spares: Vec<Vec<u8>> = (0..self.slots.len())
-            .map(|_| Vec::with_capacity(self.settings.shard_buffer_bytes))
-            .collect();
+        let mut spares: Vec<Vec<u8>> =
+            (0..self.slots.len()).map(|_| Vec::with_capacity(self.settings.shard_buffer_bytes)).collect();
         let mut order: Vec<(i64, usize, usize, usize)> = Vec::new();
         let end = Instant::now() + duration;
         let reason = loop {
@@ -312,15 +282,8 @@ impl CaptureHub {
             for (i, chunk) in spares.iter().enumerate() {
                 let mut pos = 0;
                 while pos + 4 <= chunk.len() {
-                    let len = u32::from_le_bytes([
-                        chunk[pos],
-                        chunk[pos + 1],
-                        chunk[pos + 2],
-                        chunk[pos + 3],
-                    ]) as usize;
-                    let ts = decode_message(&chunk[pos + 4..pos + 4 + len])
-                        .map(|r| r.timestamp_ns)
-                        .unwrap_or(0);
+                    let len = u32::from_le_bytes([chunk[pos], chunk[pos + 1], chunk[pos + 2], chunk[pos + 3]]) as usize;
+                    let ts = decode_message(&chunk[pos + 4..pos + 4 + len]).map(|r| r.timestamp_ns).unwrap_or(0);
                     order.push((ts, i, pos, pos + 4 + len));
                     pos += 4 + len;
                 }
@@ -329,8 +292,7 @@ impl CaptureHub {
             let mut full = false;
             let (mut n, mut over) = (0u64, 0u64);
             for &(_, i, a, b) in &order {
-                if full || written + (b - a) as u64 + TRAILER.len() as u64 > self.settings.max_bytes
-                {
+                if full || written + (b - a) as u64 + TRAILER.len() as u64 > self.settings.max_bytes {
                     full = true;
                     over += 1;
                     continue;
@@ -349,11 +311,7 @@ impl CaptureHub {
                 break "size_limit";
             }
             if last {
-                break if self.stop.load(Ordering::Acquire) {
-                    "shutdown"
-                } else {
-                    "duration"
-                };
+                break if self.stop.load(Ordering::Acquire) { "shutdown" } else { "duration" };
             }
             std::thread::sleep(SWAP_INTERVAL.min(end.saturating_duration_since(Instant::now())));
         };
@@ -383,19 +341,10 @@ mod tests {
             },
         );
         hub.record(0, b"ignored: not capturing");
-        let path = hub
-            .start(&CaptureRequest {
-                duration: "300ms".into(),
-                path: String::new(),
-                compress: false,
-            })
-            .unwrap();
+        let path =
+            hub.start(&CaptureRequest { duration: "300ms".into(), path: String::new(), compress: false }).unwrap();
         assert!(matches!(
-            hub.start(&CaptureRequest {
-                duration: "1s".into(),
-                path: String::new(),
-                compress: false
-            }),
+            hub.start(&CaptureRequest { duration: "1s".into(), path: String::new(), compress: false }),
             Err(CaptureError::Busy(_))
         ));
         for i in 0..100 {
@@ -407,13 +356,8 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let recs = crate::core::capture_file::records(&bytes).unwrap();
         assert_eq!(recs.len(), 100);
-        assert!(recs
-            .windows(2)
-            .all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
+        assert!(recs.windows(2).all(|w| w[0].timestamp_ns <= w[1].timestamp_ns));
         let st = hub.status();
-        assert_eq!(
-            (st.datagrams, st.bytes, st.ended.as_deref()),
-            (100, bytes.len() as u64, Some("duration"))
-        );
+        assert_eq!((st.datagrams, st.bytes, st.ended.as_deref()), (100, bytes.len() as u64, Some("duration")));
     }
 }

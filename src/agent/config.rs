@@ -209,6 +209,9 @@ pub struct Config {
     /// wait this long before draining again, so each wake-up takes a batch
     /// (0 = read as soon as one arrives); at most 10000.
     pub recv_coalesce_us: u64,
+    /// `EDGESTAT_UNIX_READERS`: shards reading the Unix socket (1 to the
+    /// shard count; each waits on it and drains it with `recvmmsg`).
+    pub unix_readers: usize,
     /// Stream socket, raw forwarding, statistics and capture.
     pub ops: OpsConfig,
 }
@@ -258,7 +261,11 @@ fn ops_config(src: &Sources, data_dir: &std::path::Path) -> Result<OpsConfig, Co
             None => Ok(false),
         }
     };
-    let stream_socket = src.dd("dogstatsd_stream_socket").map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let stream_socket = src
+        .dd("dogstatsd_stream_socket")
+        .map(|(_, v)| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from);
     let host = src.dd("statsd_forward_host").map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty());
     let port: u16 = match src.dd("statsd_forward_port") {
         Some((k, v)) if !v.trim().is_empty() => parse_num(&k, &v, "a port number 0-65535")?,
@@ -943,7 +950,11 @@ impl Config {
             recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
             mapper: mapper_settings(src)?,
             histogram_copy_to_distribution: match get_bool("histogram_copy_to_distribution", false)? {
-                true => Some(src.dd("histogram_copy_to_distribution_prefix").map(|(_, v)| v.trim().to_string()).unwrap_or_default()),
+                true => Some(
+                    src.dd("histogram_copy_to_distribution_prefix")
+                        .map(|(_, v)| v.trim().to_string())
+                        .unwrap_or_default(),
+                ),
                 false => None,
             },
             eol_required: eol_required(src)?,
@@ -955,6 +966,7 @@ impl Config {
             },
             ops: ops_config(src, &data_dir)?,
             data_dir,
+            unix_readers: edge_usize_in("UNIX_READERS", 1, 1, shards)?,
         })
     }
 }
@@ -1051,24 +1063,15 @@ fn mapper_settings(src: &Sources) -> Result<crate::core::mapper::MapperSettings,
         Some((k, v)) => {
             let n: usize = parse_num(&k, &v, "a positive integer")?;
             if !(1..=MAX_MAPPER_CACHE_SIZE).contains(&n) {
-                return Err(bad(
-                    &k,
-                    &v,
-                    &format!("between 1 and {MAX_MAPPER_CACHE_SIZE}"),
-                ));
+                return Err(bad(&k, &v, &format!("between 1 and {MAX_MAPPER_CACHE_SIZE}")));
             }
             n
         }
         None => crate::core::mapper::DEFAULT_CACHE_SIZE,
     };
     let profiles: Vec<crate::core::mapper::ProfileConfig> = match src.dd("dogstatsd_mapper_profiles") {
-        Some((k, v)) if !v.trim().is_empty() => serde_json::from_str(&v).map_err(|e| {
-            bad(
-                &k,
-                &short(&v),
-                &format!("a list of profiles with name, prefix and mappings ({e})"),
-            )
-        })?,
+        Some((k, v)) if !v.trim().is_empty() => serde_json::from_str(&v)
+            .map_err(|e| bad(&k, &short(&v), &format!("a list of profiles with name, prefix and mappings ({e})")))?,
         _ => Vec::new(),
     };
     crate::core::mapper::MapperSettings::compile(&profiles, cache_size).map_err(|e| {
@@ -1131,14 +1134,10 @@ pub fn parse_go_duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
     let mut rest = t;
     let mut total_ns = 0f64;
     while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(err)?;
+        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(err)?;
         let n: f64 = rest[..num_end].parse().map_err(|_| err())?;
         rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
         let unit_ns = match &rest[..unit_end] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,
@@ -1233,7 +1232,9 @@ mod tests {
     fn log_level_takes_the_agents_names_and_log_format_text_or_json() {
         // The Agent's values, case-insensitive; `warning` and `critical` have no
         // tracing level of their own.
-        for (given, used) in [("WARNING", "warn"), ("warn", "warn"), ("Critical", "error"), ("off", "off"), ("trace", "trace")] {
+        for (given, used) in
+            [("WARNING", "warn"), ("warn", "warn"), ("Critical", "error"), ("off", "off"), ("trace", "trace")]
+        {
             assert_eq!(cfg(&[("DD_LOG_LEVEL", given)]).unwrap().log_level, used, "{given}");
         }
         assert_eq!(cfg(&[("DD_LOG_LEVEL", "verbose")]).unwrap_err().key, "DD_LOG_LEVEL");
@@ -1376,8 +1377,14 @@ mod tests {
         // A host without a port forwards nothing (the Agent's rule).
         assert_eq!(cfg(&[("DD_STATSD_FORWARD_HOST", "x")]).unwrap().ops.forward, None);
         assert_eq!(cfg(&[("DD_STATSD_FORWARD_PORT", "99999")]).unwrap_err().key, "DD_STATSD_FORWARD_PORT");
-        assert_eq!(cfg(&[("EDGESTAT_STREAM_MAX_CONNECTIONS", "0")]).unwrap_err().key, "EDGESTAT_STREAM_MAX_CONNECTIONS");
-        assert_eq!(cfg(&[("DD_DOGSTATSD_METRICS_STATS_ENABLE", "sure")]).unwrap_err().key, "DD_DOGSTATSD_METRICS_STATS_ENABLE");
+        assert_eq!(
+            cfg(&[("EDGESTAT_STREAM_MAX_CONNECTIONS", "0")]).unwrap_err().key,
+            "EDGESTAT_STREAM_MAX_CONNECTIONS"
+        );
+        assert_eq!(
+            cfg(&[("DD_DOGSTATSD_METRICS_STATS_ENABLE", "sure")]).unwrap_err().key,
+            "DD_DOGSTATSD_METRICS_STATS_ENABLE"
+        );
     }
 
     #[test]
@@ -1416,7 +1423,8 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert!(c.mapper.is_empty());
         assert_eq!(c.mapper.cache_size, 1000, "the Agent's default cache size");
-        let c = cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", PROFILES_JSON), ("DD_DOGSTATSD_MAPPER_CACHE_SIZE", "50")]).unwrap();
+        let c =
+            cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", PROFILES_JSON), ("DD_DOGSTATSD_MAPPER_CACHE_SIZE", "50")]).unwrap();
         assert!(!c.mapper.is_empty());
         assert_eq!(c.mapper.cache_size, 50);
         let dir = tempfile::tempdir().unwrap();
@@ -1435,21 +1443,35 @@ mod tests {
     fn bad_mapper_settings_name_the_key() {
         let e = cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", "not json")]).unwrap_err();
         assert_eq!(e.key, "DD_DOGSTATSD_MAPPER_PROFILES");
-        let e = cfg(&[("DD_DOGSTATSD_MAPPER_PROFILES", r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.**","name":"x"}]}]"#)]).unwrap_err();
+        let e = cfg(&[(
+            "DD_DOGSTATSD_MAPPER_PROFILES",
+            r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.**","name":"x"}]}]"#,
+        )])
+        .unwrap_err();
         assert_eq!(e.key, "DD_DOGSTATSD_MAPPER_PROFILES");
         assert!(e.to_string().contains("it should not contain consecutive `*`"), "{e}");
         for bad in ["0", "-1", "many", "1000001"] {
-            assert_eq!(cfg(&[("DD_DOGSTATSD_MAPPER_CACHE_SIZE", bad)]).unwrap_err().key, "DD_DOGSTATSD_MAPPER_CACHE_SIZE");
+            assert_eq!(
+                cfg(&[("DD_DOGSTATSD_MAPPER_CACHE_SIZE", bad)]).unwrap_err().key,
+                "DD_DOGSTATSD_MAPPER_CACHE_SIZE"
+            );
         }
     }
 
     #[test]
     fn histogram_copy_and_eol_required() {
         assert_eq!(cfg(&[]).unwrap().histogram_copy_to_distribution, None);
-        assert_eq!(cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "d.")]).unwrap().histogram_copy_to_distribution, None);
+        assert_eq!(
+            cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "d.")]).unwrap().histogram_copy_to_distribution,
+            None
+        );
         let c = cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "true")]).unwrap();
         assert_eq!(c.histogram_copy_to_distribution.as_deref(), Some(""));
-        let c = cfg(&[("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "true"), ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "dist.")]).unwrap();
+        let c = cfg(&[
+            ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION", "true"),
+            ("DD_HISTOGRAM_COPY_TO_DISTRIBUTION_PREFIX", "dist."),
+        ])
+        .unwrap();
         assert_eq!(c.histogram_copy_to_distribution.as_deref(), Some("dist."));
         assert_eq!(cfg(&[]).unwrap().eol_required, crate::core::shard::EolRequired::default());
         let e = cfg(&[("DD_DOGSTATSD_EOL_REQUIRED", "udp named_pipe")]).unwrap().eol_required;
@@ -1463,7 +1485,13 @@ mod tests {
         assert!(c.host_tags.is_empty());
         assert_eq!(c.expected_tags_duration, Duration::ZERO);
         assert!(c.enable_metadata_collection);
-        let c = cfg(&[("DD_TAGS", "team:core env:prod"), ("DD_EXTRA_TAGS", "zone:a team:core"), ("DD_ENV", "prod"), ("DD_EXPECTED_TAGS_DURATION", "10m")]).unwrap();
+        let c = cfg(&[
+            ("DD_TAGS", "team:core env:prod"),
+            ("DD_EXTRA_TAGS", "zone:a team:core"),
+            ("DD_ENV", "prod"),
+            ("DD_EXPECTED_TAGS_DURATION", "10m"),
+        ])
+        .unwrap();
         assert_eq!(c.host_tags, vec!["env:prod", "team:core", "zone:a"]);
         assert_eq!(c.expected_tags_duration, Duration::from_secs(600));
         assert_eq!(cfg(&[("DD_EXPECTED_TAGS_DURATION", "soon")]).unwrap_err().key, "DD_EXPECTED_TAGS_DURATION");

@@ -1,4 +1,6 @@
-//! What the shards hand to the rest of the process. Flushes: every shard
+//! What passes between the shards and the rest of the process. Requests:
+//! a bounded control channel per shard whose sender wakes the shard's
+//! control task (no polling). Flushes: every shard
 //! answers on one persistent channel, so an answer that misses its flush's
 //! deadline is not thrown away: it is merged into the next flush and
 //! counted (`late_shard_flushes`). A shard that stops answering is logged
@@ -44,6 +46,105 @@ pub enum Control {
         /// Where the shard answers (the flusher's persistent channel).
         reply: Sender<ShardReply>,
     },
+}
+
+/// Sends requests to one shard and wakes it: the shard's control task
+/// sleeps until a request (or the last sender's drop) arrives, instead of
+/// polling the channel on a timer.
+#[derive(Clone)]
+pub struct ControlSender {
+    inner: Arc<ControlInner>,
+}
+
+struct ControlInner {
+    tx: Sender<Control>,
+    wake: Arc<WakeSlot>,
+}
+
+impl Drop for ControlInner {
+    fn drop(&mut self) {
+        // The shard sees the channel disconnected only once `tx` is gone:
+        // drop it first, then wake the shard to notice.
+        let (tx, _) = crossbeam_channel::bounded(0);
+        drop(std::mem::replace(&mut self.tx, tx));
+        self.wake.wake();
+    }
+}
+
+impl ControlSender {
+    /// Queues `msg` (waiting at most `timeout` for room) and wakes the shard.
+    pub fn send_timeout(
+        &self,
+        msg: Control,
+        timeout: Duration,
+    ) -> Result<(), crossbeam_channel::SendTimeoutError<Control>> {
+        self.inner.tx.send_timeout(msg, timeout)?;
+        self.inner.wake.wake();
+        Ok(())
+    }
+
+    /// Queues `msg` (waiting for room) and wakes the shard.
+    pub fn send(&self, msg: Control) -> Result<(), crossbeam_channel::SendError<Control>> {
+        self.inner.tx.send(msg)?;
+        self.inner.wake.wake();
+        Ok(())
+    }
+}
+
+/// The shard's end of its control channel.
+pub struct ControlReceiver {
+    rx: Receiver<Control>,
+    wake: Arc<WakeSlot>,
+}
+
+/// A shard's control channel holding at most `capacity` requests.
+pub fn control_channel(capacity: usize) -> (ControlSender, ControlReceiver) {
+    let (tx, rx) = crossbeam_channel::bounded(capacity);
+    let wake = Arc::new(WakeSlot::default());
+    (ControlSender { inner: Arc::new(ControlInner { tx, wake: wake.clone() }) }, ControlReceiver { rx, wake })
+}
+
+/// The waker of a shard's control task, set while it waits. An async
+/// runtime's wakers may be woken from any thread (glommio's then writes the
+/// executor's eventfd), so this is the whole cross-thread bridge.
+#[derive(Default)]
+struct WakeSlot {
+    waker: Mutex<Option<std::task::Waker>>,
+}
+
+impl WakeSlot {
+    fn wake(&self) {
+        let w = self.waker.lock().ok().and_then(|mut w| w.take());
+        if let Some(w) = w {
+            w.wake();
+        }
+    }
+}
+
+impl ControlReceiver {
+    /// The next request; `None` once every sender is gone.
+    pub async fn next(&self) -> Option<Control> {
+        std::future::poll_fn(|cx| {
+            let poll = |rx: &Receiver<Control>| match rx.try_recv() {
+                Ok(c) => Some(Some(c)),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => Some(None),
+                Err(crossbeam_channel::TryRecvError::Empty) => None,
+            };
+            if let Some(r) = poll(&self.rx) {
+                return std::task::Poll::Ready(r);
+            }
+            if let Ok(mut w) = self.wake.waker.lock() {
+                *w = Some(cx.waker().clone());
+            }
+            // A request sent between the first look and the registration
+            // found no waker to wake: look again.
+            match poll(&self.rx) {
+                Some(r) => std::task::Poll::Ready(r),
+                None => std::task::Poll::Pending,
+            }
+        })
+        .await
+    }
 }
 
 /// One context of the per-context statistics, as a shard reports it.
@@ -147,10 +248,7 @@ pub struct ShardStatus {
 
 impl ShardHealth {
     fn new(n: usize, timeout: Duration) -> Self {
-        Self {
-            slots: (0..n).map(|_| Slot::default()).collect(),
-            timeout,
-        }
+        Self { slots: (0..n).map(|_| Slot::default()).collect(), timeout }
     }
 
     /// Every shard's hand-over state now.
@@ -163,8 +261,7 @@ impl ShardHealth {
                 let waiting = s.waiting_since_ms.load(Ordering::Relaxed);
                 ShardStatus {
                     shard,
-                    answering: waiting == 0
-                        || now.saturating_sub(waiting) <= self.timeout.as_millis() as u64,
+                    answering: waiting == 0 || now.saturating_sub(waiting) <= self.timeout.as_millis() as u64,
                     last_answer_unix_ms: s.last_answer_ms.load(Ordering::Relaxed),
                     waiting_since_unix_ms: waiting,
                     late_flushes: s.late.load(Ordering::Relaxed),
@@ -176,18 +273,12 @@ impl ShardHealth {
 
     /// Late answers over all shards.
     pub fn late_shard_flushes(&self) -> u64 {
-        self.slots
-            .iter()
-            .map(|s| s.late.load(Ordering::Relaxed))
-            .sum()
+        self.slots.iter().map(|s| s.late.load(Ordering::Relaxed)).sum()
     }
 }
 
 fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// What one collection gathered.
@@ -206,7 +297,7 @@ pub struct Collected {
 
 /// The flusher's side of the hand-over.
 pub struct Handover {
-    shards: Vec<Sender<Control>>,
+    shards: Vec<ControlSender>,
     tx: Sender<ShardReply>,
     rx: Receiver<ShardReply>,
     seq: u64,
@@ -220,7 +311,7 @@ pub struct Handover {
 
 impl Handover {
     /// A hand-over for these shards' control channels.
-    pub fn new(shards: Vec<Sender<Control>>) -> Self {
+    pub fn new(shards: Vec<ControlSender>) -> Self {
         let n = shards.len();
         // At most one request per shard is unanswered, plus the shutdown
         // request: the shards' sends can never block.
@@ -260,41 +351,23 @@ impl Handover {
                 continue;
             }
             let msg = if final_flush {
-                Control::Shutdown {
-                    now,
-                    seq,
-                    reply: self.tx.clone(),
-                }
+                Control::Shutdown { now, seq, reply: self.tx.clone() }
             } else {
-                Control::Flush {
-                    now,
-                    force: false,
-                    seq,
-                    reply: self.tx.clone(),
-                }
+                Control::Flush { now, force: false, seq, reply: self.tx.clone() }
             };
             if s.send_timeout(msg, self.timeout).is_ok() {
                 let p = &mut self.pending[i];
                 p.0 += 1;
                 if p.1.is_none() {
                     p.1 = Some((seq, Instant::now()));
-                    self.health.slots[i]
-                        .waiting_since_ms
-                        .store(unix_ms(), Ordering::Relaxed);
+                    self.health.slots[i].waiting_since_ms.store(unix_ms(), Ordering::Relaxed);
                 }
             } else {
-                tracing::error!(
-                    shard = i,
-                    "a shard did not accept the flush request (its control queue is full)"
-                );
+                tracing::error!(shard = i, "a shard did not accept the flush request (its control queue is full)");
             }
         }
         // The final flush waits longer: shards drain their sockets first.
-        let wait = if final_flush {
-            self.timeout * 4
-        } else {
-            self.timeout
-        };
+        let wait = if final_flush { self.timeout * 4 } else { self.timeout };
         let deadline = Instant::now() + wait;
         let mut out = Collected::default();
         while self.pending.iter().any(|p| p.0 > 0) {
@@ -337,23 +410,16 @@ impl Handover {
         };
         p.0 = p.0.saturating_sub(1);
         let asked_at = p.1.map(|(_, t)| t);
-        p.1 = if p.0 > 0 {
-            Some((seq, Instant::now()))
-        } else {
-            None
-        };
+        p.1 = if p.0 > 0 { Some((seq, Instant::now())) } else { None };
         let slot = &self.health.slots[i];
         slot.last_answer_ms.store(unix_ms(), Ordering::Relaxed);
-        slot.waiting_since_ms
-            .store(if p.0 > 0 { unix_ms() } else { 0 }, Ordering::Relaxed);
+        slot.waiting_since_ms.store(if p.0 > 0 { unix_ms() } else { 0 }, Ordering::Relaxed);
         if r.seq < seq {
             let late = slot.late.fetch_add(1, Ordering::Relaxed) + 1;
             tracing::warn!(
                 shard = i,
                 request = r.seq,
-                answered_after_ms = asked_at
-                    .map(|t| t.elapsed().as_millis() as u64)
-                    .unwrap_or(0),
+                answered_after_ms = asked_at.map(|t| t.elapsed().as_millis() as u64).unwrap_or(0),
                 late_shard_flushes = late,
                 "a late shard flush arrived; merged into this flush"
             );

@@ -30,8 +30,7 @@ pub struct Component {
 impl Component {
     /// Records progress now.
     pub fn beat(&self) {
-        self.last_beat_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_beat_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The component's thread ended (it cannot beat any more).
@@ -68,11 +67,7 @@ impl Component {
         }
         let silent_ms = now_ms.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed));
         (silent_ms > self.max_silence.as_millis() as u64).then(|| {
-            format!(
-                "no progress for {:.1}s (limit {:.1}s)",
-                silent_ms as f64 / 1000.0,
-                self.max_silence.as_secs_f64()
-            )
+            format!("no progress for {:.1}s (limit {:.1}s)", silent_ms as f64 / 1000.0, self.max_silence.as_secs_f64())
         })
     }
 }
@@ -99,11 +94,8 @@ pub struct Report {
 impl Report {
     /// The short JSON body of `GET /health`.
     pub fn to_json(&self) -> String {
-        let components: serde_json::Map<String, serde_json::Value> = self
-            .components
-            .iter()
-            .map(|(n, s)| (n.clone(), serde_json::Value::String(s.clone())))
-            .collect();
+        let components: serde_json::Map<String, serde_json::Value> =
+            self.components.iter().map(|(n, s)| (n.clone(), serde_json::Value::String(s.clone()))).collect();
         let mut v = serde_json::json!({
             "status": if self.healthy { "ok" } else { "unhealthy" },
             "components": components,
@@ -118,11 +110,7 @@ impl Report {
 impl Health {
     /// An empty registry.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self {
-            epoch: Instant::now(),
-            components: Mutex::new(Vec::new()),
-            stopping: AtomicBool::new(false),
-        })
+        Arc::new(Self { epoch: Instant::now(), components: Mutex::new(Vec::new()), stopping: AtomicBool::new(false) })
     }
 
     /// Registers a component that must beat at least every `max_silence`
@@ -155,11 +143,7 @@ impl Health {
         if self.stopping.load(Ordering::Relaxed) {
             reasons.push("agent: stopping".to_string());
         }
-        let list = self
-            .components
-            .lock()
-            .map(|l| l.clone())
-            .unwrap_or_default();
+        let list = self.components.lock().map(|l| l.clone()).unwrap_or_default();
         let mut components = Vec::with_capacity(list.len());
         for c in &list {
             match c.problem(now_ms) {
@@ -170,11 +154,7 @@ impl Health {
                 None => components.push((c.name.clone(), "ok".into())),
             }
         }
-        Report {
-            healthy: reasons.is_empty(),
-            reasons,
-            components,
-        }
+        Report { healthy: reasons.is_empty(), reasons, components }
     }
 }
 
@@ -201,9 +181,8 @@ const PROBE_MAX_BYTES: u64 = 1 << 20;
 
 /// `GET /health` on the local API at `addr` (plain HTTP/1.1, one request).
 pub fn probe(addr: SocketAddr) -> Probe {
-    let unreachable = |e: std::io::Error| {
-        Probe::Unreachable(format!("cannot reach the agent's local API at {addr}: {e}"))
-    };
+    let unreachable =
+        |e: std::io::Error| Probe::Unreachable(format!("cannot reach the agent's local API at {addr}: {e}"));
     let mut s = match TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) {
         Ok(s) => s,
         Err(e) => return unreachable(e),
@@ -220,19 +199,10 @@ pub fn probe(addr: SocketAddr) -> Probe {
     }
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse::<u16>().ok());
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
     match status {
-        Some(status) => Probe::Answered {
-            healthy: status == 200,
-            status,
-            body: body.trim().to_string(),
-        },
-        None => Probe::Unreachable(format!(
-            "the agent's local API at {addr} did not answer HTTP"
-        )),
+        Some(status) => Probe::Answered { healthy: status == 200, status, body: body.trim().to_string() },
+        None => Probe::Unreachable(format!("the agent's local API at {addr} did not answer HTTP")),
     }
 }
 
@@ -247,25 +217,13 @@ mod tests {
         let flusher = h.register("flusher", Duration::from_secs(60));
         let r = h.check();
         assert!(r.healthy, "{r:?}");
-        assert_eq!(
-            r.components,
-            vec![
-                ("shard-0".to_string(), "ok".to_string()),
-                ("flusher".into(), "ok".into())
-            ]
-        );
-        assert_eq!(
-            r.to_json(),
-            r#"{"components":{"flusher":"ok","shard-0":"ok"},"status":"ok"}"#
-        );
+        assert_eq!(r.components, vec![("shard-0".to_string(), "ok".to_string()), ("flusher".into(), "ok".into())]);
+        assert_eq!(r.to_json(), r#"{"components":{"flusher":"ok","shard-0":"ok"},"status":"ok"}"#);
 
         shard.set_fault("did not answer the flush request");
         let r = h.check();
         assert!(!r.healthy);
-        assert_eq!(
-            r.reasons,
-            vec!["shard-0: did not answer the flush request".to_string()]
-        );
+        assert_eq!(r.reasons, vec!["shard-0: did not answer the flush request".to_string()]);
         shard.clear_fault();
         assert!(h.check().healthy);
 
@@ -277,11 +235,7 @@ mod tests {
         h.set_stopping();
         let r = h.check();
         assert!(!r.healthy);
-        assert!(
-            r.to_json().contains(r#""reasons":["agent: stopping"]"#),
-            "{}",
-            r.to_json()
-        );
+        assert!(r.to_json().contains(r#""reasons":["agent: stopping"]"#), "{}", r.to_json());
     }
 
     #[test]
@@ -292,10 +246,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let r = h.check();
         assert!(!r.healthy);
-        assert!(
-            r.reasons[0].starts_with("flusher: no progress for "),
-            "{r:?}"
-        );
+        assert!(r.reasons[0].starts_with("flusher: no progress for "), "{r:?}");
         // A beat in the same millisecond as the check is within the bound.
         let c2 = h.register("other", Duration::from_secs(60));
         c2.beat();
@@ -305,11 +256,7 @@ mod tests {
 
     #[test]
     fn probe_of_a_closed_port_is_unreachable_with_the_address() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         match probe(addr) {
             Probe::Unreachable(line) => assert!(line.contains(&addr.to_string()), "{line}"),

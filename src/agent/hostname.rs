@@ -14,12 +14,7 @@ pub fn system_hostname() -> String {
 /// Machine facts for the host metadata payload, read from `/proc`, `/sys`
 /// and `/etc` (missing files leave a field empty).
 pub fn host_facts() -> crate::core::host_metadata::HostFacts {
-    let read = |p: &str| {
-        std::fs::read_to_string(p)
-            .ok()
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-    };
+    let read = |p: &str| std::fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let socket_hostname = system_hostname();
     crate::core::host_metadata::HostFacts {
         os: std::env::consts::OS.to_string(),
@@ -34,9 +29,7 @@ pub fn host_facts() -> crate::core::host_metadata::HostFacts {
             .map(|s| s.to_ascii_lowercase())
             .or_else(|| read("/etc/machine-id").and_then(|m| uuid_from_hex(&m)))
             .unwrap_or_default(),
-        cpu_cores: std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
+        cpu_cores: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
         machine: std::env::consts::ARCH.to_string(),
         kernel_release: read("/proc/sys/kernel/osrelease").unwrap_or_default(),
     }
@@ -48,14 +41,7 @@ fn uuid_from_hex(h: &str) -> Option<String> {
         return None;
     }
     let h = h.to_ascii_lowercase();
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    ))
+    Some(format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..]))
 }
 
 #[cfg(test)]

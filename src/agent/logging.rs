@@ -25,10 +25,7 @@ impl LogFormat {
     /// `EDGESTAT_LOG_FORMAT`, text when unset or invalid (for lines printed
     /// before the configuration is validated, and for the tools).
     pub fn from_env() -> Self {
-        std::env::var("EDGESTAT_LOG_FORMAT")
-            .ok()
-            .and_then(|v| Self::parse(&v))
-            .unwrap_or_default()
+        std::env::var("EDGESTAT_LOG_FORMAT").ok().and_then(|v| Self::parse(&v)).unwrap_or_default()
     }
 }
 
@@ -45,12 +42,7 @@ pub fn init(level: &str, format: LogFormat) {
         .with_target(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).try_init(),
     };
 }
 

@@ -15,10 +15,8 @@
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::agent::config::AGENT_VERSION;
 use crate::agent::forwarder::{Forwarder, Payload};
@@ -136,7 +134,8 @@ pub enum SendError {
 /// API and the flusher never wait on the forwarder's backpressure.
 pub struct OrchestratorSender {
     tx: Sender<Payload>,
-    stop: Arc<AtomicBool>,
+    /// Dropped to stop the thread (it waits on this and the queue, no timer).
+    stop: Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -168,15 +167,15 @@ impl OrchestratorSender {
     /// Starts the thread owning `forwarder`; `capacity` bounds the queue.
     pub fn start(forwarder: Forwarder, capacity: usize, shutdown_timeout: Duration) -> std::io::Result<Self> {
         let (tx, rx): (Sender<Payload>, Receiver<Payload>) = crossbeam_channel::bounded(capacity.max(1));
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
+        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let thread = std::thread::Builder::new().name("edgestat-orchestrator".into()).spawn(move || {
             loop {
-                match rx.recv_timeout(Duration::from_millis(50)) {
-                    Ok(p) => forwarder.submit(p),
-                    Err(RecvTimeoutError::Timeout) if stop_flag.load(Ordering::Acquire) => break,
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
+                crossbeam_channel::select! {
+                    recv(rx) -> p => match p {
+                        Ok(p) => forwarder.submit(p),
+                        Err(_) => break,
+                    },
+                    recv(stopped) -> _ => break,
                 }
             }
             // Whatever was queued before the stop still goes out.
@@ -199,7 +198,7 @@ impl OrchestratorSender {
     /// by the shutdown timeout), joins. A producer that still sends later
     /// gets [`SendError::Closed`] (the API answers 503), never a silent loss.
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::Release);
+        drop(self.stop);
         drop(self.tx);
         let _ = self.thread.join();
     }

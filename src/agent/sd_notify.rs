@@ -32,17 +32,13 @@ pub fn notify(state: &str) -> Result<bool, NotifyError> {
 /// Sends `state` to the notification socket `path` (`/run/...` or
 /// `@abstract`).
 pub fn send_to(path: &str, state: &str) -> Result<(), NotifyError> {
-    let err = |source| NotifyError::Send {
-        path: path.to_string(),
-        source,
-    };
+    let err = |source| NotifyError::Send { path: path.to_string(), source };
     let sock = UnixDatagram::unbound().map_err(err)?;
     if let Some(name) = path.strip_prefix('@') {
         #[cfg(target_os = "linux")]
         {
             use std::os::linux::net::SocketAddrExt;
-            let addr =
-                std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(err)?;
+            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).map_err(err)?;
             sock.send_to_addr(state.as_bytes(), &addr).map_err(err)?;
             return Ok(());
         }
@@ -91,13 +87,7 @@ mod tests {
 
     #[test]
     fn a_relative_name_or_a_missing_socket_is_an_error() {
-        assert!(matches!(
-            send_to("vsock:2:1234", "READY=1"),
-            Err(NotifyError::Unsupported(_))
-        ));
-        assert!(matches!(
-            send_to("/nonexistent/notify", "READY=1"),
-            Err(NotifyError::Send { .. })
-        ));
+        assert!(matches!(send_to("vsock:2:1234", "READY=1"), Err(NotifyError::Unsupported(_))));
+        assert!(matches!(send_to("/nonexistent/notify", "READY=1"), Err(NotifyError::Send { .. })));
     }
 }

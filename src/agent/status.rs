@@ -13,7 +13,6 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
 use serde_json::{json, Map, Value};
 
 use crate::agent::capture::CaptureHub;
@@ -62,7 +61,7 @@ pub struct Ops {
     /// Per-context statistics on.
     pub metric_stats: bool,
     /// Shard control channels (set once the shards run).
-    pub shards: OnceLock<Vec<Sender<Control>>>,
+    pub shards: OnceLock<Vec<crate::agent::handover::ControlSender>>,
 }
 
 impl Ops {
@@ -93,11 +92,7 @@ impl Ops {
 
     /// `GET /v1/status`.
     pub fn status(&self) -> Value {
-        let listeners: Map<String, Value> = self
-            .listeners
-            .iter()
-            .map(|(k, v)| (k.to_string(), json!(v)))
-            .collect();
+        let listeners: Map<String, Value> = self.listeners.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
         let forwarders: Vec<Value> = self.forwarders.iter().map(forwarder_json).collect();
         let mut out = json!({
             "version": env!("CARGO_PKG_VERSION"),
@@ -146,9 +141,7 @@ impl Ops {
         let mut waiting = Vec::new();
         for c in self.shards.get().map(|v| v.as_slice()).unwrap_or_default() {
             let (tx, rx) = crossbeam_channel::bounded(1);
-            if c.send_timeout(Control::MetricStats { limit, reply: tx }, SHARD_ANSWER_WAIT)
-                .is_ok()
-            {
+            if c.send_timeout(Control::MetricStats { limit, reply: tx }, SHARD_ANSWER_WAIT).is_ok() {
                 waiting.push(rx);
             }
         }
@@ -178,18 +171,9 @@ fn dir_bytes(p: &std::path::Path) -> u64 {
 }
 
 fn forwarder_json(f: &ForwarderInfo) -> Value {
-    let fields: Map<String, Value> = f
-        .stats
-        .fields()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
+    let fields: Map<String, Value> = f.stats.fields().into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let (valid, invalid, unknown) = (
-        g(&f.stats.apikey_valid),
-        g(&f.stats.apikey_invalid),
-        g(&f.stats.apikey_unknown),
-    );
+    let (valid, invalid, unknown) = (g(&f.stats.apikey_valid), g(&f.stats.apikey_invalid), g(&f.stats.apikey_unknown));
     // Counters only tell what was ever answered; an invalid answer wins.
     let api_key = match (valid, invalid, unknown) {
         (0, 0, 0) => "not checked",
@@ -197,11 +181,7 @@ fn forwarder_json(f: &ForwarderInfo) -> Value {
         (v, _, _) if v > 0 => "valid",
         _ => "unknown",
     };
-    let endpoints: Vec<Value> = f
-        .endpoints
-        .iter()
-        .map(|(u, k)| json!({"url": u, "api_keys": k}))
-        .collect();
+    let endpoints: Vec<Value> = f.endpoints.iter().map(|(u, k)| json!({"url": u, "api_keys": k})).collect();
     json!({
         "name": f.name,
         "endpoints": endpoints,
@@ -241,10 +221,7 @@ pub async fn handle(
                 })
                 .unwrap_or(100);
             let ops = ops.clone();
-            let rows = tokio::task::spawn_blocking(move || ops.metric_stats(limit))
-                .await
-                .ok()
-                .flatten();
+            let rows = tokio::task::spawn_blocking(move || ops.metric_stats(limit)).await.ok().flatten();
             Ok(match rows {
                 Some(rows) => json_resp(200, &json!({ "contexts": rows })),
                 None => json_resp(
@@ -256,17 +233,9 @@ pub async fn handle(
         ("/v1/capture", Method::GET) => Ok(json_resp(200, &json!(ops.capture.status()))),
         ("/v1/capture", Method::POST) => {
             use http_body_util::BodyExt;
-            let body = match http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES)
-                .collect()
-                .await
-            {
+            let body = match http_body_util::Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await {
                 Ok(b) => b.to_bytes(),
-                Err(e) => {
-                    return Ok(json_resp(
-                        400,
-                        &json!({"error": format!("cannot read the request body: {e}")}),
-                    ))
-                }
+                Err(e) => return Ok(json_resp(400, &json!({"error": format!("cannot read the request body: {e}")}))),
             };
             let creq: crate::agent::capture::CaptureRequest = match serde_json::from_slice(&body) {
                 Ok(r) => r,
@@ -291,10 +260,9 @@ pub async fn handle(
                 Err(e) => json_resp(500, &json!({"error": e.to_string()})),
             })
         }
-        ("/v1/status" | "/v1/stats" | "/v1/capture", m) => Ok(json_resp(
-            405,
-            &json!({"error": format!("method {m} not allowed")}),
-        )),
+        ("/v1/status" | "/v1/stats" | "/v1/capture", m) => {
+            Ok(json_resp(405, &json!({"error": format!("method {m} not allowed")})))
+        }
         _ => Err(req),
     }
 }

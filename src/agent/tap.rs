@@ -36,11 +36,7 @@ impl ForwardTarget {
         match (host, port).to_socket_addrs().map(|mut a| a.next()) {
             Ok(Some(a)) => Some(Self(a)),
             Ok(None) | Err(_) => {
-                tracing::warn!(
-                    host,
-                    port,
-                    "could not resolve the statsd forward host; packets are not forwarded"
-                );
+                tracing::warn!(host, port, "could not resolve the statsd forward host; packets are not forwarded");
                 None
             }
         }
@@ -62,11 +58,7 @@ pub struct Tap {
 impl Tap {
     /// A tap that does nothing.
     pub fn none() -> Self {
-        Self {
-            shard: 0,
-            capture: None,
-            forward: None,
-        }
+        Self { shard: 0, capture: None, forward: None }
     }
 
     /// The tap of `shard`: forwarding to `target` (counted in `stats`) and
@@ -88,11 +80,7 @@ impl Tap {
                 }
             }
         });
-        Self {
-            shard,
-            capture,
-            forward,
-        }
+        Self { shard, capture, forward }
     }
 
     /// Called with every datagram this shard receives.
@@ -122,15 +110,9 @@ mod tests {
     #[test]
     fn forwards_unchanged_and_counts_failures() {
         let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
-        rx.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
         let stats = Arc::new(ForwardStats::default());
-        let tap = Tap::new(
-            0,
-            None,
-            Some(ForwardTarget(rx.local_addr().unwrap())),
-            stats.clone(),
-        );
+        let tap = Tap::new(0, None, Some(ForwardTarget(rx.local_addr().unwrap())), stats.clone());
         tap.datagram(b"a:1|c\nb:2|g");
         let mut buf = [0u8; 64];
         let n = rx.recv(&mut buf).unwrap();
@@ -140,20 +122,12 @@ mod tests {
         let port = rx.local_addr().unwrap().port();
         drop(rx);
         let dead = Arc::new(ForwardStats::default());
-        let tap = Tap::new(
-            0,
-            None,
-            Some(ForwardTarget(([127, 0, 0, 1], port).into())),
-            dead.clone(),
-        );
+        let tap = Tap::new(0, None, Some(ForwardTarget(([127, 0, 0, 1], port).into())), dead.clone());
         for _ in 0..20 {
             tap.datagram(b"x:1|c");
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
         assert!(dead.errors.load(Ordering::Relaxed) > 0);
-        assert_eq!(
-            dead.sent.load(Ordering::Relaxed) + dead.errors.load(Ordering::Relaxed),
-            20
-        );
+        assert_eq!(dead.sent.load(Ordering::Relaxed) + dead.errors.load(Ordering::Relaxed), 20);
     }
 }

@@ -92,10 +92,25 @@ pub fn render(src: &Sources) -> String {
     // Live when the shards publish (the agent), else as of the last flush.
     let live = src.live.as_ref().map(|l| l.sum());
     let s = live.as_ref().unwrap_or(&snap.shard);
-    o.one("edgestat_dogstatsd_packets_total", "counter", "Datagrams (UDP and Unix socket) read by the shards, updated every 250 ms.", s.packets as f64);
+    o.one(
+        "edgestat_dogstatsd_packets_total",
+        "counter",
+        "Datagrams (UDP and Unix socket) read by the shards, updated every 250 ms.",
+        s.packets as f64,
+    );
     o.one("edgestat_dogstatsd_bytes_total", "counter", "Bytes of the datagrams read by the shards.", s.bytes as f64);
-    o.one("edgestat_dogstatsd_read_errors_total", "counter", "Failed socket reads (the datagram, if any, is lost).", s.read_errors as f64);
-    o.one("edgestat_dogstatsd_metric_lines_total", "counter", "Metric lines parsed (valid or not), one per line of a datagram.", s.metric_lines as f64);
+    o.one(
+        "edgestat_dogstatsd_read_errors_total",
+        "counter",
+        "Failed socket reads (the datagram, if any, is lost).",
+        s.read_errors as f64,
+    );
+    o.one(
+        "edgestat_dogstatsd_metric_lines_total",
+        "counter",
+        "Metric lines parsed (valid or not), one per line of a datagram.",
+        s.metric_lines as f64,
+    );
     o.one(
         "edgestat_dogstatsd_metric_samples_total",
         "counter",
@@ -103,7 +118,12 @@ pub fn render(src: &Sources) -> String {
         s.metric_samples as f64,
     );
     o.one("edgestat_dogstatsd_events_total", "counter", "DogStatsD events queued for the next flush.", s.events as f64);
-    o.one("edgestat_dogstatsd_service_checks_total", "counter", "DogStatsD service checks queued for the next flush.", s.service_checks as f64);
+    o.one(
+        "edgestat_dogstatsd_service_checks_total",
+        "counter",
+        "DogStatsD service checks queued for the next flush.",
+        s.service_checks as f64,
+    );
     o.labeled(
         "edgestat_dogstatsd_parse_errors_total",
         "counter",
@@ -118,7 +138,12 @@ pub fn render(src: &Sources) -> String {
         "reason",
         s.dropped.iter().map(|(k, v)| (*k, *v as f64)),
     );
-    o.one("edgestat_aggregator_contexts", "gauge", "Live contexts over all shards at the last flush.", snap.contexts as f64);
+    o.one(
+        "edgestat_aggregator_contexts",
+        "gauge",
+        "Live contexts over all shards at the last flush.",
+        snap.contexts as f64,
+    );
     if let Some(h) = &src.shards {
         let st = h.snapshot();
         o.one(
@@ -236,7 +261,9 @@ pub fn render(src: &Sources) -> String {
     if let Some((_, first)) = fw.first() {
         for (i, (field, _)) in first.fields().into_iter().enumerate() {
             let (name, kind) = match field {
-                "retry_queue_bytes" | "retry_queue_payloads" | "window_bytes" | "window_max_bytes" => (format!("edgestat_forwarder_{field}"), "gauge"),
+                "retry_queue_bytes" | "retry_queue_payloads" | "window_bytes" | "window_max_bytes" => {
+                    (format!("edgestat_forwarder_{field}"), "gauge")
+                }
                 f => (format!("edgestat_forwarder_transactions_{f}_total"), "counter"),
             };
             let rows: Vec<(&str, f64)> = fw.iter().map(|(n, s)| (*n, s.fields()[i].1 as f64)).collect();
@@ -287,21 +314,61 @@ fn render_ops(o: &mut Out, ops: &crate::agent::status::Ops) {
     }
     if let Some((_, shards)) = &ops.forward {
         let sum = |f: fn(&crate::agent::tap::ForwardStats) -> f64| shards.iter().map(|s| f(s)).sum::<f64>();
-        o.one("edgestat_statsd_forward_packets_total", "counter", "Datagrams forwarded to statsd_forward_host.", sum(|s| g(&s.sent)));
-        o.one("edgestat_statsd_forward_bytes_total", "counter", "Bytes forwarded to statsd_forward_host.", sum(|s| g(&s.bytes)));
-        o.one("edgestat_statsd_forward_errors_total", "counter", "Datagrams not forwarded (socket buffer full, target refusing).", sum(|s| g(&s.errors)));
+        o.one(
+            "edgestat_statsd_forward_packets_total",
+            "counter",
+            "Datagrams forwarded to statsd_forward_host.",
+            sum(|s| g(&s.sent)),
+        );
+        o.one(
+            "edgestat_statsd_forward_bytes_total",
+            "counter",
+            "Bytes forwarded to statsd_forward_host.",
+            sum(|s| g(&s.bytes)),
+        );
+        o.one(
+            "edgestat_statsd_forward_errors_total",
+            "counter",
+            "Datagrams not forwarded (socket buffer full, target refusing).",
+            sum(|s| g(&s.errors)),
+        );
     }
     if let Some(st) = &ops.stream {
         o.one("edgestat_stream_connections", "gauge", "Unix stream socket clients connected.", g(&st.open));
-        o.one("edgestat_stream_connections_accepted_total", "counter", "Unix stream socket connections accepted.", g(&st.accepted));
+        o.one(
+            "edgestat_stream_connections_accepted_total",
+            "counter",
+            "Unix stream socket connections accepted.",
+            g(&st.accepted),
+        );
         o.one("edgestat_stream_frames_total", "counter", "Unix stream socket frames read.", g(&st.frames));
-        o.one("edgestat_stream_bad_frames_total", "counter", "Unix stream connections closed for a bad frame.", g(&st.bad_frames));
-        o.one("edgestat_stream_truncated_frames_total", "counter", "Unix stream connections that ended mid-frame.", g(&st.truncated));
-        o.one("edgestat_stream_connection_limit_waits_total", "counter", "Accepts delayed by EDGESTAT_STREAM_MAX_CONNECTIONS.", g(&st.connection_limit_waits));
+        o.one(
+            "edgestat_stream_bad_frames_total",
+            "counter",
+            "Unix stream connections closed for a bad frame.",
+            g(&st.bad_frames),
+        );
+        o.one(
+            "edgestat_stream_truncated_frames_total",
+            "counter",
+            "Unix stream connections that ended mid-frame.",
+            g(&st.truncated),
+        );
+        o.one(
+            "edgestat_stream_connection_limit_waits_total",
+            "counter",
+            "Accepts delayed by EDGESTAT_STREAM_MAX_CONNECTIONS.",
+            g(&st.connection_limit_waits),
+        );
     }
     let c = ops.capture.status();
     o.one("edgestat_capture_running", "gauge", "1 while a traffic capture runs.", if c.running { 1.0 } else { 0.0 });
-    o.one("edgestat_capture_datagrams_total", "counter", "Datagrams written by the current or last capture.", c.datagrams as f64);
+    o.one(
+        "edgestat_capture_datagrams_total",
+        "counter",
+        "Datagrams written by the current or last capture.",
+        c.datagrams as f64,
+    );
     o.labeled(
         "edgestat_capture_dropped_total",
         "counter",

@@ -85,9 +85,7 @@ pub fn encode_record(out: &mut Vec<u8>, timestamp_ns: i64, payload: &[u8]) {
 fn get_varint(b: &[u8], pos: &mut usize) -> Result<u64, CaptureFileError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
-        let byte = *b
-            .get(*pos)
-            .ok_or(CaptureFileError::Corrupt("truncated varint"))?;
+        let byte = *b.get(*pos).ok_or(CaptureFileError::Corrupt("truncated varint"))?;
         *pos += 1;
         v |= u64::from(byte & 0x7F) << shift;
         if byte < 0x80 {
@@ -131,10 +129,7 @@ pub fn decode_message(b: &[u8]) -> Result<Record<'_>, CaptureFileError> {
     if let Some(s) = size {
         payload = &payload[..s.min(payload.len())];
     }
-    Ok(Record {
-        timestamp_ns: ts,
-        payload,
-    })
+    Ok(Record { timestamp_ns: ts, payload })
 }
 
 /// Checks the 8-byte header; returns the file version.
@@ -164,8 +159,7 @@ pub fn records(file: &[u8]) -> Result<Vec<Record<'_>>, CaptureFileError> {
     let mut pos = HEADER.len();
     let mut out = Vec::new();
     while pos + 4 <= file.len() {
-        let len =
-            u32::from_le_bytes([file[pos], file[pos + 1], file[pos + 2], file[pos + 3]]) as usize;
+        let len = u32::from_le_bytes([file[pos], file[pos + 1], file[pos + 2], file[pos + 3]]) as usize;
         pos += 4;
         if len == 0 || pos + len > file.len() {
             break;
@@ -185,10 +179,7 @@ mod tests {
         let mut f = HEADER.to_vec();
         let p1 = b"page.views:1|c\n".to_vec();
         let p2 = vec![b'x'; 300];
-        for (ts, p) in [
-            (1_700_000_000_123_456_789i64, &p1),
-            (1_700_000_000_223_456_789, &p2),
-        ] {
+        for (ts, p) in [(1_700_000_000_123_456_789i64, &p1), (1_700_000_000_223_456_789, &p2)] {
             let before = f.len();
             encode_record(&mut f, ts, p);
             assert!(f.len() - before <= record_len_bound(p.len()));
@@ -196,13 +187,7 @@ mod tests {
         f.extend_from_slice(&TRAILER);
         let r = records(&f).unwrap();
         assert_eq!(r.len(), 2);
-        assert_eq!(
-            r[0],
-            Record {
-                timestamp_ns: 1_700_000_000_123_456_789,
-                payload: &p1
-            }
-        );
+        assert_eq!(r[0], Record { timestamp_ns: 1_700_000_000_123_456_789, payload: &p1 });
         assert_eq!(r[1].payload, &p2[..]);
         assert_eq!(check_header(&f).unwrap(), 3);
     }
@@ -211,17 +196,9 @@ mod tests {
     fn agent_encoding_of_a_known_message() {
         // protobuf of {timestamp: 1, payloadSize: 3, payload: "a:1", pid: 7}
         // as Go's proto.Marshal writes it (pid is skipped here, ancillary absent).
-        let body = [
-            0x08, 0x01, 0x10, 0x03, 0x1A, 0x03, b'a', b':', b'1', 0x20, 0x07,
-        ];
+        let body = [0x08, 0x01, 0x10, 0x03, 0x1A, 0x03, b'a', b':', b'1', 0x20, 0x07];
         let r = decode_message(&body).unwrap();
-        assert_eq!(
-            r,
-            Record {
-                timestamp_ns: 1,
-                payload: b"a:1"
-            }
-        );
+        assert_eq!(r, Record { timestamp_ns: 1, payload: b"a:1" });
         let mut ours = Vec::new();
         encode_record(&mut ours, 1, b"a:1");
         assert_eq!(&ours[4..], &body[..9]);

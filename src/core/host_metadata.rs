@@ -194,19 +194,10 @@ pub fn payload_json(s: &HostMetadataSettings) -> Vec<u8> {
             instance_id: "",
             hostname_resolution_version: 1,
         },
-        host_tags: HostTags {
-            system: &s.host_tags,
-        },
+        host_tags: HostTags { system: &s.host_tags },
         network: None,
-        logs: Logs {
-            transport: "",
-            auto_multi_line_detection_enabled: false,
-        },
-        install_method: InstallMethod {
-            tool: Some("edgestat"),
-            tool_version: "edgestat",
-            installer_version: None,
-        },
+        logs: Logs { transport: "", auto_multi_line_detection_enabled: false },
+        install_method: InstallMethod { tool: Some("edgestat"), tool_version: "edgestat", installer_version: None },
         proxy_info: ProxyInfo {
             no_proxy_nonexact_match: false,
             proxy_behavior_changed: false,
@@ -248,10 +239,7 @@ mod tests {
         assert_eq!(v["apiKey"], "k");
         assert_eq!(v["internalHostname"], "h1");
         assert_eq!(v["agentVersion"], "7.74.0");
-        assert_eq!(
-            v["host-tags"]["system"],
-            serde_json::json!(["env:prod", "team:core"])
-        );
+        assert_eq!(v["host-tags"]["system"], serde_json::json!(["env:prod", "team:core"]));
         assert_eq!(v["meta"]["hostname"], "h1");
         assert_eq!(v["meta"]["socket-hostname"], "box");
         assert_eq!(v["meta"]["timezones"], serde_json::json!(["UTC"]));
@@ -263,8 +251,7 @@ mod tests {
 
     #[test]
     fn no_tags_is_an_empty_list_not_null() {
-        let v: serde_json::Value =
-            serde_json::from_slice(&payload_json(&HostMetadataSettings::default())).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&payload_json(&HostMetadataSettings::default())).unwrap();
         assert_eq!(v["host-tags"]["system"], serde_json::json!([]));
     }
 }

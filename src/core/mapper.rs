@@ -118,11 +118,7 @@ impl MapperSettings {
             }
             let mut rules = Vec::with_capacity(p.mappings.len());
             for (j, m) in p.mappings.iter().enumerate() {
-                let kind = if m.match_type.is_empty() {
-                    "wildcard"
-                } else {
-                    m.match_type.as_str()
-                };
+                let kind = if m.match_type.is_empty() { "wildcard" } else { m.match_type.as_str() };
                 if kind != "wildcard" && kind != "regex" {
                     return Err(MapperError::InvalidMatchType(p.name.clone(), j));
                 }
@@ -138,16 +134,9 @@ impl MapperSettings {
                     tags: m.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 });
             }
-            out.push(Profile {
-                prefix: p.prefix.as_bytes().into(),
-                any: p.prefix == "*",
-                rules,
-            });
+            out.push(Profile { prefix: p.prefix.as_bytes().into(), any: p.prefix == "*", rules });
         }
-        Ok(Self {
-            profiles: out.into(),
-            cache_size,
-        })
+        Ok(Self { profiles: out.into(), cache_size })
     }
 
     /// No profile configured: the shard skips the mapper entirely.
@@ -170,8 +159,7 @@ fn build_regex(pattern: &str, wildcard: bool) -> Result<regex::bytes::Regex, Map
     }
     // Go's regexp matches bytes as UTF-8 text; `(?-u)` is not wanted for
     // the classes, so Unicode stays on and only the subject is bytes.
-    regex::bytes::Regex::new(&format!("^{re}$"))
-        .map_err(|e| MapperError::Regex(re.clone(), e.to_string()))
+    regex::bytes::Regex::new(&format!("^{re}$")).map_err(|e| MapperError::Regex(re.clone(), e.to_string()))
 }
 
 /// A mapped name and its tags (`key:value`).
@@ -204,9 +192,7 @@ impl Mapper {
     /// The mapping of `name`, if a profile maps it.
     pub fn map(&mut self, name: &[u8]) -> Option<Arc<MapResult>> {
         let profiles = self.settings.profiles.clone();
-        let profile = profiles
-            .iter()
-            .find(|p| p.any || name.starts_with(&p.prefix))?;
+        let profile = profiles.iter().find(|p| p.any || name.starts_with(&p.prefix))?;
         if let Some(hit) = self.cache.get(name) {
             return hit.clone();
         }
@@ -225,10 +211,7 @@ impl Mapper {
                     t.into_boxed_slice()
                 })
                 .collect();
-            Some(Arc::new(MapResult {
-                name: mapped.into_boxed_slice(),
-                tags,
-            }))
+            Some(Arc::new(MapResult { name: mapped.into_boxed_slice(), tags }))
         });
         self.cache.put(name, result.clone());
         result
@@ -239,12 +222,7 @@ impl Mapper {
 /// letters, digits and `_`; `${name}` needs the closing brace; a malformed
 /// reference leaves the `$` as text; a number with a leading zero is a name;
 /// an unknown group expands to nothing.
-fn expand(
-    re: &regex::bytes::Regex,
-    caps: &regex::bytes::Captures<'_>,
-    template: &str,
-    out: &mut Vec<u8>,
-) {
+fn expand(re: &regex::bytes::Regex, caps: &regex::bytes::Captures<'_>, template: &str, out: &mut Vec<u8>) {
     let mut rest = template;
     while let Some(i) = rest.find('$') {
         out.extend_from_slice(&rest.as_bytes()[..i]);
@@ -261,10 +239,7 @@ fn expand(
         rest = after;
         let group = match group_number(name) {
             Some(n) => caps.get(n),
-            None => re
-                .capture_names()
-                .position(|n| n == Some(name))
-                .and_then(|i| caps.get(i)),
+            None => re.capture_names().position(|n| n == Some(name)).and_then(|i| caps.get(i)),
         };
         if let Some(m) = group {
             out.extend_from_slice(m.as_bytes());
@@ -279,9 +254,7 @@ fn extract(s: &str) -> Option<(&str, &str)> {
         Some(b) => (true, b),
         None => (false, s),
     };
-    let end = body
-        .find(|c: char| !(c.is_alphabetic() || c.is_numeric() || c == '_'))
-        .unwrap_or(body.len());
+    let end = body.find(|c: char| !(c.is_alphabetic() || c.is_numeric() || c == '_')).unwrap_or(body.len());
     if end == 0 {
         return None;
     }
@@ -295,10 +268,7 @@ fn extract(s: &str) -> Option<(&str, &str)> {
 
 /// Go's number rule: ASCII digits only, below 1e8, no leading zero.
 fn group_number(name: &str) -> Option<usize> {
-    if !name.bytes().all(|b| b.is_ascii_digit())
-        || (name.len() > 1 && name.starts_with('0'))
-        || name.len() > 8
-    {
+    if !name.bytes().all(|b| b.is_ascii_digit()) || (name.len() > 1 && name.starts_with('0')) || name.len() > 8 {
         return None;
     }
     name.parse().ok()
@@ -325,13 +295,7 @@ struct Lru<V> {
 
 impl<V> Lru<V> {
     fn new(capacity: usize) -> Self {
-        Self {
-            index: Default::default(),
-            slots: Vec::new(),
-            head: NIL,
-            tail: NIL,
-            capacity,
-        }
+        Self { index: Default::default(), slots: Vec::new(), head: NIL, tail: NIL, capacity }
     }
 
     fn len(&self) -> usize {
@@ -379,12 +343,7 @@ impl<V> Lru<V> {
             return;
         }
         let i = if self.slots.len() < self.capacity {
-            self.slots.push(Slot {
-                key: key.into(),
-                value,
-                prev: NIL,
-                next: NIL,
-            });
+            self.slots.push(Slot { key: key.into(), value, prev: NIL, next: NIL });
             (self.slots.len() - 1) as u32
         } else {
             let i = self.tail;
@@ -414,30 +373,18 @@ mod tests {
 
     fn map(m: &mut Mapper, name: &str) -> Option<(String, Vec<String>)> {
         m.map(name.as_bytes()).map(|r| {
-            let mut tags: Vec<String> = r
-                .tags
-                .iter()
-                .map(|t| String::from_utf8_lossy(t).into_owned())
-                .collect();
+            let mut tags: Vec<String> = r.tags.iter().map(|t| String::from_utf8_lossy(t).into_owned()).collect();
             tags.sort();
             (String::from_utf8_lossy(&r.name).into_owned(), tags)
         })
     }
 
-    type Case = (
-        &'static str,
-        Option<(&'static str, &'static [&'static str])>,
-    );
+    type Case = (&'static str, Option<(&'static str, &'static [&'static str])>);
 
     fn check(json: &str, cases: &[Case]) {
         let mut m = mapper(json, 1000);
         for (name, want) in cases {
-            let want = want.map(|(n, t)| {
-                (
-                    n.to_string(),
-                    t.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-                )
-            });
+            let want = want.map(|(n, t)| (n.to_string(), t.iter().map(|s| s.to_string()).collect::<Vec<_>>()));
             // Twice: computed, then from the cache.
             assert_eq!(map(&mut m, name), want, "{name}");
             assert_eq!(map(&mut m, name), want, "{name} (cached)");
@@ -453,12 +400,8 @@ mod tests {
     /// The Agent's mapper test table (`TestMappings`): configuration, names
     /// sent, and the mapped results (names that map to nothing are absent).
     /// Case name, configuration, names sent, expected (name, tags) results.
-    type MappingCase = (
-        &'static str,
-        &'static str,
-        &'static [&'static str],
-        &'static [(&'static str, &'static [&'static str])],
-    );
+    type MappingCase =
+        (&'static str, &'static str, &'static [&'static str], &'static [(&'static str, &'static [&'static str])]);
 
     const AGENT_MAPPINGS: &[MappingCase] = &[
         ("simple", "dogstatsd_mapper_profiles:\n  - name: test\n    prefix: 'test.'\n    mappings:\n      - match: \"test.job.duration.*.*\"\n        name: \"test.job.duration\"\n        tags:\n          job_type: \"$1\"\n          job_name: \"$2\"\n      - match: \"test.job.size.*.*\"\n        name: \"test.job.size\"\n        tags:\n          foo: \"$1\"\n          bar: \"$2\"\n",
@@ -501,12 +444,9 @@ mod tests {
             let mut m = Mapper::new(MapperSettings::compile(&yaml_profiles(yaml), 1000).unwrap());
             // Twice: computed, then from the cache.
             for pass in 0..2 {
-                let got: Vec<(String, Vec<String>)> =
-                    names.iter().filter_map(|n| map(&mut m, n)).collect();
-                let want: Vec<(String, Vec<String>)> = want
-                    .iter()
-                    .map(|(n, t)| (n.to_string(), t.iter().map(|s| s.to_string()).collect()))
-                    .collect();
+                let got: Vec<(String, Vec<String>)> = names.iter().filter_map(|n| map(&mut m, n)).collect();
+                let want: Vec<(String, Vec<String>)> =
+                    want.iter().map(|(n, t)| (n.to_string(), t.iter().map(|s| s.to_string()).collect())).collect();
                 assert_eq!(got, want, "case {case}, pass {pass}");
             }
         }
@@ -528,9 +468,7 @@ mod tests {
         ];
         for (yaml, want) in cases {
             let profiles = yaml_profiles(&format!("dogstatsd_mapper_profiles:\n{yaml}"));
-            let err = MapperSettings::compile(&profiles, 1000)
-                .unwrap_err()
-                .to_string();
+            let err = MapperSettings::compile(&profiles, 1000).unwrap_err().to_string();
             assert!(err.contains(want), "{err:?} should contain {want:?}");
         }
     }
@@ -542,10 +480,7 @@ mod tests {
             r#"[{"name":"t","prefix":"test.","mappings":[{"match":"test.a.*","name":"test.a","tags":{"t":"$1_x"}}]}]"#,
             10,
         );
-        assert_eq!(
-            map(&mut m, "test.a.v"),
-            Some(("test.a".into(), vec!["t:".into()]))
-        );
+        assert_eq!(map(&mut m, "test.a.v"), Some(("test.a".into(), vec!["t:".into()])));
     }
 
     #[test]
@@ -556,17 +491,11 @@ mod tests {
                 {"match":"test\\.task\\.(?P<task>[a-z]+)\\.(\\d+)","match_type":"regex","name":"test.task.${task}","tags":{"n":"$2","t":"$task"}}]}]"#,
             10,
         );
-        assert_eq!(
-            map(&mut m, "test.a.duration"),
-            Some(("test.duration".into(), vec!["job:a".into()]))
-        );
+        assert_eq!(map(&mut m, "test.a.duration"), Some(("test.duration".into(), vec!["job:a".into()])));
         assert_eq!(map(&mut m, "test.a.b.duration"), None);
         assert_eq!(
             map(&mut m, "test.task.build.42"),
-            Some((
-                "test.task.build".into(),
-                vec!["n:42".into(), "t:build".into()]
-            ))
+            Some(("test.task.build".into(), vec!["n:42".into(), "t:build".into()]))
         );
         assert_eq!(map(&mut m, "test.task.Build.42"), None);
     }
@@ -580,10 +509,7 @@ mod tests {
             &[
                 (
                     "airflow.dag.my_dag.my_task.duration",
-                    Some((
-                        "airflow.dag.task.duration",
-                        &["dag_id:my_dag", "task_id:my_task"],
-                    )),
+                    Some(("airflow.dag.task.duration", &["dag_id:my_dag", "task_id:my_task"])),
                 ),
                 (
                     "airflow.dagrun.duration.success.etl",
@@ -609,11 +535,7 @@ mod tests {
         assert_eq!(e("${1"), "${1");
         assert_eq!(e("${2}z"), "yz");
         assert_eq!(e("$a.$2"), "x.y");
-        assert_eq!(
-            e("$01"),
-            "",
-            "a leading zero makes it a name, and no group has that name"
-        );
+        assert_eq!(e("$01"), "", "a leading zero makes it a name, and no group has that name");
         assert_eq!(e("$9"), "");
         assert_eq!(e("${a}${a}"), "xx");
     }
@@ -621,23 +543,11 @@ mod tests {
     // The Agent's validation errors (NewMetricMapper), message for message.
     #[test]
     fn validation_error_messages_are_the_agents() {
-        let err = |json: &str| {
-            MapperSettings::compile(&profiles(json), 10)
-                .unwrap_err()
-                .to_string()
-        };
+        let err = |json: &str| MapperSettings::compile(&profiles(json), 10).unwrap_err().to_string();
+        assert_eq!(err(r#"[{"prefix":"a.","mappings":[]}]"#), "missing profile name 0");
+        assert_eq!(err(r#"[{"name":"p","mappings":[]}]"#), "missing prefix for profile: p");
         assert_eq!(
-            err(r#"[{"prefix":"a.","mappings":[]}]"#),
-            "missing profile name 0"
-        );
-        assert_eq!(
-            err(r#"[{"name":"p","mappings":[]}]"#),
-            "missing prefix for profile: p"
-        );
-        assert_eq!(
-            err(
-                r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a","match_type":"glob","name":"n"}]}]"#
-            ),
+            err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a","match_type":"glob","name":"n"}]}]"#),
             "profile: p, mapping num 0: invalid match type, must be `wildcard` or `regex`"
         );
         assert_eq!(
@@ -645,28 +555,23 @@ mod tests {
             "profile: p, mapping num 0: name is required"
         );
         assert_eq!(
-            err(
-                r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.*","name":"x"},{"name":"n"}]}]"#
-            ),
+            err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.*","name":"x"},{"name":"n"}]}]"#),
             "profile: p, mapping num 1: match is required"
         );
-        assert!(
-            err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.$","name":"n"}]}]"#)
-                .starts_with("invalid wildcard match pattern `a.$`, it does not match")
-        );
+        assert!(err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.$","name":"n"}]}]"#)
+            .starts_with("invalid wildcard match pattern `a.$`, it does not match"));
         assert_eq!(
             err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.**","name":"n"}]}]"#),
             "invalid wildcard match pattern `a.**`, it should not contain consecutive `*`"
         );
-        assert!(err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"(","match_type":"regex","name":"n"}]}]"#).starts_with("invalid match `(`. cannot compile regex"));
+        assert!(err(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"(","match_type":"regex","name":"n"}]}]"#)
+            .starts_with("invalid match `(`. cannot compile regex"));
     }
 
     #[test]
     fn cache_is_bounded_and_least_recently_used_goes_first() {
-        let mut m = mapper(
-            r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.*","name":"b","tags":{"x":"$1"}}]}]"#,
-            2,
-        );
+        let mut m =
+            mapper(r#"[{"name":"p","prefix":"a.","mappings":[{"match":"a.*","name":"b","tags":{"x":"$1"}}]}]"#, 2);
         map(&mut m, "a.1");
         map(&mut m, "a.2");
         map(&mut m, "a.1"); // a.2 is now the oldest

@@ -37,11 +37,7 @@ impl<V: Clone> TopContexts<V> {
     /// A table tracking at most `capacity` (at least 1) contexts.
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self {
-            index: HashMap::with_capacity(capacity),
-            heap: Vec::with_capacity(capacity),
-            capacity,
-        }
+        Self { index: HashMap::with_capacity(capacity), heap: Vec::with_capacity(capacity), capacity }
     }
 
     /// Tracked contexts.
@@ -106,15 +102,7 @@ impl<V: Clone> TopContexts<V> {
             return;
         }
         if self.heap.len() < self.capacity {
-            self.heap.push((
-                key,
-                ContextStat {
-                    value: value(),
-                    count: n,
-                    error: 0,
-                    last_seen: now,
-                },
-            ));
+            self.heap.push((key, ContextStat { value: value(), count: n, error: 0, last_seen: now }));
             let i = self.heap.len() - 1;
             self.index.insert(key, i);
             self.up(i);
@@ -124,15 +112,7 @@ impl<V: Clone> TopContexts<V> {
         let (old_key, old) = &self.heap[0];
         let (old_key, inherited) = (*old_key, old.count);
         self.index.remove(&old_key);
-        self.heap[0] = (
-            key,
-            ContextStat {
-                value: value(),
-                count: inherited + n,
-                error: inherited,
-                last_seen: now,
-            },
-        );
+        self.heap[0] = (key, ContextStat { value: value(), count: inherited + n, error: inherited, last_seen: now });
         self.index.insert(key, 0);
         self.down(0);
     }
@@ -158,9 +138,7 @@ mod tests {
         t.record(1, 1, 12, || unreachable!("tracked already"));
         let top = t.top(10);
         assert_eq!(
-            top.iter()
-                .map(|s| (s.value, s.count, s.last_seen))
-                .collect::<Vec<_>>(),
+            top.iter().map(|s| (s.value, s.count, s.last_seen)).collect::<Vec<_>>(),
             vec![("b", 3, 11), ("a", 2, 12)]
         );
     }

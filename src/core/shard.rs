@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use crate::core::aggregator::sampler::RawKey;
 use crate::core::aggregator::{FlushEntry, KeyView, SampleDrop, SampleKind, ShardSampler, SketchEntry};
+use crate::core::metric_stats::{ContextStat, TopContexts};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
 use crate::core::protocol::{self, Message, MetricKind, MetricSample, ParseOptions, Tags};
-use crate::core::metric_stats::{ContextStat, TopContexts};
 
 /// The parts of the configuration a shard needs (cloned into every shard).
 #[derive(Debug, Clone)]
@@ -237,7 +237,6 @@ impl ShardState {
         self.metric_stats.as_ref().map(|t| t.top(limit)).unwrap_or_default()
     }
 
-
     /// Counts a socket read error.
     pub fn count_read_error(&mut self) {
         self.stats.read_errors += 1;
@@ -297,10 +296,8 @@ impl ShardState {
         // `histogram_copy_to_distribution`: with an empty prefix the copy
         // has the histogram's own context (a context keeps metrics and
         // sketches apart, like the Agent's time sampler).
-        let copy =
-            kind == SampleKind::Histogram && self.settings.histogram_copy_to_distribution.is_some();
-        let copy_shares_context =
-            copy && self.settings.histogram_copy_to_distribution.as_deref() == Some("");
+        let copy = kind == SampleKind::Histogram && self.settings.histogram_copy_to_distribution.is_some();
+        let copy_shares_context = copy && self.settings.histogram_copy_to_distribution.as_deref() == Some("");
         // Fast path: the same name and tag text was resolved before (the
         // context depends only on them; host, namespace, mapping and extra
         // tags are derived from them or fixed per shard).
@@ -327,10 +324,7 @@ impl ShardState {
         // Reuse `tag_buf`'s allocation for this line's borrowed tags: an
         // empty Vec collected in place keeps its capacity, so steady-state
         // lines allocate nothing.
-        let mut tags: Vec<&[u8]> = std::mem::take(&mut self.tag_buf)
-            .into_iter()
-            .map(|_| &[][..])
-            .collect();
+        let mut tags: Vec<&[u8]> = std::mem::take(&mut self.tag_buf).into_iter().map(|_| &[][..]).collect();
         let mut host = split_special_tags(m.tags, &mut tags);
         if let Some(r) = &mapped {
             push_mapped_tags(r, &mut tags, &mut host);
@@ -340,17 +334,12 @@ impl ShardState {
         tags.dedup();
         let base: &[u8] = mapped.as_ref().map_or(m.name, |r| &r.name[..]);
         let name: &[u8] = if self.settings.namespace.is_empty()
-            || self
-                .settings
-                .namespace_blacklist
-                .iter()
-                .any(|p| base.starts_with(p.as_bytes()))
+            || self.settings.namespace_blacklist.iter().any(|p| base.starts_with(p.as_bytes()))
         {
             base
         } else {
             self.name_buf.clear();
-            self.name_buf
-                .extend_from_slice(self.settings.namespace.as_bytes());
+            self.name_buf.extend_from_slice(self.settings.namespace.as_bytes());
             self.name_buf.extend_from_slice(base);
             &self.name_buf
         };
@@ -361,11 +350,7 @@ impl ShardState {
             return;
         }
         let host = host.unwrap_or(&self.hostname);
-        let view = KeyView {
-            name,
-            host,
-            tags: &tags,
-        };
+        let view = KeyView { name, host, tags: &tags };
         let is_set = m.set_member().is_some();
         // The Agent tracks a context even for a non-finite value, so
         // resolve first; a context beyond the limit drops every sample.
@@ -379,14 +364,7 @@ impl ShardState {
             Err(e) if is_set => record(&mut self.stats, Err(e)),
             Err(e) => {
                 for v in m.values() {
-                    record(
-                        &mut self.stats,
-                        Err(if v.is_finite() {
-                            e
-                        } else {
-                            SampleDrop::NonFinite
-                        }),
-                    );
+                    record(&mut self.stats, Err(if v.is_finite() { e } else { SampleDrop::NonFinite }));
                 }
             }
         }
@@ -394,22 +372,11 @@ impl ShardState {
             let dist = if copy_shares_context {
                 resolved
             } else {
-                let prefix = self
-                    .settings
-                    .histogram_copy_to_distribution
-                    .as_deref()
-                    .unwrap_or_default();
+                let prefix = self.settings.histogram_copy_to_distribution.as_deref().unwrap_or_default();
                 self.dist_name_buf.clear();
                 self.dist_name_buf.extend_from_slice(prefix.as_bytes());
                 self.dist_name_buf.extend_from_slice(name);
-                let r = self.sampler.resolve(
-                    &KeyView {
-                        name: &self.dist_name_buf,
-                        host,
-                        tags: &tags,
-                    },
-                    now,
-                );
+                let r = self.sampler.resolve(&KeyView { name: &self.dist_name_buf, host, tags: &tags }, now);
                 if let Ok(id) = r {
                     self.sampler.remember(raw_dist, id);
                 }
@@ -419,14 +386,7 @@ impl ShardState {
                 Ok(d) => add_copies(&mut self.sampler, &mut self.stats, d, m, now, seq),
                 Err(e) => {
                     for v in m.values() {
-                        record_copy(
-                            &mut self.stats,
-                            Err(if v.is_finite() {
-                                e
-                            } else {
-                                SampleDrop::NonFinite
-                            }),
-                        );
+                        record_copy(&mut self.stats, Err(if v.is_finite() { e } else { SampleDrop::NonFinite }));
                     }
                 }
             }
@@ -550,43 +510,63 @@ impl ShardState {
         &self.stats
     }
 
-    /// Hands over closed buckets (all buckets when `force`) and the queues.
+    /// Hands over closed buckets (all buckets when `force`) and the queues,
+    /// all at once.
     pub fn take_flush(&mut self, now: i64, force: bool) -> ShardFlush {
+        let mut job = self.begin_flush(now, force);
+        while !self.flush_step(&mut job, usize::MAX) {}
+        self.finish_flush(job)
+    }
+
+    /// Starts a flush hand-over: swaps the closed buckets and the queues
+    /// out of the read path. Costs O(1) in the number of contexts; the rest
+    /// is done by [`ShardState::flush_step`], between which the shard keeps
+    /// reading (new samples go to the open bucket).
+    pub fn begin_flush(&mut self, now: i64, force: bool) -> FlushJob {
         let cutoff = now - now.rem_euclid(crate::core::aggregator::BUCKET_SECONDS);
+        let closed = self.sampler.close_buckets(cutoff, force);
         let mut out = ShardFlush::default();
-        self.sampler.take_closed(
-            cutoff,
-            force,
-            now,
-            self.settings.context_expiry_seconds + crate::core::aggregator::BUCKET_SECONDS,
-            &mut out.metrics,
-            &mut out.sketches,
-        );
+        closed.reserve(&mut out.metrics, &mut out.sketches);
         out.passthrough = std::mem::take(&mut self.passthrough);
         out.events = std::mem::take(&mut self.events);
         out.service_checks = std::mem::take(&mut self.service_checks);
         out.stats = self.stats.clone();
-        out.contexts = self.sampler.context_count();
-        out
+        FlushJob { now, force, closed: Some(closed), cursor: 0, out }
+    }
+
+    /// Does up to `budget` entries of a flush hand-over's work (turning
+    /// closed entries into flush entries, then sweeping idle contexts);
+    /// true when nothing is left.
+    pub fn flush_step(&mut self, job: &mut FlushJob, budget: usize) -> bool {
+        if let Some(closed) = job.closed.as_mut() {
+            if !self.sampler.convert_closed(closed, budget, &mut job.out.metrics, &mut job.out.sketches) {
+                return false;
+            }
+            if let Some(closed) = job.closed.take() {
+                self.sampler.recycle(closed, job.force);
+            }
+            return false;
+        }
+        let ttl = self.settings.context_expiry_seconds + crate::core::aggregator::BUCKET_SECONDS;
+        self.sampler.expire_step(&mut job.cursor, budget, job.now, ttl)
+    }
+
+    /// Ends a flush hand-over (after [`ShardState::flush_step`] returned true).
+    pub fn finish_flush(&mut self, mut job: FlushJob) -> ShardFlush {
+        job.out.contexts = self.sampler.context_count();
+        job.out
     }
 }
 
 /// The raw-line cache key of a line's histogram-copy distribution context
 /// (a fixed, bijective scramble of the line's own key).
 fn dist_raw_key(raw: RawKey) -> RawKey {
-    (
-        raw.0 ^ 0x9e37_79b9_7f4a_7c15,
-        raw.1.wrapping_add(0xd1b5_4a32_d192_ed03),
-    )
+    (raw.0 ^ 0x9e37_79b9_7f4a_7c15, raw.1.wrapping_add(0xd1b5_4a32_d192_ed03))
 }
 
 /// Appends a mapping's tags; a mapped `host:` tag sets the host and the
 /// Agent's internal tags are dropped, as for the line's own tags.
-fn push_mapped_tags<'a>(
-    r: &'a crate::core::mapper::MapResult,
-    tags: &mut Vec<&'a [u8]>,
-    host: &mut Option<&'a [u8]>,
-) {
+fn push_mapped_tags<'a>(r: &'a crate::core::mapper::MapResult, tags: &mut Vec<&'a [u8]>, host: &mut Option<&'a [u8]>) {
     for t in r.tags.iter() {
         let t: &[u8] = t;
         if let Some(h) = t.strip_prefix(b"host:") {
@@ -620,7 +600,13 @@ fn add_values(
 
 /// Counts the samples of line `m` against live context `id` in the
 /// per-context statistics (when on).
-fn count_context(stats: &mut Option<TopContexts<std::sync::Arc<crate::core::model::ContextKey>>>, sampler: &ShardSampler, id: u32, m: &MetricSample<'_>, now: i64) {
+fn count_context(
+    stats: &mut Option<TopContexts<std::sync::Arc<crate::core::model::ContextKey>>>,
+    sampler: &ShardSampler,
+    id: u32,
+    m: &MetricSample<'_>,
+    now: i64,
+) {
     if let Some(stats) = stats {
         if let Some(key) = sampler.context_key(id) {
             let n = if m.set_member().is_some() { 1 } else { m.value_count() as u64 };
@@ -631,24 +617,9 @@ fn count_context(stats: &mut Option<TopContexts<std::sync::Arc<crate::core::mode
 
 /// Adds the histogram copies of `m` to distribution context `id`: same
 /// values and sample rate, as the Agent copies the sample.
-fn add_copies(
-    sampler: &mut ShardSampler,
-    stats: &mut ShardStats,
-    id: u32,
-    m: &MetricSample<'_>,
-    now: i64,
-    seq: u64,
-) {
+fn add_copies(sampler: &mut ShardSampler, stats: &mut ShardStats, id: u32, m: &MetricSample<'_>, now: i64, seq: u64) {
     for v in m.values() {
-        let r = sampler.add_id(
-            id,
-            SampleKind::Distribution,
-            v,
-            None,
-            m.sample_rate,
-            now,
-            seq,
-        );
+        let r = sampler.add_id(id, SampleKind::Distribution, v, None, m.sample_rate, now, seq);
         record_copy(stats, r);
     }
 }
@@ -659,6 +630,17 @@ fn record_copy(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
     if r == Err(SampleDrop::ContextLimit) {
         record(stats, r);
     }
+}
+
+/// A flush hand-over in progress (see [`ShardState::begin_flush`]).
+pub struct FlushJob {
+    now: i64,
+    force: bool,
+    /// Closed buckets not yet fully converted.
+    closed: Option<crate::core::aggregator::ClosedBuckets>,
+    /// Next context id of the idle-context sweep.
+    cursor: u32,
+    out: ShardFlush,
 }
 
 fn record(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
@@ -734,6 +716,32 @@ mod tests {
     }
 
     #[test]
+    fn a_stepwise_hand_over_lets_reading_go_on() {
+        let mut s = ShardState::new(settings());
+        for i in 0..100 {
+            s.handle_datagram(format!("m{i}:1|c").as_bytes(), 1_700_000_001, 1);
+        }
+        s.handle_datagram(b"_e{1,1}:a|b", 1_700_000_001, 1);
+        let mut job = s.begin_flush(1_700_000_015, false);
+        let mut steps = 0;
+        while !s.flush_step(&mut job, 8) {
+            steps += 1;
+            // Read between two steps: lands in the open bucket, and in the
+            // next hand-over's queues.
+            s.handle_datagram(b"m0:1|c\n_e{1,1}:c|d", 1_700_000_015, 2);
+        }
+        let f = s.finish_flush(job);
+        assert!(steps > 100 / 8, "{steps}");
+        assert_eq!(f.metrics.len(), 100);
+        assert!(f.metrics.iter().all(|e| e.agg == Agg::Counter(1.0)));
+        assert_eq!(f.events.len(), 1);
+        let g = s.take_flush(1_700_000_025, false);
+        assert_eq!(g.metrics.len(), 1);
+        assert_eq!(g.metrics[0].agg, Agg::Counter(steps as f64));
+        assert_eq!(g.events.len(), steps);
+    }
+
+    #[test]
     fn timestamped_samples_pass_through() {
         let mut s = ShardState::new(settings());
         s.handle_datagram(b"q:42|g|T1700000000\nc:5|c|@0.5|T1700000001\nh:1|h|T1700000000", 1_700_000_003, 1);
@@ -764,40 +772,26 @@ mod tests {
         );
         let mut s = ShardState::new(st);
         for _ in 0..2 {
-            s.handle_datagram(b"airflow.dag.etl.load.duration:5|ms|#env:prod\nairflow.pool.main:3|g\nairflow.other:1|c", 1_700_000_001, 1);
+            s.handle_datagram(
+                b"airflow.dag.etl.load.duration:5|ms|#env:prod\nairflow.pool.main:3|g\nairflow.other:1|c",
+                1_700_000_001,
+                1,
+            );
         }
         let f = s.take_flush(1_700_000_015, false);
-        let d = f
-            .metrics
-            .iter()
-            .find(|e| e.key.name() == b"airflow.dag.task.duration")
-            .unwrap();
-        assert_eq!(
-            d.key.tag_strings(),
-            vec!["dag_id:etl", "env:prod", "task_id:load", "team:edge"]
-        );
+        let d = f.metrics.iter().find(|e| e.key.name() == b"airflow.dag.task.duration").unwrap();
+        assert_eq!(d.key.tag_strings(), vec!["dag_id:etl", "env:prod", "task_id:load", "team:edge"]);
         // The mapped name is namespaced unless blacklisted; a mapped `host:` tag sets the host.
-        let p = f
-            .metrics
-            .iter()
-            .find(|e| e.key.name() == b"edge.pool.slots")
-            .unwrap();
+        let p = f.metrics.iter().find(|e| e.key.name() == b"edge.pool.slots").unwrap();
         assert_eq!(
             (p.key.host(), p.key.tag_strings()),
-            (
-                &b"db-main"[..],
-                vec!["pool:main".to_string(), "team:edge".to_string()]
-            )
+            (&b"db-main"[..], vec!["pool:main".to_string(), "team:edge".to_string()])
         );
         assert!(
             f.metrics.iter().any(|e| e.key.name() == b"airflow.other"),
             "unmapped names under the prefix are kept as is"
         );
-        assert_eq!(
-            f.metrics.len(),
-            3,
-            "the second datagram reused the same contexts"
-        );
+        assert_eq!(f.metrics.len(), 3, "the second datagram reused the same contexts");
     }
 
     #[test]
@@ -806,42 +800,20 @@ mod tests {
         st.histogram_copy_to_distribution = Some("dist.".into());
         let mut s = ShardState::new(st);
         for _ in 0..2 {
-            s.handle_datagram(
-                b"lat:1:2|h|@0.5|#a\nt:3|ms\nd:4|d\ng:1|g\nlat:nan|h",
-                1_700_000_001,
-                1,
-            );
+            s.handle_datagram(b"lat:1:2|h|@0.5|#a\nt:3|ms\nd:4|d\ng:1|g\nlat:nan|h", 1_700_000_001, 1);
         }
         let f = s.take_flush(1_700_000_015, false);
-        let names: Vec<String> = f
-            .sketches
-            .iter()
-            .map(|e| String::from_utf8_lossy(e.key.name()).into_owned())
-            .collect();
+        let names: Vec<String> =
+            f.sketches.iter().map(|e| String::from_utf8_lossy(e.key.name()).into_owned()).collect();
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(sorted, vec!["d", "dist.lat", "dist.t"]);
-        let lat = f
-            .sketches
-            .iter()
-            .find(|e| e.key.name() == b"dist.lat")
-            .unwrap();
-        assert_eq!(
-            lat.key.tag_strings(),
-            vec!["a", "team:edge"],
-            "same tags and host as the histogram"
-        );
+        let lat = f.sketches.iter().find(|e| e.key.name() == b"dist.lat").unwrap();
+        assert_eq!(lat.key.tag_strings(), vec!["a", "team:edge"], "same tags and host as the histogram");
         // Sample rate 0.5: each of the 4 samples weighs 2.
         assert_eq!(lat.sketch.count(), 8);
-        assert!(
-            f.metrics.iter().any(|e| e.key.name() == b"lat"),
-            "the histogram itself is kept"
-        );
-        assert_eq!(
-            f.stats.metric_samples,
-            2 * 5,
-            "copies are not counted as received samples"
-        );
+        assert!(f.metrics.iter().any(|e| e.key.name() == b"lat"), "the histogram itself is kept");
+        assert_eq!(f.stats.metric_samples, 2 * 5, "copies are not counted as received samples");
         assert_eq!(
             f.stats.dropped.get("non_finite_value"),
             Some(&2),
@@ -865,11 +837,7 @@ mod tests {
     #[test]
     fn eol_required_drops_the_unterminated_tail_per_transport() {
         let mut st = settings();
-        st.eol_required = EolRequired {
-            udp: false,
-            uds: true,
-            named_pipe: false,
-        };
+        st.eol_required = EolRequired { udp: false, uds: true, named_pipe: false };
         let mut s = ShardState::new(st);
         s.handle_datagram_from(Transport::Uds, b"a:1|c\nb:1|c", 1_700_000_001, 1);
         s.handle_datagram_from(Transport::Uds, b"c:1|c\n", 1_700_000_001, 2);

@@ -45,20 +45,13 @@ impl FrameDecoder {
     /// several small frames.
     pub fn new(max_frame_bytes: usize) -> Self {
         let max_frame = max_frame_bytes.max(1);
-        Self {
-            buf: vec![0u8; 2 * (HEADER_BYTES + max_frame)].into_boxed_slice(),
-            start: 0,
-            end: 0,
-            max_frame,
-        }
+        Self { buf: vec![0u8; 2 * (HEADER_BYTES + max_frame)].into_boxed_slice(), start: 0, end: 0, max_frame }
     }
 
     /// Room to read into (never empty: a complete frame always fits once the
     /// frames before it are taken).
     pub fn spare(&mut self) -> &mut [u8] {
-        if self.start > 0
-            && (self.start == self.end || self.buf.len() - self.end < HEADER_BYTES + self.max_frame)
-        {
+        if self.start > 0 && (self.start == self.end || self.buf.len() - self.end < HEADER_BYTES + self.max_frame) {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
             self.start = 0;
@@ -83,10 +76,7 @@ impl FrameDecoder {
             return Err(FrameError::Empty);
         }
         if len as usize > self.max_frame {
-            return Err(FrameError::TooLarge {
-                len,
-                max: self.max_frame,
-            });
+            return Err(FrameError::TooLarge { len, max: self.max_frame });
         }
         let total = HEADER_BYTES + len as usize;
         if avail < total {
@@ -126,11 +116,7 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
 mod tests {
     use super::*;
 
-    fn feed(
-        d: &mut FrameDecoder,
-        mut bytes: &[u8],
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<(), FrameError> {
+    fn feed(d: &mut FrameDecoder, mut bytes: &[u8], out: &mut Vec<Vec<u8>>) -> Result<(), FrameError> {
         while !bytes.is_empty() {
             let spare = d.spare();
             let n = spare.len().min(bytes.len());
@@ -153,10 +139,7 @@ mod tests {
         let mut d = FrameDecoder::new(64);
         let mut out = Vec::new();
         feed(&mut d, &wire, &mut out).unwrap();
-        assert_eq!(
-            out,
-            vec![b"a:1|c".to_vec(), b"b:2|g\nc:3|h".to_vec(), b"x".to_vec()]
-        );
+        assert_eq!(out, vec![b"a:1|c".to_vec(), b"b:2|g\nc:3|h".to_vec(), b"x".to_vec()]);
         assert_eq!(d.pending(), 0);
     }
 
@@ -179,16 +162,10 @@ mod tests {
         wire.extend_from_slice(&65u32.to_le_bytes());
         let mut d = FrameDecoder::new(64);
         let mut out = Vec::new();
-        assert_eq!(
-            feed(&mut d, &wire, &mut out),
-            Err(FrameError::TooLarge { len: 65, max: 64 })
-        );
+        assert_eq!(feed(&mut d, &wire, &mut out), Err(FrameError::TooLarge { len: 65, max: 64 }));
         assert_eq!(out, vec![b"ok:1|c".to_vec()]);
         let mut d = FrameDecoder::new(64);
-        assert_eq!(
-            feed(&mut d, &0u32.to_le_bytes(), &mut out),
-            Err(FrameError::Empty)
-        );
+        assert_eq!(feed(&mut d, &0u32.to_le_bytes(), &mut out), Err(FrameError::Empty));
         // Exactly the bound is fine.
         let mut wire = Vec::new();
         encode_frame(&[b'x'; 64], &mut wire);

@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::core::capture_file::{
-    check_header, decode_message, timestamp_unit_ns, MAX_RECORD_BYTES, ZSTD_MAGIC,
-};
+use crate::core::capture_file::{check_header, decode_message, timestamp_unit_ns, MAX_RECORD_BYTES, ZSTD_MAGIC};
 
 /// Default address of the local API (the agent's default).
 pub const DEFAULT_API_ADDR: &str = "127.0.0.1:5005";
@@ -46,9 +44,7 @@ pub enum OpsError {
 
 /// The API address: `--api-addr`, else `EDGESTAT_API_ADDR`, else the default.
 pub fn api_addr(flag: Option<String>) -> Result<String, OpsError> {
-    let a = flag
-        .or_else(|| std::env::var("EDGESTAT_API_ADDR").ok())
-        .unwrap_or_else(|| DEFAULT_API_ADDR.to_string());
+    let a = flag.or_else(|| std::env::var("EDGESTAT_API_ADDR").ok()).unwrap_or_else(|| DEFAULT_API_ADDR.to_string());
     if a.trim().is_empty() || a.trim().eq_ignore_ascii_case("off") {
         return Err(OpsError::Other(
             "the agent's local API is off (EDGESTAT_API_ADDR=off); these commands need it".into(),
@@ -58,23 +54,14 @@ pub fn api_addr(flag: Option<String>) -> Result<String, OpsError> {
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns status and JSON body.
-fn call(
-    addr: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-) -> Result<(u16, Value), OpsError> {
-    let unreachable = |detail: String| OpsError::Unreachable {
-        addr: addr.to_string(),
-        detail,
-    };
+fn call(addr: &str, method: &str, path: &str, body: Option<&str>) -> Result<(u16, Value), OpsError> {
+    let unreachable = |detail: String| OpsError::Unreachable { addr: addr.to_string(), detail };
     let sa = addr
         .to_socket_addrs()
         .map_err(|e| unreachable(e.to_string()))?
         .next()
         .ok_or_else(|| unreachable("no address".into()))?;
-    let mut s =
-        TcpStream::connect_timeout(&sa, IO_TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
+    let mut s = TcpStream::connect_timeout(&sa, IO_TIMEOUT).map_err(|e| unreachable(e.to_string()))?;
     let _ = s.set_read_timeout(Some(IO_TIMEOUT));
     let _ = s.set_write_timeout(Some(IO_TIMEOUT));
     let body = body.unwrap_or("");
@@ -82,16 +69,11 @@ fn call(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes())
-        .map_err(|e| unreachable(e.to_string()))?;
+    s.write_all(req.as_bytes()).map_err(|e| unreachable(e.to_string()))?;
     let mut raw = Vec::new();
-    s.take(MAX_ANSWER_BYTES)
-        .read_to_end(&mut raw)
-        .map_err(|e| unreachable(e.to_string()))?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| unreachable("incomplete HTTP answer".into()))?;
+    s.take(MAX_ANSWER_BYTES).read_to_end(&mut raw).map_err(|e| unreachable(e.to_string()))?;
+    let split =
+        raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| unreachable("incomplete HTTP answer".into()))?;
     let head = String::from_utf8_lossy(&raw[..split]);
     let status: u16 = head
         .split_whitespace()
@@ -103,11 +85,7 @@ fn call(
         let message = json["error"]
             .as_str()
             .map(str::to_string)
-            .unwrap_or_else(|| {
-                String::from_utf8_lossy(&raw[split + 4..])
-                    .trim()
-                    .to_string()
-            });
+            .unwrap_or_else(|| String::from_utf8_lossy(&raw[split + 4..]).trim().to_string());
         return Err(OpsError::Refused { status, message });
     }
     Ok((status, json))
@@ -133,11 +111,7 @@ fn n(v: &Value) -> String {
 
 fn map_line(v: &Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => m
-            .iter()
-            .map(|(k, x)| format!("{k}={}", n(x)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        Some(m) if !m.is_empty() => m.iter().map(|(k, x)| format!("{k}={}", n(x))).collect::<Vec<_>>().join(", "),
         _ => "none".into(),
     }
 }
@@ -158,12 +132,7 @@ pub fn status_text(v: &Value) -> String {
     line(format!("Listeners: {}", map_line(&v["listeners"])));
     let d = &v["dogstatsd"];
     line("DogStatsD (as of the last flush)".into());
-    line(format!(
-        "  packets {}  bytes {}  read errors {}",
-        n(&d["packets"]),
-        n(&d["bytes"]),
-        n(&d["read_errors"])
-    ));
+    line(format!("  packets {}  bytes {}  read errors {}", n(&d["packets"]), n(&d["bytes"]), n(&d["read_errors"])));
     line(format!(
         "  metric lines {}  samples {}  events {}  service checks {}",
         n(&d["metric_lines"]),
@@ -203,17 +172,9 @@ pub fn status_text(v: &Value) -> String {
     }
     for fw in v["forwarders"].as_array().cloned().unwrap_or_default() {
         let c = &fw["counters"];
-        line(format!(
-            "Forwarder {} (API key: {})",
-            n(&fw["name"]),
-            n(&fw["api_key"])
-        ));
+        line(format!("Forwarder {} (API key: {})", n(&fw["name"]), n(&fw["api_key"])));
         for e in fw["endpoints"].as_array().cloned().unwrap_or_default() {
-            line(format!(
-                "  endpoint {} ({} API keys)",
-                n(&e["url"]),
-                n(&e["api_keys"])
-            ));
+            line(format!("  endpoint {} ({} API keys)", n(&e["url"]), n(&e["api_keys"])));
         }
         line(format!(
             "  successes {}  errors {}  retries {}  dropped {}",
@@ -232,11 +193,7 @@ pub fn status_text(v: &Value) -> String {
     let c = &v["capture"];
     line(format!(
         "Capture: {} (last file {}, {} datagrams)",
-        if c["running"].as_bool() == Some(true) {
-            "running"
-        } else {
-            "idle"
-        },
+        if c["running"].as_bool() == Some(true) { "running" } else { "idle" },
         n(&c["path"]),
         n(&c["datagrams"])
     ));
@@ -250,26 +207,12 @@ pub fn stats(addr: &str, as_json: bool, limit: usize) -> Result<String, OpsError
         return Ok(serde_json::to_string_pretty(&v).unwrap_or_default());
     }
     let rows = v["contexts"].as_array().cloned().unwrap_or_default();
-    let mut o = format!(
-        "{:<40} | {:<30} | {:<10} | {}\n",
-        "Metric", "Tags", "Count", "Last Seen"
-    );
-    o.push_str(&format!(
-        "{}-|-{}-|-{}-|-{}\n",
-        "-".repeat(40),
-        "-".repeat(30),
-        "-".repeat(10),
-        "-".repeat(20)
-    ));
+    let mut o = format!("{:<40} | {:<30} | {:<10} | {}\n", "Metric", "Tags", "Count", "Last Seen");
+    o.push_str(&format!("{}-|-{}-|-{}-|-{}\n", "-".repeat(40), "-".repeat(30), "-".repeat(10), "-".repeat(20)));
     for r in &rows {
         let tags = r["tags"]
             .as_array()
-            .map(|t| {
-                t.iter()
-                    .filter_map(|x| x.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
+            .map(|t| t.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(" "))
             .unwrap_or_default();
         o.push_str(&format!(
             "{:<40} | {:<30} | {:<10} | {}\n",
@@ -286,14 +229,8 @@ pub fn stats(addr: &str, as_json: bool, limit: usize) -> Result<String, OpsError
 }
 
 /// `edgestat capture`: starts a capture, waits for its end, returns the summary line.
-pub fn capture(
-    addr: &str,
-    duration: &str,
-    path: Option<&Path>,
-    compress: bool,
-) -> Result<String, OpsError> {
-    let d = crate::agent::config::parse_duration("--duration", duration)
-        .map_err(|e| OpsError::Other(e.to_string()))?;
+pub fn capture(addr: &str, duration: &str, path: Option<&Path>, compress: bool) -> Result<String, OpsError> {
+    let d = crate::agent::config::parse_duration("--duration", duration).map_err(|e| OpsError::Other(e.to_string()))?;
     // The agent runs elsewhere: a relative path is made absolute here.
     let path = match path {
         Some(p) => std::path::absolute(p)
@@ -302,8 +239,7 @@ pub fn capture(
             .to_string(),
         None => String::new(),
     };
-    let body =
-        serde_json::json!({"duration": duration, "path": path, "compress": compress}).to_string();
+    let body = serde_json::json!({"duration": duration, "path": path, "compress": compress}).to_string();
     let (_, v) = call(addr, "POST", "/v1/capture", Some(&body))?;
     let file = v["path"].as_str().unwrap_or("").to_string();
     eprintln!("capture started: writing {file} for {duration}");
@@ -312,17 +248,11 @@ pub fn capture(
         std::thread::sleep(Duration::from_millis(200));
         let (_, st) = call(addr, "GET", "/v1/capture", None)?;
         if st["running"].as_bool() != Some(true) && st["path"].as_str() == Some(file.as_str()) {
-            let mut msg = format!(
-                "wrote {} datagrams ({} bytes) to {file}",
-                n(&st["datagrams"]),
-                n(&st["bytes"])
-            );
-            let dropped = st["dropped_buffer_full"].as_u64().unwrap_or(0)
-                + st["dropped_size_limit"].as_u64().unwrap_or(0);
+            let mut msg = format!("wrote {} datagrams ({} bytes) to {file}", n(&st["datagrams"]), n(&st["bytes"]));
+            let dropped =
+                st["dropped_buffer_full"].as_u64().unwrap_or(0) + st["dropped_size_limit"].as_u64().unwrap_or(0);
             if dropped > 0 {
-                msg.push_str(&format!(
-                    "; {dropped} datagrams not captured (buffer full or size limit)"
-                ));
+                msg.push_str(&format!("; {dropped} datagrams not captured (buffer full or size limit)"));
             }
             if let Some(e) = st["ended"].as_str().filter(|e| *e != "duration") {
                 msg.push_str(&format!("; ended early: {e}"));
@@ -330,9 +260,7 @@ pub fn capture(
             return Ok(msg);
         }
         if Instant::now() > end {
-            return Err(OpsError::Other(format!(
-                "the capture to {file} did not finish in time"
-            )));
+            return Err(OpsError::Other(format!("the capture to {file} did not finish in time")));
         }
     }
 }
@@ -362,9 +290,7 @@ impl Target {
             Ok(p) if !p.trim().is_empty() => Target::Unix(PathBuf::from(p.trim())),
             _ => Target::Udp(format!(
                 "127.0.0.1:{}",
-                std::env::var("DD_DOGSTATSD_PORT")
-                    .unwrap_or_else(|_| "8125".into())
-                    .trim()
+                std::env::var("DD_DOGSTATSD_PORT").unwrap_or_else(|_| "8125".into()).trim()
             )),
         }
     }
@@ -386,11 +312,8 @@ impl Sink {
                     .map_err(err)?
                     .next()
                     .ok_or_else(|| OpsError::Other(format!("{a}: no address")))?;
-                let bind: std::net::SocketAddr = if sa.is_ipv4() {
-                    ([0, 0, 0, 0], 0).into()
-                } else {
-                    (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-                };
+                let bind: std::net::SocketAddr =
+                    if sa.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { (std::net::Ipv6Addr::UNSPECIFIED, 0).into() };
                 let s = std::net::UdpSocket::bind(bind).map_err(err)?;
                 s.connect(sa).map_err(err)?;
                 Ok(Sink::Udp(s))
@@ -400,10 +323,9 @@ impl Sink {
                 match d.connect(p) {
                     Ok(()) => Ok(Sink::Dgram(d)),
                     // A stream socket: send the Agent's length-prefixed frames.
-                    Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => Ok(Sink::Stream(
-                        std::os::unix::net::UnixStream::connect(p).map_err(err)?,
-                        Vec::new(),
-                    )),
+                    Err(e) if e.raw_os_error() == Some(libc::EPROTOTYPE) => {
+                        Ok(Sink::Stream(std::os::unix::net::UnixStream::connect(p).map_err(err)?, Vec::new()))
+                    }
                     Err(e) => Err(err(e)),
                 }
             }
@@ -443,9 +365,7 @@ fn open_capture(file: &Path) -> Result<Box<dyn Read>, OpsError> {
     f.seek(std::io::SeekFrom::Start(0)).map_err(err)?;
     let buffered = std::io::BufReader::with_capacity(1 << 16, f);
     if got == 4 && magic == ZSTD_MAGIC {
-        Ok(Box::new(
-            zstd::stream::Decoder::with_buffer(buffered).map_err(err)?,
-        ))
+        Ok(Box::new(zstd::stream::Decoder::with_buffer(buffered).map_err(err)?))
     } else {
         Ok(Box::new(buffered))
     }
@@ -454,12 +374,7 @@ fn open_capture(file: &Path) -> Result<Box<dyn Read>, OpsError> {
 /// Sends every record of `file` to `target`, `loops` times (0: until
 /// killed), keeping the recorded spacing unless `fast`. Streams the file:
 /// memory stays bounded whatever its size.
-pub fn replay(
-    file: &Path,
-    target: &Target,
-    loops: u64,
-    fast: bool,
-) -> Result<ReplaySummary, OpsError> {
+pub fn replay(file: &Path, target: &Target, loops: u64, fast: bool) -> Result<ReplaySummary, OpsError> {
     let mut sink = Sink::open(target)?;
     let mut total = ReplaySummary::default();
     let mut body = Vec::new();
@@ -469,8 +384,7 @@ pub fn replay(
         let mut r = open_capture(file)?;
         let corrupt = |what: String| OpsError::Other(format!("{}: {what}", file.display()));
         let mut header = [0u8; 8];
-        r.read_exact(&mut header)
-            .map_err(|e| corrupt(format!("cannot read the header: {e}")))?;
+        r.read_exact(&mut header).map_err(|e| corrupt(format!("cannot read the header: {e}")))?;
         let version = check_header(&header).map_err(|e| corrupt(e.to_string()))?;
         let unit = timestamp_unit_ns(version);
         let (mut first, start) = (None::<i64>, Instant::now());
@@ -484,9 +398,7 @@ pub fn replay(
                 break; // The trailer.
             }
             if len > MAX_RECORD_BYTES {
-                return Err(corrupt(format!(
-                    "record of {len} bytes is over the {MAX_RECORD_BYTES}-byte limit"
-                )));
+                return Err(corrupt(format!("record of {len} bytes is over the {MAX_RECORD_BYTES}-byte limit")));
             }
             body.resize(len, 0);
             if r.read_exact(&mut body).is_err() {
@@ -509,9 +421,7 @@ pub fn replay(
                     total.bytes += rec.payload.len() as u64;
                 }
                 Err(e) if matches!(sink, Sink::Stream(..)) => {
-                    return Err(OpsError::Other(format!(
-                        "the stream target closed the connection: {e}"
-                    )))
+                    return Err(OpsError::Other(format!("the stream target closed the connection: {e}")))
                 }
                 Err(_) => total.errors += 1,
             }

@@ -68,13 +68,7 @@ impl Intake {
         let (child, url) = spawn_intake(listen, &tls_dir);
         let cert = tls_dir.join("cert.pem");
         let agent = tls_agent(&cert);
-        Intake {
-            child,
-            url,
-            cert,
-            dir,
-            agent,
-        }
+        Intake { child, url, cert, dir, agent }
     }
 
     /// Port the intake listens on.
@@ -108,19 +102,11 @@ impl Intake {
             .spawn()
             .expect("spawn intake");
         let out = Lines::follow(child.stdout.take().unwrap());
-        let line = out
-            .wait_for("listening on", Duration::from_secs(20))
-            .expect("intake did not start");
+        let line = out.wait_for("listening on", Duration::from_secs(20)).expect("intake did not start");
         let url = line.rsplit(' ').next().unwrap().trim().to_string();
         let cert = tls_dir.join("cert.pem");
         let agent = tls_agent(&cert);
-        Intake {
-            child,
-            url,
-            cert,
-            dir,
-            agent,
-        }
+        Intake { child, url, cert, dir, agent }
     }
 
     /// Stored requests for `path` (all when `None`).
@@ -134,10 +120,7 @@ impl Intake {
     }
 
     pub fn fail(&self, body: Value) {
-        self.agent
-            .post(&format!("{}/intake/fail", self.url))
-            .send_json(body)
-            .expect("inject failure");
+        self.agent.post(&format!("{}/intake/fail", self.url)).send_json(body).expect("inject failure");
     }
 
     /// Stored requests for `path` with a sequence number above `since`
@@ -162,11 +145,7 @@ impl Intake {
     }
 
     /// Waits until `pred` holds for the stored payloads.
-    pub fn wait_until(
-        &self,
-        timeout: Duration,
-        mut pred: impl FnMut(&[Value]) -> bool,
-    ) -> Vec<Value> {
+    pub fn wait_until(&self, timeout: Duration, mut pred: impl FnMut(&[Value]) -> bool) -> Vec<Value> {
         let end = Instant::now() + timeout;
         loop {
             let all = self.payloads(None);
@@ -232,17 +211,12 @@ fn tls_agent(cert: &Path) -> ureq::Agent {
     for c in rustls_pemfile::certs(&mut &pem[..]) {
         roots.add(c.unwrap()).unwrap();
     }
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    ureq::AgentBuilder::new()
-        .tls_config(Arc::new(cfg))
-        .timeout(Duration::from_secs(10))
-        .build()
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    ureq::AgentBuilder::new().tls_config(Arc::new(cfg)).timeout(Duration::from_secs(10)).build()
 }
 
 /// A running `edgestat run`.
@@ -277,9 +251,7 @@ impl Agent {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(i) = intake {
-            cmd.env("DD_DD_URL", &i.url)
-                .env("DD_API_KEY", "test-api-key")
-                .env("SSL_CERT_FILE", &i.cert);
+            cmd.env("DD_DD_URL", &i.url).env("DD_API_KEY", "test-api-key").env("SSL_CERT_FILE", &i.cert);
         }
         for (k, v) in extra {
             cmd.env(k, v);
@@ -287,23 +259,9 @@ impl Agent {
         let mut child = cmd.spawn().expect("spawn edgestat run");
         let stderr = Lines::follow(child.stderr.take().unwrap());
         let stdout = Lines::follow(child.stdout.take().unwrap());
-        let agent = Agent {
-            child,
-            stderr,
-            stdout,
-            udp_port,
-            socket,
-            dir,
-        };
-        if agent
-            .stderr
-            .wait_for("edgestat running", Duration::from_secs(20))
-            .is_none()
-        {
-            panic!(
-                "edgestat did not start; stderr:\n{}",
-                agent.stderr.all().join("\n")
-            );
+        let agent = Agent { child, stderr, stdout, udp_port, socket, dir };
+        if agent.stderr.wait_for("edgestat running", Duration::from_secs(20)).is_none() {
+            panic!("edgestat did not start; stderr:\n{}", agent.stderr.all().join("\n"));
         }
         agent
     }
@@ -350,10 +308,7 @@ impl Agent {
             }
             if Instant::now() > end {
                 let _ = self.child.kill();
-                panic!(
-                    "edgestat did not exit after SIGTERM; stderr:\n{}",
-                    self.stderr.all().join("\n")
-                );
+                panic!("edgestat did not exit after SIGTERM; stderr:\n{}", self.stderr.all().join("\n"));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -403,12 +358,7 @@ pub fn series_from(payloads: &[Value]) -> Vec<S> {
                 out.push(S {
                     metric: s["metric"].as_str().unwrap().to_string(),
                     host: s["host"].as_str().unwrap_or_default().to_string(),
-                    tags: s["tags"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .map(|t| t.as_str().unwrap().to_string())
-                        .collect(),
+                    tags: s["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect(),
                     kind: s["type"].as_str().unwrap().to_string(),
                     interval: s["interval"].as_i64().unwrap(),
                     points: s["points"]
@@ -444,12 +394,7 @@ pub fn series_from(payloads: &[Value]) -> Vec<S> {
                         .as_array()
                         .unwrap()
                         .iter()
-                        .map(|p| {
-                            (
-                                p["timestamp"].as_i64().unwrap_or(0),
-                                p["value"].as_f64().unwrap_or(0.0),
-                            )
-                        })
+                        .map(|p| (p["timestamp"].as_i64().unwrap_or(0), p["value"].as_f64().unwrap_or(0.0)))
                         .collect(),
                 });
             }
@@ -464,24 +409,14 @@ pub fn find<'a>(series: &'a [S], metric: &str) -> Vec<&'a S> {
 
 pub fn one<'a>(series: &'a [S], metric: &str) -> &'a S {
     let f = find(series, metric);
-    assert_eq!(
-        f.len(),
-        1,
-        "expected exactly one series {metric}, got {f:#?}"
-    );
+    assert_eq!(f.len(), 1, "expected exactly one series {metric}, got {f:#?}");
     f[0]
 }
 
 /// Plain-HTTP POST (local API); returns status and body, whatever the status.
 pub fn http_post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    match agent
-        .post(url)
-        .set("Content-Type", content_type)
-        .send_bytes(body)
-    {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    match agent.post(url).set("Content-Type", content_type).send_bytes(body) {
         Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
         Err(e) => panic!("POST {url}: {e}"),
@@ -490,9 +425,7 @@ pub fn http_post(url: &str, content_type: &str, body: &[u8]) -> (u16, String) {
 
 /// Plain-HTTP request with any method; returns status and body.
 pub fn http_call(method: &str, url: &str) -> (u16, String) {
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
     match agent.request(method, url).call() {
         Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),

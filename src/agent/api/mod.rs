@@ -221,7 +221,12 @@ impl Api {
     ) -> Result<Api, ApiError> {
         let shared = ApiShared::new(settings);
         let encoder = ProcessMessageEncoder::new(MAX_BODY_BYTES).map_err(ApiError::Compressor)?;
-        let ctx = Arc::new(Ctx { shared: shared.clone(), ops, orchestrator: orchestrator.clone(), encoder: Mutex::new(encoder) });
+        let ctx = Arc::new(Ctx {
+            shared: shared.clone(),
+            ops,
+            orchestrator: orchestrator.clone(),
+            encoder: Mutex::new(encoder),
+        });
         let server = crate::agent::http_server::spawn("edgestat-api", addr, move |req| {
             let ctx = ctx.clone();
             async move { handle(&ctx, req).await }

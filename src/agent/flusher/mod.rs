@@ -4,14 +4,14 @@
 //! the forwarder. Runs on its own thread; talks to shards only through
 //! bounded crossbeam channels.
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use crate::agent::clock::unix_now;
 use crate::agent::config::{Config, AGENT_VERSION};
 use crate::agent::forwarder::{Forwarder, Payload};
+use crate::agent::handover::{ControlSender, Handover};
 use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
-use crate::agent::handover::{Control, Handover};
 use crate::core::serializer::{PayloadKind, Serializer};
 use crate::core::shard::ShardStats;
 
@@ -84,7 +84,7 @@ impl Flusher {
     /// A flusher for `shards`, shipping through `forwarder`.
     pub fn new(
         cfg: Config,
-        shards: Vec<Sender<Control>>,
+        shards: Vec<ControlSender>,
         forwarder: Forwarder,
         on_flush: Box<dyn FnMut(&FlushSummary) + Send>,
     ) -> Result<Self, crate::core::serializer::CompressError> {
@@ -110,8 +110,11 @@ impl Flusher {
             event_type: "Agent Startup".into(),
             ..Default::default()
         });
-        let expected_tags =
-            crate::core::host_tags::ExpectedTags::new(cfg.host_tags.clone(), start_time, cfg.expected_tags_duration.as_secs() as i64);
+        let expected_tags = crate::core::host_tags::ExpectedTags::new(
+            cfg.host_tags.clone(),
+            start_time,
+            cfg.expected_tags_duration.as_secs() as i64,
+        );
         let host_metadata = cfg.enable_metadata_collection.then(|| crate::core::host_metadata::HostMetadataSettings {
             hostname: cfg.hostname.clone(),
             api_key: cfg.endpoint.as_ref().and_then(|e| e.api_keys.first().cloned()).unwrap_or_default(),
@@ -193,18 +196,14 @@ impl Flusher {
             e.finish(&mut body)
         });
         self.host_metadata_sent += 1;
-        let next = std::time::Instant::now()
-            + crate::core::host_metadata::next_interval(self.host_metadata_sent);
+        let next = std::time::Instant::now() + crate::core::host_metadata::next_interval(self.host_metadata_sent);
         if let Err(e) = compressed {
             tracing::error!(error = %e, "cannot compress the host metadata payload");
             return Some(next);
         }
         let headers = vec![
             ("Content-Type", "application/json".to_string()),
-            (
-                "Content-Encoding",
-                compression.content_encoding().to_string(),
-            ),
+            ("Content-Encoding", compression.content_encoding().to_string()),
         ];
         self.forwarder.submit(Payload {
             kind: "host_metadata",
@@ -223,7 +222,10 @@ impl Flusher {
         if let (Some(h), false) = (&self.health, final_flush) {
             match collected.missing {
                 0 => h.clear_fault(),
-                n => h.set_fault(format!("{n} of {} shards did not answer the last flush request", self.handover.shard_count())),
+                n => h.set_fault(format!(
+                    "{n} of {} shards did not answer the last flush request",
+                    self.handover.shard_count()
+                )),
             }
         }
 
@@ -326,7 +328,13 @@ impl Flusher {
     /// Hands payloads to the forwarder, waiting for room in its window
     /// (not at the final flush: its payloads exist already and the
     /// shutdown deadline bounds them).
-    fn ship(&mut self, kind: PayloadKind, built: &mut Vec<crate::core::serializer::Payload>, summary: &mut FlushSummary, final_flush: bool) {
+    fn ship(
+        &mut self,
+        kind: PayloadKind,
+        built: &mut Vec<crate::core::serializer::Payload>,
+        summary: &mut FlushSummary,
+        final_flush: bool,
+    ) {
         let encoding = self.cfg.serializer.compression.content_encoding();
         for p in built.drain(..) {
             summary.payloads += 1;

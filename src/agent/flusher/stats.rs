@@ -121,7 +121,9 @@ impl FlushSnapshot {
         let kinds: serde_json::Map<String, serde_json::Value> = self
             .kinds
             .iter()
-            .map(|(k, c)| (k.to_string(), serde_json::json!({"payloads": c.payloads, "bytes": c.bytes, "items": c.items})))
+            .map(|(k, c)| {
+                (k.to_string(), serde_json::json!({"payloads": c.payloads, "bytes": c.bytes, "items": c.items}))
+            })
             .collect();
         serde_json::json!({
             "dogstatsd": {

@@ -100,7 +100,10 @@ impl ForwarderSettings {
                 no_proxy: f.no_proxy.clone(),
             },
             apikey_validation_interval: Some(f.apikey_validation_interval),
-            window: window::WindowSettings { max_bytes: cfg.forwarder_window_bytes, max_wait: cfg.forwarder_window_max_wait },
+            window: window::WindowSettings {
+                max_bytes: cfg.forwarder_window_bytes,
+                max_wait: cfg.forwarder_window_max_wait,
+            },
         }
     }
 }

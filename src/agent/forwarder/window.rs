@@ -66,9 +66,7 @@ impl Drop for Share {
 impl Window {
     /// An empty window.
     pub fn new(s: WindowSettings, stats: Arc<ForwarderStats>) -> Arc<Self> {
-        stats
-            .window_max_bytes
-            .store(s.max_bytes as u64, Ordering::Relaxed);
+        stats.window_max_bytes.store(s.max_bytes as u64, Ordering::Relaxed);
         Arc::new(Self {
             s,
             state: Mutex::new(State::default()),
@@ -100,33 +98,18 @@ impl Window {
                 let waited = since.elapsed();
                 if waited >= self.s.max_wait && !st.shedding {
                     st.shedding = true;
-                    self.stats
-                        .window_shed_episodes
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.stats.window_shed_episodes.fetch_add(1, Ordering::Relaxed);
                     self.wake_workers();
                 }
-                let timeout = if st.shedding {
-                    Duration::from_millis(100)
-                } else {
-                    self.s.max_wait - waited
-                };
-                st = self
-                    .room
-                    .wait_timeout(st, timeout)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|e| e.into_inner().0);
+                let timeout = if st.shedding { Duration::from_millis(100) } else { self.s.max_wait - waited };
+                st = self.room.wait_timeout(st, timeout).map(|(g, _)| g).unwrap_or_else(|e| e.into_inner().0);
             }
             st.want = 0;
             st.shedding = false;
         }
         st.in_use += bytes;
-        self.stats
-            .window_bytes
-            .store(st.in_use as u64, Ordering::Relaxed);
-        Share {
-            window: self.clone(),
-            bytes,
-        }
+        self.stats.window_bytes.store(st.in_use as u64, Ordering::Relaxed);
+        Share { window: self.clone(), bytes }
     }
 
     /// A new flush starts: its waits are measured afresh.
@@ -143,9 +126,7 @@ impl Window {
     fn release(&self, bytes: usize) {
         let mut st = self.lock();
         st.in_use -= bytes;
-        self.stats
-            .window_bytes
-            .store(st.in_use as u64, Ordering::Relaxed);
+        self.stats.window_bytes.store(st.in_use as u64, Ordering::Relaxed);
         drop(st);
         self.room.notify_all();
     }
@@ -160,20 +141,12 @@ impl Window {
     /// A worker's wake-up for shedding requests.
     pub fn register_worker(&self) -> Arc<tokio::sync::Notify> {
         let n = Arc::new(tokio::sync::Notify::new());
-        self.shed_wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(n.clone());
+        self.shed_wakers.lock().unwrap_or_else(|e| e.into_inner()).push(n.clone());
         n
     }
 
     fn wake_workers(&self) {
-        for n in self
-            .shed_wakers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
+        for n in self.shed_wakers.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             n.notify_one();
         }
     }
@@ -181,13 +154,7 @@ impl Window {
 
 impl Default for State {
     fn default() -> Self {
-        Self {
-            in_use: 0,
-            stalled_since: None,
-            want: 0,
-            shedding: false,
-            open: true,
-        }
+        Self { in_use: 0, stalled_since: None, want: 0, shedding: false, open: true }
     }
 }
 
@@ -197,10 +164,7 @@ mod tests {
 
     fn window(max_bytes: usize, max_wait_ms: u64) -> Arc<Window> {
         Window::new(
-            WindowSettings {
-                max_bytes,
-                max_wait: Duration::from_millis(max_wait_ms),
-            },
+            WindowSettings { max_bytes, max_wait: Duration::from_millis(max_wait_ms) },
             Arc::new(ForwarderStats::default()),
         )
     }
@@ -235,15 +199,8 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         assert!(!w.needs_shedding(), "no shedding before max_wait");
         // The worker is woken once the wait passes max_wait.
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), waker.notified())
-                .await
-                .unwrap()
-        });
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), waker.notified()).await.unwrap() });
         assert!(w.needs_shedding());
         assert_eq!(w.stats.window_shed_episodes.load(Ordering::Relaxed), 1);
         drop(a);

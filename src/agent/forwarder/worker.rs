@@ -231,7 +231,9 @@ impl Worker {
     }
 
     fn has_work(&self, draining: bool) -> bool {
-        !self.fresh.is_empty() || !self.queue.is_empty() || (!draining && self.spill.as_ref().is_some_and(|s| s.has_pending()))
+        !self.fresh.is_empty()
+            || !self.queue.is_empty()
+            || (!draining && self.spill.as_ref().is_some_and(|s| s.has_pending()))
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>, mut deadline_rx: watch::Receiver<Option<Instant>>) {
@@ -323,7 +325,13 @@ impl Worker {
         for k in keys {
             self.stats.input.fetch_add(1, Ordering::Relaxed);
             self.stats.input_bytes.fetch_add(p.body.len() as u64, Ordering::Relaxed);
-            let t = Transaction { payload: p.clone(), window: Some(share.clone()), key_index: k, attempts: 0, spill_file: None };
+            let t = Transaction {
+                payload: p.clone(),
+                window: Some(share.clone()),
+                key_index: k,
+                attempts: 0,
+                spill_file: None,
+            };
             if self.breaker.errors() > 0 {
                 self.enqueue(t, false);
             } else {

@@ -9,7 +9,7 @@
 //! closes that connection only, with one log line; frames decoded before
 //! it are kept.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -20,13 +20,13 @@ use std::time::Duration;
 use futures_lite::AsyncRead;
 use glommio::net::{UnixListener, UnixStream};
 
+use super::{or_stop, ShardCtx};
 use crate::agent::clock::{mono_nanos, unix_now};
-use crate::agent::tap::Tap;
-use crate::core::shard::ShardState;
 use crate::core::stream_frame::FrameDecoder;
 
-/// How long an idle connection read waits before checking for shutdown.
-const IDLE_READ_TIMEOUT: Duration = Duration::from_millis(50);
+/// After the stop signal, a connection is done once a read finds nothing
+/// for this long.
+const STOP_READ_WAIT: Duration = Duration::from_millis(50);
 /// While at the connection bound, how often a free slot is looked for.
 const FULL_RETRY: Duration = Duration::from_millis(10);
 
@@ -63,12 +63,7 @@ pub struct StreamStats {
 }
 
 /// Binds the socket (mode 0o722 like the Agent) and starts the accept task.
-pub(super) fn listen(
-    s: StreamSocket,
-    state: Rc<RefCell<ShardState>>,
-    tap: Rc<Tap>,
-    stopping: Rc<Cell<bool>>,
-) -> Result<glommio::Task<()>, super::RuntimeError> {
+pub(super) fn listen(s: StreamSocket, ctx: Rc<ShardCtx>) -> Result<glommio::Task<()>, super::RuntimeError> {
     let listener = UnixListener::bind(&s.path).map_err(|e| super::RuntimeError::Bind {
         what: format!("unix stream socket {}", s.path.display()),
         source: e.into(),
@@ -78,9 +73,7 @@ pub(super) fn listen(
         tracing::warn!(error = %e, path = %s.path.display(), "cannot set the unix stream socket mode");
     }
     tracing::info!(path = %s.path.display(), max_connections = s.max_connections, "unix stream socket listening");
-    Ok(glommio::spawn_local(accept_loop(
-        listener, s, state, tap, stopping,
-    )))
+    Ok(glommio::spawn_local(accept_loop(listener, s, ctx)))
 }
 
 /// Makes a pending accept return at shutdown (the accept loop then sees
@@ -89,20 +82,12 @@ pub(super) fn wake_accept(path: &Path) {
     let _ = std::os::unix::net::UnixStream::connect(path);
 }
 
-async fn accept_loop(
-    listener: UnixListener,
-    s: StreamSocket,
-    state: Rc<RefCell<ShardState>>,
-    tap: Rc<Tap>,
-    stopping: Rc<Cell<bool>>,
-) {
+async fn accept_loop(listener: UnixListener, s: StreamSocket, ctx: Rc<ShardCtx>) {
     let live = Rc::new(Cell::new(0usize));
     let mut limit_logged = false;
-    while !stopping.get() {
+    while !ctx.stop.is_set() {
         if live.get() >= s.max_connections {
-            s.stats
-                .connection_limit_waits
-                .fetch_add(1, Ordering::Relaxed);
+            s.stats.connection_limit_waits.fetch_add(1, Ordering::Relaxed);
             if !limit_logged {
                 limit_logged = true;
                 tracing::warn!(max = s.max_connections, "unix stream socket: connection limit reached (EDGESTAT_STREAM_MAX_CONNECTIONS); new clients wait until one disconnects");
@@ -118,21 +103,13 @@ async fn accept_loop(
                 continue;
             }
         };
-        if stopping.get() {
+        if ctx.stop.is_set() {
             break;
         }
         s.stats.accepted.fetch_add(1, Ordering::Relaxed);
         s.stats.open.fetch_add(1, Ordering::Relaxed);
         live.set(live.get() + 1);
-        glommio::spawn_local(serve(
-            conn,
-            s.clone(),
-            state.clone(),
-            tap.clone(),
-            stopping.clone(),
-            live.clone(),
-        ))
-        .detach();
+        glommio::spawn_local(serve(conn, s.clone(), ctx.clone(), live.clone())).detach();
     }
     // Each connection drains what its client already sent (it ends at its
     // first idle read), then this reader is done.
@@ -146,19 +123,20 @@ async fn read_some(conn: &mut UnixStream, buf: &mut [u8]) -> glommio::Result<usi
     Ok(n)
 }
 
-async fn serve(
-    mut conn: UnixStream,
-    s: StreamSocket,
-    state: Rc<RefCell<ShardState>>,
-    tap: Rc<Tap>,
-    stopping: Rc<Cell<bool>>,
-    live: Rc<Cell<usize>>,
-) {
+async fn serve(mut conn: UnixStream, s: StreamSocket, ctx: Rc<ShardCtx>, live: Rc<Cell<usize>>) {
     let mut dec = FrameDecoder::new(s.max_frame_bytes);
     loop {
-        // Dropping a timed-out read loses nothing: glommio reads a stream
-        // only once it is readable.
-        let r = glommio::timer::timeout(IDLE_READ_TIMEOUT, read_some(&mut conn, dec.spare())).await;
+        // Waits for data or the stop signal, no timer. After the stop,
+        // what the client already sent is still taken: reads go on until
+        // one finds nothing for STOP_READ_WAIT (dropping a timed-out read
+        // loses nothing: glommio reads a stream only once it is readable).
+        let r = match or_stop(read_some(&mut conn, dec.spare()), &ctx.stop).await {
+            Some(r) => r,
+            None => match glommio::timer::timeout(STOP_READ_WAIT, read_some(&mut conn, dec.spare())).await {
+                Err(glommio::GlommioError::TimedOut(_)) => Ok(0),
+                r => r,
+            },
+        };
         let n = match r {
             Ok(0) => {
                 if dec.pending() > 0 {
@@ -168,12 +146,6 @@ async fn serve(
                 break;
             }
             Ok(n) => n,
-            Err(glommio::GlommioError::TimedOut(_)) => {
-                if stopping.get() {
-                    break;
-                }
-                continue;
-            }
             Err(e) => {
                 tracing::debug!(error = %e, "unix stream socket: read failed; closing the connection");
                 break;
@@ -185,18 +157,19 @@ async fn serve(
             match dec.next_frame() {
                 Ok(Some(frame)) => {
                     frames += 1;
-                    tap.datagram(frame);
-                    state
-                        .borrow_mut()
-                        .handle_datagram_from(crate::core::shard::Transport::Uds, frame, unix_now(), mono_nanos());
+                    ctx.tap.datagram(frame);
+                    ctx.state.borrow_mut().handle_datagram_from(
+                        crate::core::shard::Transport::Uds,
+                        frame,
+                        unix_now(),
+                        mono_nanos(),
+                    );
                 }
                 Ok(None) => break,
                 Err(e) => {
                     s.stats.bad_frames.fetch_add(1, Ordering::Relaxed);
                     if s.log_too_big {
-                        let start =
-                            String::from_utf8_lossy(&dec.pending_bytes()[..dec.pending().min(68)])
-                                .into_owned();
+                        let start = String::from_utf8_lossy(&dec.pending_bytes()[..dec.pending().min(68)]).into_owned();
                         tracing::warn!(error = %e, starts_with = %start, "unix stream socket: bad frame; closing this connection (other clients are not affected)");
                     } else {
                         tracing::warn!(error = %e, "unix stream socket: bad frame; closing this connection (other clients are not affected)");
@@ -207,6 +180,9 @@ async fn serve(
             }
         }
         s.stats.frames.fetch_add(frames, Ordering::Relaxed);
+        if frames > 0 {
+            ctx.changed.raise();
+        }
         glommio::executor().yield_if_needed().await;
     }
     close(&s, &live);

@@ -192,8 +192,22 @@ impl ContextTable {
     }
 
     /// Forgets every context for which `keep` returns false.
-    pub fn retain(&mut self, mut keep: impl FnMut(u32, &ContextSlot) -> bool) {
-        for id in 0..self.slots.len() as u32 {
+    pub fn retain(&mut self, keep: impl FnMut(u32, &ContextSlot) -> bool) {
+        self.retain_ids(0, u32::MAX, keep);
+    }
+
+    /// One past the highest context id ever handed out (the id space a
+    /// sweep walks).
+    pub fn id_bound(&self) -> u32 {
+        self.slots.len() as u32
+    }
+
+    /// [`ContextTable::retain`] over ids `from..to` only, so a sweep of a
+    /// large table can be done a slice at a time; returns how many
+    /// contexts were forgotten.
+    pub fn retain_ids(&mut self, from: u32, to: u32, mut keep: impl FnMut(u32, &ContextSlot) -> bool) -> usize {
+        let mut forgotten = 0;
+        for id in from..to.min(self.slots.len() as u32) {
             let Some(slot) = self.slots[id as usize].as_ref() else { continue };
             if keep(id, slot) {
                 continue;
@@ -206,7 +220,9 @@ impl ContextTable {
             self.free.push(id);
             self.live -= 1;
             self.budget.give_back();
+            forgotten += 1;
         }
+        forgotten
     }
 }
 

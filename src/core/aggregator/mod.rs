@@ -10,4 +10,6 @@ pub mod sketch;
 
 pub use context::{ContextBudget, ContextKey, KeyView};
 pub use merge::{FlushMerger, FlushOutput, FlushSettings, HistogramAggregate};
-pub use sampler::{bucket_start, Agg, FlushEntry, SampleDrop, SampleKind, ShardSampler, SketchEntry, BUCKET_SECONDS};
+pub use sampler::{
+    bucket_start, Agg, ClosedBuckets, FlushEntry, SampleDrop, SampleKind, ShardSampler, SketchEntry, BUCKET_SECONDS,
+};

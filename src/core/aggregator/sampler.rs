@@ -272,7 +272,8 @@ impl ShardSampler {
 
     /// Moves out every bucket with `start + 10 <= cutoff` (all of them when
     /// `force`), then forgets contexts idle for longer than `ttl_seconds`
-    /// that no open bucket still references.
+    /// that no open bucket still references. All at once: the shard's read
+    /// loop uses the stepwise [`ShardSampler::close_buckets`] instead.
     pub fn take_closed(
         &mut self,
         cutoff: i64,
@@ -282,46 +283,135 @@ impl ShardSampler {
         metrics: &mut Vec<FlushEntry>,
         sketches: &mut Vec<SketchEntry>,
     ) {
-        // Exact room up front: pushing 100k entries into a Vec that doubles
-        // from empty leaves up to half of it unused at the flush peak.
-        let closing = |b: &&Bucket| force || b.start + BUCKET_SECONDS <= cutoff;
-        metrics.reserve_exact(self.buckets.iter().filter(closing).map(|b| b.metrics.len()).sum());
-        sketches.reserve_exact(self.buckets.iter().filter(closing).map(|b| b.sketches.len()).sum());
-        let mut i = 0;
-        while i < self.buckets.len() {
-            if !closing(&&self.buckets[i]) {
-                i += 1;
-                continue;
+        let mut closed = self.close_buckets(cutoff, force);
+        closed.reserve(metrics, sketches);
+        while !self.convert_closed(&mut closed, usize::MAX, metrics, sketches) {}
+        self.recycle(closed, force);
+        let mut cursor = 0;
+        while !self.expire_step(&mut cursor, usize::MAX, now, ttl_seconds) {}
+    }
+
+    /// Swaps every bucket with `start + 10 <= cutoff` (all of them when
+    /// `force`) out of the sampler. Costs the number of open buckets (one or
+    /// two), not the number of contexts: the entries are turned into flush
+    /// entries afterwards by [`ShardSampler::convert_closed`], a slice at a
+    /// time, while samples keep landing in the open bucket.
+    pub fn close_buckets(&mut self, cutoff: i64, force: bool) -> ClosedBuckets {
+        let closing = |b: &Bucket| force || b.start + BUCKET_SECONDS <= cutoff;
+        let split = self.buckets.iter().position(|b| !closing(b)).unwrap_or(self.buckets.len());
+        // Buckets are kept sorted by start, so the closed ones are a prefix
+        // (with `force` every bucket closes).
+        let rest = self.buckets.split_off(split);
+        let buckets = std::mem::replace(&mut self.buckets, rest);
+        ClosedBuckets { buckets, current: 0, sketches: false, keys: Vec::new(), next: 0, loaded: false }
+    }
+
+    /// Turns up to `budget` closed entries into flush entries; true when
+    /// every closed bucket is converted.
+    pub fn convert_closed(
+        &mut self,
+        closed: &mut ClosedBuckets,
+        budget: usize,
+        metrics: &mut Vec<FlushEntry>,
+        sketches: &mut Vec<SketchEntry>,
+    ) -> bool {
+        let mut left = budget;
+        while closed.current < closed.buckets.len() {
+            let b = &mut closed.buckets[closed.current];
+            if !closed.loaded {
+                closed.keys.clear();
+                if closed.sketches {
+                    closed.keys.extend(b.sketches.keys().copied());
+                } else {
+                    closed.keys.extend(b.metrics.keys().copied());
+                }
+                closed.next = 0;
+                closed.loaded = true;
             }
-            let mut b = self.buckets.remove(i);
-            for (id, agg) in b.metrics.drain() {
-                if let Some(slot) = self.contexts.get(id) {
+            while closed.next < closed.keys.len() {
+                if left == 0 {
+                    return false;
+                }
+                left -= 1;
+                let id = closed.keys[closed.next];
+                closed.next += 1;
+                let slot = self.contexts.get(id);
+                if closed.sketches {
+                    if let (Some(sketch), Some(slot)) = (b.sketches.remove(&id), slot) {
+                        sketches.push(SketchEntry { key: slot.key.clone(), bucket: b.start, sketch });
+                    }
+                } else if let (Some(agg), Some(slot)) = (b.metrics.remove(&id), slot) {
                     metrics.push(FlushEntry { key: slot.key.clone(), bucket: b.start, agg, last_seen: slot.last_seen });
                 }
             }
-            for (id, sketch) in b.sketches.drain() {
-                if let Some(slot) = self.contexts.get(id) {
-                    sketches.push(SketchEntry { key: slot.key.clone(), bucket: b.start, sketch });
-                }
+            // Removals leave tombstones: clearing resets the (now empty)
+            // map for reuse without giving its capacity back.
+            if closed.sketches {
+                b.sketches.clear();
+                closed.current += 1;
+            } else {
+                b.metrics.clear();
             }
-            self.spare.push(b);
+            closed.sketches = !closed.sketches;
+            closed.loaded = false;
         }
+        true
+    }
+
+    /// Gives the emptied maps of converted buckets back for reuse.
+    pub fn recycle(&mut self, closed: ClosedBuckets, force: bool) {
+        self.spare.extend(closed.buckets);
         // A drained bucket keeps its maps' capacity for the next bucket to
         // open, but one spare is enough (buckets open one at a time): at
         // 100k contexts each spare holds ~6 MiB of map capacity, which would
         // otherwise sit through the flush's own peak. After a forced flush
         // (shutdown) nothing is reused.
         self.spare.truncate(if force { 0 } else { 1 });
+    }
+
+    /// Forgets, among up to `budget` context ids from `*cursor` on, those
+    /// idle for longer than `ttl_seconds` that no open bucket references;
+    /// true when the sweep has passed the last id.
+    pub fn expire_step(&mut self, cursor: &mut u32, budget: usize, now: i64, ttl_seconds: i64) -> bool {
+        let to = cursor.saturating_add(u32::try_from(budget).unwrap_or(u32::MAX));
         let buckets = &self.buckets;
-        let before = self.contexts.len();
-        self.contexts.retain(|id, slot| {
+        let forgotten = self.contexts.retain_ids(*cursor, to, |id, slot| {
             slot.last_seen + ttl_seconds >= now
                 || buckets.iter().any(|b| b.metrics.contains_key(&id) || b.sketches.contains_key(&id))
         });
-        if self.contexts.len() != before {
+        if forgotten > 0 {
             // Forgotten ids get reused: cached raw keys may point at them.
+            // Cleared right away, as lines are read between two steps.
             self.raw_cache.clear();
         }
+        *cursor = to;
+        to >= self.contexts.id_bound()
+    }
+}
+
+/// Buckets swapped out of a [`ShardSampler`] at a flush, being converted
+/// into flush entries a slice at a time.
+pub struct ClosedBuckets {
+    buckets: Vec<Bucket>,
+    /// Bucket being converted.
+    current: usize,
+    /// Converting its sketches (after its metrics).
+    sketches: bool,
+    /// Ids of the map being converted (its entries are removed by id).
+    keys: Vec<u32>,
+    /// Next index in `keys`.
+    next: usize,
+    /// `keys` holds the current map's ids.
+    loaded: bool,
+}
+
+impl ClosedBuckets {
+    /// Reserves exactly the room the conversion needs: pushing 100k entries
+    /// into a Vec that doubles from empty leaves up to half of it unused at
+    /// the flush peak.
+    pub fn reserve(&self, metrics: &mut Vec<FlushEntry>, sketches: &mut Vec<SketchEntry>) {
+        metrics.reserve_exact(self.buckets.iter().map(|b| b.metrics.len()).sum());
+        sketches.reserve_exact(self.buckets.iter().map(|b| b.sketches.len()).sum());
     }
 }
 
@@ -348,6 +438,40 @@ mod tests {
         s.take_closed(1_700_000_010, true, 1_700_000_015, 20, &mut m, &mut k);
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].bucket, 1_700_000_010);
+    }
+
+    #[test]
+    fn stepwise_conversion_matches_and_reading_goes_on_between_steps() {
+        let mut s = ShardSampler::new(ContextBudget::new(1000));
+        let names: Vec<Vec<u8>> = (0..50).map(|i| format!("m{i}").into_bytes()).collect();
+        for (i, n) in names.iter().enumerate() {
+            s.add(&view(n, &[]), SampleKind::Counter, 1.0, None, 1.0, 1_700_000_003, i as u64).unwrap();
+            s.add(&view(n, &[]), SampleKind::Distribution, 2.0, None, 1.0, 1_700_000_004, i as u64).unwrap();
+        }
+        let mut closed = s.close_buckets(1_700_000_010, false);
+        let (mut m, mut k) = (Vec::new(), Vec::new());
+        closed.reserve(&mut m, &mut k);
+        let mut steps = 0;
+        while !s.convert_closed(&mut closed, 7, &mut m, &mut k) {
+            steps += 1;
+            // A sample read between two steps goes to the open bucket.
+            s.add(&view(b"m0", &[]), SampleKind::Counter, 1.0, None, 1.0, 1_700_000_011, 99).unwrap();
+        }
+        assert!(steps >= 100 / 7, "{steps} steps");
+        s.recycle(closed, false);
+        assert_eq!((m.len(), k.len()), (50, 50));
+        assert!(m.iter().all(|e| e.agg == Agg::Counter(1.0) && e.bucket == 1_700_000_000));
+        let mut cursor = 0;
+        while !s.expire_step(&mut cursor, 3, 1_700_000_011, 20) {}
+        assert_eq!(s.context_count(), 50);
+        let (mut m2, mut k2) = (Vec::new(), Vec::new());
+        s.take_closed(0, true, 1_700_000_012, 20, &mut m2, &mut k2);
+        assert_eq!(m2.len(), 1);
+        assert_eq!(m2[0].agg, Agg::Counter(steps as f64));
+        // Idle contexts are forgotten by a stepwise sweep too.
+        let mut cursor = 0;
+        while !s.expire_step(&mut cursor, 3, 1_700_000_100, 20) {}
+        assert_eq!(s.context_count(), 0);
     }
 
     #[test]

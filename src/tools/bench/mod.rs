@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use report::{FlushLatency, Report, TimePoint};
 use sender::Progress;
-use workload::{Workload, WorkloadConfig};
+use workload::{Shape, Workload, WorkloadConfig};
 
 /// Traffic shape presets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,6 +33,113 @@ pub enum Profile {
     Packed,
     /// One metric per datagram (~150 B), 8–12 tags per context.
     Single,
+}
+
+/// One command per row of the comparison table (see `Preset::settings`);
+/// every setting a preset makes can still be overridden by its option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Preset {
+    /// No traffic: CPU of the whole idle process over --idle seconds
+    /// (default 10), with the default 15 s flush interval.
+    Idle,
+    /// ~150 B lines packed in 8,192 B datagrams, 2,000 datagrams/s (~107k
+    /// lines/s), 3,000 contexts, UDP, 4 MiB socket buffer.
+    SmallPacked,
+    /// ~2.1 KB lines packed in 8,192 B datagrams, 20,000 datagrams/s (~64k
+    /// lines/s), 3,000 contexts, UDP, 4 MiB socket buffer.
+    LargePacked,
+    /// ~150 B lines, one per datagram, 20,000 datagrams/s, 3,000 contexts, UDP.
+    SmallSingle,
+    /// ~2.1 KB lines, one per datagram, 20,000 datagrams/s, 3,000 contexts, UDP.
+    LargeSingle,
+    /// No-loss maximum over the Unix socket: ~150 B lines packed, blocking
+    /// sender as fast as it goes on the other core, 3,000 contexts.
+    UdsSmallMax,
+    /// Same with ~2.1 KB lines.
+    UdsLargeMax,
+    /// RSS and peak at 100,000 contexts: ~150 B lines packed, 4,000
+    /// datagrams/s (~216k lines/s), UDP, 4 MiB socket buffer, 30 s.
+    Mem100kSmall,
+    /// RSS and peak at 100,000 contexts: ~2.1 KB lines packed, 20,000
+    /// datagrams/s (~64k lines/s), UDP, 4 MiB socket buffer, 30 s.
+    Mem100kLarge,
+}
+
+/// Which socket the load goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// UDP (kernel drops counted from /proc/net/udp).
+    Udp,
+    /// The Unix datagram socket (blocking sends: nothing is dropped, a
+    /// slow reader slows the sender down).
+    Unix,
+}
+
+/// What a preset sets (each `None` leaves the option's default).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PresetSettings {
+    /// Workload shape.
+    pub shape: Option<Shape>,
+    /// One line per datagram.
+    pub single: bool,
+    /// Datagrams per second (`None`: unpaced).
+    pub datagram_rate: Option<f64>,
+    /// Distinct contexts.
+    pub contexts: usize,
+    /// Transport.
+    pub transport: Option<Transport>,
+    /// Receive buffer of the started edgestat.
+    pub so_rcvbuf: Option<usize>,
+    /// Seconds of sending.
+    pub duration: f64,
+    /// Idle seconds measured before sending.
+    pub idle: f64,
+    /// Flush interval of the started edgestat.
+    pub flush_interval: Option<&'static str>,
+}
+
+/// The issue-13 comparison table's receive buffer.
+const PRESET_SO_RCVBUF: usize = 4 << 20;
+
+impl Preset {
+    /// The settings of this preset.
+    pub fn settings(self) -> PresetSettings {
+        let base =
+            PresetSettings { contexts: 3000, duration: 10.0, so_rcvbuf: Some(PRESET_SO_RCVBUF), ..Default::default() };
+        match self {
+            Preset::Idle => {
+                PresetSettings { duration: 0.0, idle: 10.0, flush_interval: Some("15s"), so_rcvbuf: None, ..base }
+            }
+            Preset::SmallPacked => PresetSettings { shape: Some(Shape::Small), datagram_rate: Some(2000.0), ..base },
+            Preset::LargePacked => PresetSettings { shape: Some(Shape::Large), datagram_rate: Some(20_000.0), ..base },
+            Preset::SmallSingle => {
+                PresetSettings { shape: Some(Shape::Small), single: true, datagram_rate: Some(20_000.0), ..base }
+            }
+            Preset::LargeSingle => {
+                PresetSettings { shape: Some(Shape::Large), single: true, datagram_rate: Some(20_000.0), ..base }
+            }
+            Preset::UdsSmallMax => {
+                PresetSettings { shape: Some(Shape::Small), transport: Some(Transport::Unix), so_rcvbuf: None, ..base }
+            }
+            Preset::UdsLargeMax => {
+                PresetSettings { shape: Some(Shape::Large), transport: Some(Transport::Unix), so_rcvbuf: None, ..base }
+            }
+            Preset::Mem100kSmall => PresetSettings {
+                shape: Some(Shape::Small),
+                datagram_rate: Some(4000.0),
+                contexts: 100_000,
+                duration: 30.0,
+                ..base
+            },
+            Preset::Mem100kLarge => PresetSettings {
+                shape: Some(Shape::Large),
+                datagram_rate: Some(20_000.0),
+                contexts: 100_000,
+                duration: 30.0,
+                ..base
+            },
+        }
+    }
 }
 
 /// Command-line arguments of `edgestat bench`.
@@ -44,18 +151,42 @@ pub struct BenchArgs {
     /// Pid of --target, for CPU and RSS (default: found from the UDP port when it is ours).
     #[arg(long, value_name = "PID")]
     pub target_pid: Option<u32>,
-    /// Seconds of sending.
-    #[arg(long, default_value_t = 10.0)]
-    pub duration: f64,
+    /// A row of the comparison table in one command (its settings can be
+    /// overridden by the options below).
+    #[arg(long, value_enum)]
+    pub preset: Option<Preset>,
+    /// Seconds of sending (default 10, or the preset's).
+    #[arg(long)]
+    pub duration: Option<f64>,
     /// Metric lines per second; 0 sends as fast as possible.
-    #[arg(long, default_value_t = 0.0)]
-    pub rate: f64,
-    /// Distinct contexts (name + tags).
-    #[arg(long, default_value_t = 3000)]
-    pub contexts: usize,
+    #[arg(long, conflicts_with = "datagram_rate")]
+    pub rate: Option<f64>,
+    /// Datagrams per second (instead of --rate).
+    #[arg(long)]
+    pub datagram_rate: Option<f64>,
+    /// Distinct contexts (name + tags; default 3000, or the preset's).
+    #[arg(long)]
+    pub contexts: Option<usize>,
     /// Traffic shape preset.
     #[arg(long, value_enum, default_value_t = Profile::Packed)]
     pub profile: Profile,
+    /// Sized line shape (small: ~150 B lines, large: ~2.1 KB lines) instead
+    /// of the profile's; --profile single still sends one line per datagram.
+    #[arg(long, value_enum)]
+    pub shape: Option<Shape>,
+    /// Socket the load goes to (unix: the started edgestat's Unix socket).
+    #[arg(long, value_enum)]
+    pub transport: Option<Transport>,
+    /// Seconds of idle CPU measured after start, before sending.
+    #[arg(long)]
+    pub idle: Option<f64>,
+    /// Pin the sending thread to this CPU.
+    #[arg(long)]
+    pub sender_cpu: Option<usize>,
+    /// The edgestat executable started (default: this one); pairs of runs
+    /// compare two builds under the same load generator.
+    #[arg(long, value_name = "PATH")]
+    pub edgestat: Option<PathBuf>,
     /// Largest datagram (packed profile; default 8192).
     #[arg(long, value_name = "BYTES")]
     pub packet_bytes: Option<usize>,
@@ -77,12 +208,13 @@ pub struct BenchArgs {
     /// EDGESTAT_SHARDS of the started edgestat.
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
-    /// DD_DOGSTATSD_SO_RCVBUF of the started edgestat (bytes).
+    /// DD_DOGSTATSD_SO_RCVBUF of the started edgestat (bytes; 0 leaves the
+    /// kernel's default, the preset's when not given).
     #[arg(long, value_name = "BYTES")]
     pub so_rcvbuf: Option<usize>,
-    /// EDGESTAT_FLUSH_INTERVAL of the started edgestat.
-    #[arg(long, default_value = "1s")]
-    pub flush_interval: String,
+    /// EDGESTAT_FLUSH_INTERVAL of the started edgestat (default 1s, or the preset's).
+    #[arg(long)]
+    pub flush_interval: Option<String>,
     /// Extra environment for the started edgestat (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,
@@ -111,6 +243,51 @@ pub struct BenchArgs {
     /// Rounds of --burst.
     #[arg(long, default_value_t = 10)]
     pub rounds: u64,
+}
+
+/// The options once a preset's settings are applied.
+#[derive(Debug, Clone)]
+struct Plan {
+    duration: f64,
+    rate: Option<sender::Rate>,
+    contexts: usize,
+    shape: Option<Shape>,
+    single: bool,
+    transport: Transport,
+    /// `None`: the kernel's default receive buffer.
+    so_rcvbuf: Option<usize>,
+    idle: f64,
+    flush_interval: String,
+}
+
+impl Plan {
+    fn of(args: &BenchArgs) -> Plan {
+        let p = args.preset.map(Preset::settings).unwrap_or(PresetSettings {
+            contexts: 3000,
+            duration: 10.0,
+            ..Default::default()
+        });
+        let rate = match (args.rate, args.datagram_rate) {
+            (Some(r), _) => (r > 0.0).then_some(sender::Rate::Lines(r)),
+            (None, Some(d)) => (d > 0.0).then_some(sender::Rate::Datagrams(d)),
+            (None, None) => p.datagram_rate.map(sender::Rate::Datagrams),
+        };
+        Plan {
+            duration: args.duration.unwrap_or(p.duration),
+            rate,
+            contexts: args.contexts.unwrap_or(p.contexts),
+            shape: args.shape.or(p.shape),
+            single: args.profile == Profile::Single || (args.preset.is_some() && p.single),
+            transport: args.transport.or(p.transport).unwrap_or(Transport::Udp),
+            so_rcvbuf: args.so_rcvbuf.or(p.so_rcvbuf).filter(|b| *b > 0),
+            idle: args.idle.unwrap_or(p.idle),
+            flush_interval: args
+                .flush_interval
+                .clone()
+                .or(p.flush_interval.map(String::from))
+                .unwrap_or_else(|| "1s".into()),
+        }
+    }
 }
 
 /// Why a bench could not run; one line.
@@ -170,14 +347,29 @@ fn parse_flush_us(line: &str) -> Option<u64> {
     field("elapsed_us=").or_else(|| field("elapsed_ms=").map(|ms| ms * 1000))
 }
 
-fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Started, BenchError> {
-    let exe =
-        std::env::current_exe().map_err(|e| BenchError::Io(format!("cannot find the edgestat executable: {e}")))?;
+fn bench_dir() -> Result<PathBuf, BenchError> {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let dir = std::env::temp_dir().join(format!("edgestat-bench-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| BenchError::Io(format!("cannot create {}: {e}", dir.display())))?;
-    let mut cmd = Command::new(exe);
+    Ok(dir)
+}
+
+fn start_edgestat(
+    args: &BenchArgs,
+    plan: &Plan,
+    dir: PathBuf,
+    port: u16,
+    unix: Option<&std::path::Path>,
+    intake_url: &str,
+) -> Result<Started, BenchError> {
+    let exe = match &args.edgestat {
+        Some(p) => p.clone(),
+        None => {
+            std::env::current_exe().map_err(|e| BenchError::Io(format!("cannot find the edgestat executable: {e}")))?
+        }
+    };
+    let mut cmd = Command::new(&exe);
     cmd.arg("run")
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -186,7 +378,7 @@ fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Start
         .env("DD_DD_URL", intake_url)
         .env("DD_DOGSTATSD_PORT", port.to_string())
         .env("EDGESTAT_API_ADDR", "off")
-        .env("EDGESTAT_FLUSH_INTERVAL", &args.flush_interval)
+        .env("EDGESTAT_FLUSH_INTERVAL", &plan.flush_interval)
         .env("EDGESTAT_SHARDS", args.shards.to_string())
         .env("EDGESTAT_DATA_DIR", dir.join("data"))
         // Debug level for the flusher's "flush done elapsed_us=" lines.
@@ -195,8 +387,11 @@ fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Start
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(b) = args.so_rcvbuf {
+    if let Some(b) = plan.so_rcvbuf {
         cmd.env("DD_DOGSTATSD_SO_RCVBUF", b.to_string());
+    }
+    if let Some(path) = unix {
+        cmd.env("DD_DOGSTATSD_SOCKET", path);
     }
     for kv in &args.env {
         let Some((k, v)) = kv.split_once('=') else {
@@ -204,7 +399,7 @@ fn start_edgestat(args: &BenchArgs, port: u16, intake_url: &str) -> Result<Start
         };
         cmd.env(k, v);
     }
-    let mut child = cmd.spawn().map_err(|e| BenchError::Io(format!("cannot start edgestat run: {e}")))?;
+    let mut child = cmd.spawn().map_err(|e| BenchError::Io(format!("cannot start {} run: {e}", exe.display())))?;
     let stderr = child.stderr.take().ok_or_else(|| BenchError::Io("no stderr pipe".into()))?;
     let flushes = Arc::new(Mutex::new(
         hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)
@@ -286,11 +481,23 @@ impl Drop for Started {
 }
 
 fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
-    if (args.duration <= 0.0 && args.burst == 0) || args.rate < 0.0 || args.contexts == 0 {
-        return Err(BenchError::Usage("--duration and --contexts must be positive, --rate not negative".into()));
+    let plan = Plan::of(args);
+    if (plan.duration <= 0.0 && args.burst == 0 && plan.idle <= 0.0) || plan.contexts == 0 || plan.idle < 0.0 {
+        return Err(BenchError::Usage("--duration (or --idle) and --contexts must be positive".into()));
     }
-    let single = args.profile == Profile::Single;
-    let profile = WorkloadConfig::standard(args.contexts, single);
+    if args.rate.is_some_and(|r| r < 0.0) || args.datagram_rate.is_some_and(|r| r < 0.0) {
+        return Err(BenchError::Usage("--rate and --datagram-rate must not be negative".into()));
+    }
+    if plan.transport == Transport::Unix && (args.target.is_some() || args.burst > 0) {
+        return Err(BenchError::Usage(
+            "--transport unix drives the started edgestat only (no --target, no --burst)".into(),
+        ));
+    }
+    let single = plan.single;
+    let profile = match plan.shape {
+        Some(shape) => shape.config(plan.contexts, single),
+        None => WorkloadConfig::standard(plan.contexts, single),
+    };
     let wcfg = WorkloadConfig {
         min_tags: args.min_tags.unwrap_or(profile.min_tags).max(1),
         max_tags: args.max_tags.unwrap_or(profile.max_tags).max(2),
@@ -325,6 +532,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         eprintln!("edgestat bench: intake listening on {} (point the target's DD_DD_URL here)", i.base_url);
     }
 
+    let mut unix_path = None;
     let (addr, mut started) = match &args.target {
         Some(t) => {
             let a = t
@@ -337,7 +545,9 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         None => {
             let port = free_udp_port()?;
             let url = intake.as_ref().map(|i| i.base_url.clone()).unwrap_or_default();
-            let s = start_edgestat(args, port, &url)?;
+            let dir = bench_dir()?;
+            unix_path = (plan.transport == Transport::Unix).then(|| dir.join("dsd.socket"));
+            let s = start_edgestat(args, &plan, dir, port, unix_path.as_deref(), &url)?;
             (SocketAddr::from(([127, 0, 0, 1], port)), Some(s))
         }
     };
@@ -346,13 +556,33 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         None => args.target_pid.or_else(|| procfs::pid_of_udp_port(addr.port())),
     };
 
-    let sockets =
-        sender::connect(addr, args.sockets).map_err(|e| BenchError::Io(format!("cannot open sender sockets: {e}")))?;
+    // Idle CPU: the whole process, after a settling second.
+    let idle_cpu_pct = match (plan.idle > 0.0, pid) {
+        (true, Some(pid)) => {
+            std::thread::sleep(Duration::from_secs(1));
+            let (c0, t0) = (procfs::cpu_time(pid), Instant::now());
+            std::thread::sleep(Duration::from_secs_f64(plan.idle));
+            match (c0, procfs::cpu_time(pid)) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a).as_secs_f64() * 100.0 / t0.elapsed().as_secs_f64()),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+
+    if let Some(cpu) = args.sender_cpu.or((plan.transport == Transport::Unix).then(other_cpu).flatten()) {
+        pin_this_thread(cpu);
+    }
+    let sockets: Vec<std::os::fd::OwnedFd> = match &unix_path {
+        Some(p) => sender::connect_unix(p, args.sockets).map(|v| v.into_iter().map(Into::into).collect()),
+        None => sender::connect(addr, args.sockets).map(|v| v.into_iter().map(Into::into).collect()),
+    }
+    .map_err(|e| BenchError::Io(format!("cannot open sender sockets: {e}")))?;
     let progress = Arc::new(Progress::default());
     let (udp0, _) = procfs::udp_counters(addr.port());
     let cpu0 = pid.and_then(procfs::cpu_time);
-    let duration = Duration::from_secs_f64(args.duration);
-    let rate = if args.rate > 0.0 { Some(args.rate) } else { None };
+    let duration = Duration::from_secs_f64(plan.duration.max(0.0));
+    let rate = plan.rate;
 
     // Sampler: timeline + progress line.
     let timeline = Arc::new(Mutex::new(Vec::<TimePoint>::new()));
@@ -383,7 +613,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
                     rx_queue_bytes: udp.rx_queue_bytes,
                 };
                 if show {
-                    let frac = (t / duration.as_secs_f64()).min(1.0);
+                    let frac = (t / duration.as_secs_f64().max(1e-3)).min(1.0);
                     let bar: String = (0..30).map(|i| if (i as f64) < frac * 30.0 { '#' } else { '-' }).collect();
                     eprint!(
                         "\r[{bar}] {t:5.1}s  {:>10.0} lines/s  drops {:>8}  cpu {:.2}  rss {:>6.1} MiB ",
@@ -409,7 +639,8 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     let mut burst_stats = None;
     let sent = if args.burst > 0 {
         let pid = pid.ok_or_else(|| BenchError::Usage("--burst needs the target's pid (--target-pid)".into()))?;
-        let (g, b) = burst::run(pid, addr.port(), &mut workload, &sockets, args.burst, args.rounds.max(1), &progress)?;
+        let udp: Vec<std::net::UdpSocket> = sockets.into_iter().map(Into::into).collect();
+        let (g, b) = burst::run(pid, addr.port(), &mut workload, &udp, args.burst, args.rounds.max(1), &progress)?;
         burst_stats = Some(b);
         g
     } else {
@@ -421,6 +652,10 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
 
     // Let the target empty its receive queues before reading its CPU time.
     let drain_end = Instant::now() + Duration::from_secs(10);
+    if unix_path.is_some() {
+        // Blocking sends: at most a few datagrams are still queued.
+        std::thread::sleep(Duration::from_millis(200));
+    }
     loop {
         let (u, _) = procfs::udp_counters(addr.port());
         if u.rx_queue_bytes == 0 || Instant::now() > drain_end {
@@ -455,6 +690,12 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         target_pid: pid,
         workload: serde_json::json!({
             "profile": format!("{:?}", args.profile).to_lowercase(),
+            "preset": args.preset.map(|p| format!("{p:?}")),
+            "shape": plan.shape.map(|s| format!("{s:?}").to_lowercase()),
+            "transport": format!("{:?}", plan.transport).to_lowercase(),
+            "datagram_rate": match plan.rate { Some(sender::Rate::Datagrams(d)) => Some(d), _ => None },
+            "edgestat": args.edgestat.as_ref().map(|p| p.display().to_string()),
+            "max_values": wcfg.max_values,
             "contexts": wcfg.contexts,
             "contexts_by_kind": workload.contexts_by_kind(),
             "tags": [wcfg.min_tags, wcfg.max_tags],
@@ -462,11 +703,11 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
             "single": wcfg.single,
             "multi_value_pct": wcfg.multi_value_pct,
             "seed": wcfg.seed,
-            "rate_lines_per_s": args.rate,
+            "rate_lines_per_s": match plan.rate { Some(sender::Rate::Lines(l)) => Some(l), _ => None },
             "sockets": args.sockets,
             "shards": if started.is_some() { Some(args.shards) } else { None },
-            "so_rcvbuf": args.so_rcvbuf,
-            "flush_interval": args.flush_interval,
+            "so_rcvbuf": plan.so_rcvbuf,
+            "flush_interval": plan.flush_interval,
             "env": args.env,
             "burst": args.burst,
             "rounds": if args.burst > 0 { Some(args.rounds) } else { None },
@@ -485,6 +726,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         rss_peak_bytes: mem.map(|m| m.1).max(final_hwm),
         flush_latency,
         burst: burst_stats.clone(),
+        idle_cpu_pct,
         ..Default::default()
     };
     if let Some(p) = &processed {
@@ -537,6 +779,7 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         let packets = sent.packets as f64 * if r.lines_sent > 0 { lines / r.lines_sent as f64 } else { 0.0 };
         if cpu > 0.0 && lines > 0.0 {
             r.cpu_ns_per_line = Some(cpu * 1e9 / lines);
+            r.cpu_ns_per_datagram = Some(cpu * 1e9 / packets);
             r.lines_per_cpu_s = Some(lines / cpu);
             r.packets_per_cpu_s = Some(packets / cpu);
         }
@@ -553,9 +796,59 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     Ok(r)
 }
 
+/// A CPU other than the first (where shard 0 runs), if there is one.
+fn other_cpu() -> Option<usize> {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (n > 1).then_some(1)
+}
+
+fn pin_this_thread(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
+            eprintln!("edgestat bench: cannot pin the sender to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn presets_set_the_table_rows_and_options_override_them() {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            b: BenchArgs,
+        }
+        let plan = |a: &[&str]| Plan::of(&Cli::parse_from([&["bench"], a].concat()).b);
+        let p = plan(&["--preset", "small-packed"]);
+        assert_eq!(
+            (p.shape, p.single, p.rate, p.contexts),
+            (Some(Shape::Small), false, Some(sender::Rate::Datagrams(2000.0)), 3000)
+        );
+        assert_eq!(p.so_rcvbuf, Some(4 << 20));
+        let p = plan(&["--preset", "large-packed", "--so-rcvbuf", "0", "--contexts", "100000"]);
+        assert_eq!(
+            (p.shape, p.so_rcvbuf, p.contexts, p.rate),
+            (Some(Shape::Large), None, 100_000, Some(sender::Rate::Datagrams(20_000.0)))
+        );
+        let p = plan(&["--preset", "uds-small-max"]);
+        assert_eq!((p.transport, p.rate), (Transport::Unix, None));
+        let p = plan(&["--preset", "idle"]);
+        assert_eq!((p.duration, p.idle, p.flush_interval.as_str()), (0.0, 10.0, "15s"));
+        let p = plan(&["--preset", "small-single", "--rate", "5000"]);
+        assert_eq!((p.single, p.rate), (true, Some(sender::Rate::Lines(5000.0))));
+        let p = plan(&[]);
+        assert_eq!(
+            (p.shape, p.rate, p.contexts, p.so_rcvbuf, p.flush_interval.as_str()),
+            (None, None, 3000, None, "1s")
+        );
+    }
 
     #[test]
     fn flush_lines_are_parsed() {

@@ -187,6 +187,10 @@ pub struct Report {
     pub target_cpu_s: Option<f64>,
     /// CPU nanoseconds per processed line.
     pub cpu_ns_per_line: Option<f64>,
+    /// CPU nanoseconds per processed datagram.
+    pub cpu_ns_per_datagram: Option<f64>,
+    /// CPU of the whole idle target before sending, % of one core.
+    pub idle_cpu_pct: Option<f64>,
     /// Lines processed per CPU-second of the target (lines/s per core).
     pub lines_per_cpu_s: Option<f64>,
     /// Datagrams processed per CPU-second of the target.
@@ -246,6 +250,10 @@ impl Report {
         rows.push(("kernel drops".into(), self.kernel_drops.to_string()));
         rows.push(("target CPU".into(), opt(self.target_cpu_s.map(|c| format!("{c:.2} s")))));
         rows.push(("CPU per line".into(), opt(self.cpu_ns_per_line.map(|n| format!("{n:.0} ns")))));
+        rows.push(("CPU per datagram".into(), opt(self.cpu_ns_per_datagram.map(|n| format!("{n:.0} ns")))));
+        if let Some(idle) = self.idle_cpu_pct {
+            rows.push(("idle CPU".into(), format!("{idle:.3} % of a core")));
+        }
         rows.push(("lines/s per core".into(), opt(self.lines_per_cpu_s.map(human))));
         rows.push(("datagrams/s per core".into(), opt(self.packets_per_cpu_s.map(human))));
         rows.push((

@@ -41,14 +41,45 @@ pub fn connect(target: SocketAddr, n: usize) -> std::io::Result<Vec<UdpSocket>> 
         .collect()
 }
 
-/// Sends `workload` to the connected `sockets` for `duration` at
-/// `rate_lines` lines/s (`None`: as fast as possible), stopping early after
-/// `max_packets` datagrams when given. Returns what was sent (datagrams the
-/// kernel refused are not counted).
-pub fn run(
+/// Opens `n` Unix datagram sockets connected to `path`, blocking: a full
+/// receive queue makes the sender wait, so nothing is lost and the rate
+/// reached is the receiver's no-loss maximum.
+pub fn connect_unix(path: &std::path::Path, n: usize) -> std::io::Result<Vec<std::os::unix::net::UnixDatagram>> {
+    (0..n.max(1))
+        .map(|_| {
+            let s = std::os::unix::net::UnixDatagram::unbound()?;
+            s.connect(path)?;
+            let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
+            Ok(s)
+        })
+        .collect()
+}
+
+/// How fast to send.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Metric lines per second.
+    Lines(f64),
+    /// Datagrams per second.
+    Datagrams(f64),
+}
+
+impl Rate {
+    fn per_s(self) -> f64 {
+        match self {
+            Rate::Lines(r) | Rate::Datagrams(r) => r,
+        }
+    }
+}
+
+/// Sends `workload` to the connected `sockets` for `duration` at `rate`
+/// (`None`: as fast as possible), stopping early after `max_packets`
+/// datagrams when given. Returns what was sent (datagrams the kernel
+/// refused are not counted).
+pub fn run<S: AsRawFd>(
     workload: &mut Workload,
-    sockets: &[UdpSocket],
-    rate_lines: Option<f64>,
+    sockets: &[S],
+    rate: Option<Rate>,
     duration: Duration,
     max_packets: Option<u64>,
     progress: &Arc<Progress>,
@@ -60,7 +91,12 @@ pub fn run(
     let mut batch_lines = [0u64; BATCH];
     let mut batch_gen: Vec<Generated> = vec![Generated::default(); BATCH];
     // Pacing granularity: a small batch at low rates keeps the rate smooth.
-    let per_batch = match rate_lines {
+    // Datagram rates are 1/50 of line rates for packed lines.
+    let lines_equiv = rate.map(|r| match r {
+        Rate::Lines(l) => l,
+        Rate::Datagrams(d) => d * 50.0,
+    });
+    let per_batch = match lines_equiv {
         Some(r) if r < 50_000.0 => 1,
         Some(r) if r < 500_000.0 => 8,
         _ => BATCH,
@@ -70,9 +106,14 @@ pub fn run(
         if elapsed >= duration || max_packets.is_some_and(|m| sent.packets >= m) {
             break;
         }
-        if let Some(r) = rate_lines {
+        if let Some(rate) = rate {
+            let r = rate.per_s();
             let due = elapsed.as_secs_f64() * r;
-            let ahead = sent.total_lines() as f64 - due;
+            let done = match rate {
+                Rate::Lines(_) => sent.total_lines(),
+                Rate::Datagrams(_) => sent.packets,
+            };
+            let ahead = done as f64 - due;
             if ahead > 0.0 {
                 let wait = Duration::from_secs_f64(ahead / r);
                 std::thread::sleep(wait.min(Duration::from_millis(20)));
@@ -127,7 +168,7 @@ pub fn run(
 
 /// One `sendmmsg(2)` of `bufs` on a connected socket; returns how many
 /// datagrams the kernel took.
-fn sendmmsg(sock: &UdpSocket, bufs: &[Vec<u8>]) -> std::io::Result<usize> {
+fn sendmmsg<S: AsRawFd>(sock: &S, bufs: &[Vec<u8>]) -> std::io::Result<usize> {
     let mut iov: [libc::iovec; BATCH] = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; BATCH];
     // SAFETY: mmsghdr is plain old data; all-zero is a valid empty header.
     let mut msgs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };

@@ -64,10 +64,60 @@ pub struct WorkloadConfig {
     pub packet_bytes: usize,
     /// One metric line per datagram (overrides `packet_bytes` packing).
     pub single: bool,
-    /// Percent of lines (not sets) that carry 2–5 values.
+    /// Percent of lines (not sets) that carry 2–`max_values` values.
     pub multi_value_pct: u32,
+    /// Most values on a multi-value line.
+    pub max_values: u64,
+    /// Sized shapes: names and tags of lengths drawn uniformly from these
+    /// ranges, tag counts uniform in `min_tags..=max_tags` (`None`: the
+    /// standard shape's readable names and tags, tag counts skewed low).
+    pub sizes: Option<Sizes>,
     /// Seed of every random choice.
     pub seed: u64,
+}
+
+/// Byte lengths of a sized shape (see [`WorkloadConfig::sizes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sizes {
+    /// Name length range in bytes. Names start with `bench.<kind>.<context
+    /// number>` (the report reads the kind from it), so a drawn length
+    /// shorter than that prefix is raised to it.
+    pub name_bytes: (usize, usize),
+    /// Tag length range in bytes.
+    pub tag_bytes: (usize, usize),
+}
+
+/// The workload shapes used to compare DogStatsD servers: metric-type
+/// weights 208:66:72:9:1, 8 % of lines (never sets) with 2–32 values, one
+/// fixed type per context, contexts picked uniformly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// "~150 B lines": names of 20–50 B, 3–6 tags of 12–32 B.
+    Small,
+    /// "~2.1 KB lines": names of 1–200 B, 2–50 tags of 3–150 B.
+    Large,
+}
+
+impl Shape {
+    /// The shape for `contexts` contexts, packed into 8,192-byte
+    /// datagrams or one line per datagram.
+    pub fn config(self, contexts: usize, single: bool) -> WorkloadConfig {
+        let (tags, sizes) = match self {
+            Shape::Small => ((3, 6), Sizes { name_bytes: (20, 50), tag_bytes: (12, 32) }),
+            Shape::Large => ((2, 50), Sizes { name_bytes: (1, 200), tag_bytes: (3, 150) }),
+        };
+        WorkloadConfig {
+            contexts,
+            min_tags: tags.0,
+            max_tags: tags.1,
+            packet_bytes: 8192,
+            single,
+            multi_value_pct: 8,
+            max_values: 32,
+            sizes: Some(sizes),
+            seed: 1,
+        }
+    }
 }
 
 impl WorkloadConfig {
@@ -82,9 +132,44 @@ impl WorkloadConfig {
             packet_bytes: 8192,
             single,
             multi_value_pct: 8,
+            max_values: 5,
+            sizes: None,
             seed: 1,
         }
     }
+}
+
+/// `len` random bytes of `[a-z0-9]`.
+fn push_random(out: &mut Vec<u8>, rng: &mut fastrand::Rng, len: usize) {
+    const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    out.extend((0..len).map(|_| ALNUM[rng.usize(..ALNUM.len())]));
+}
+
+/// A sized context's head (`name:`) and tag list (`#t1,t2,...` without the type).
+fn sized_context(rng: &mut fastrand::Rng, kind: Kind, i: usize, tags: usize, sz: Sizes) -> (Vec<u8>, Vec<u8>) {
+    let mut head = format!("{NAME_PREFIX}{}.{i:x}", kind.label()).into_bytes();
+    let want = rng.usize(sz.name_bytes.0..=sz.name_bytes.1.max(sz.name_bytes.0));
+    if want > head.len() {
+        head.push(b'_');
+        let pad = want.saturating_sub(head.len());
+        push_random(&mut head, rng, pad);
+    }
+    head.push(b':');
+    let mut list = Vec::new();
+    for t in 0..tags {
+        list.push(if t == 0 { b'#' } else { b',' });
+        let len = rng.usize(sz.tag_bytes.0..=sz.tag_bytes.1.max(sz.tag_bytes.0));
+        // `key:value` when there is room for both, a bare tag otherwise.
+        if len >= 4 {
+            let key = (len / 3).clamp(1, 20);
+            push_random(&mut list, rng, key);
+            list.push(b':');
+            push_random(&mut list, rng, len - key - 1);
+        } else {
+            push_random(&mut list, rng, len);
+        }
+    }
+    (head, list)
 }
 
 struct Context {
@@ -154,6 +239,17 @@ const TAG_KEYS: [&str; 16] = [
 const VALUES: [&str; 16] =
     ["0.25", "1", "2.5", "3", "7", "12.75", "18", "25", "42", "63.5", "100", "128", "250.125", "512", "999", "1500"];
 
+/// `|c`, `|g`, ... of `kind`.
+fn kind_suffix(kind: Kind) -> &'static [u8] {
+    match kind {
+        Kind::Counter => b"|c",
+        Kind::Gauge => b"|g",
+        Kind::Distribution => b"|d",
+        Kind::Set => b"|s",
+        Kind::Histogram => b"|h",
+    }
+}
+
 /// The generator. Allocation-free per line once built.
 pub struct Workload {
     ctxs: Vec<Context>,
@@ -202,6 +298,15 @@ impl Workload {
                 }
                 pick -= w;
             }
+            if let Some(sz) = cfg.sizes {
+                let tags = rng.usize(min_tags..=max_tags);
+                let (head, list) = sized_context(&mut rng, kind, i, tags, sz);
+                let mut tail = kind_suffix(kind).to_vec();
+                tail.push(b'|');
+                tail.extend_from_slice(&list);
+                ctxs.push(Context { kind, head: head.into(), tail: tail.into(), samples: 0 });
+                continue;
+            }
             let u = rng.f64();
             let tags = min_tags + ((max_tags - min_tags) as f64 * u * u * u).round() as usize;
             let mut head = Vec::new();
@@ -209,13 +314,7 @@ impl Workload {
                 format!("{NAME_PREFIX}{}.m{}:", kind.label(), rng.usize(..names_per_kind)).as_bytes(),
             );
             let mut tail = Vec::new();
-            tail.extend_from_slice(match kind {
-                Kind::Counter => b"|c",
-                Kind::Gauge => b"|g",
-                Kind::Distribution => b"|d",
-                Kind::Set => b"|s",
-                Kind::Histogram => b"|h",
-            });
+            tail.extend_from_slice(kind_suffix(kind));
             tail.extend_from_slice(b"|#");
             tail.extend_from_slice(format!("instance:i-{i:06}").as_bytes());
             for t in 1..tags {
@@ -249,7 +348,7 @@ impl Workload {
         let out = &mut self.pending;
         out.clear();
         out.extend_from_slice(&ctx.head);
-        let k = if multi && ctx.kind != Kind::Set { self.rng.u64(2..=5) } else { 1 };
+        let k = if multi && ctx.kind != Kind::Set { self.rng.u64(2..=self.cfg.max_values.max(2)) } else { 1 };
         for j in 0..k {
             if j > 0 {
                 out.push(b':');
@@ -368,15 +467,7 @@ mod tests {
     use crate::core::protocol::{lines, parse_line, Message, ParseOptions};
 
     fn cfg(single: bool) -> WorkloadConfig {
-        WorkloadConfig {
-            contexts: 356,
-            min_tags: 2,
-            max_tags: 50,
-            packet_bytes: 8192,
-            single,
-            multi_value_pct: 8,
-            seed: 7,
-        }
+        WorkloadConfig { seed: 7, ..WorkloadConfig::standard(356, single) }
     }
 
     #[test]
@@ -401,6 +492,34 @@ mod tests {
         assert_eq!(lines_seen, w.generated.total_lines());
         assert_eq!(samples_seen, w.generated.total_samples());
         assert!(samples_seen > lines_seen, "some lines are multi-value");
+    }
+
+    #[test]
+    fn sized_shapes_have_the_stated_sizes() {
+        for (shape, lo, hi, tags) in [(Shape::Small, 120.0, 180.0, 3..=6), (Shape::Large, 1800.0, 2400.0, 2..=50)] {
+            let mut w = Workload::new(shape.config(3000, true));
+            let mut buf = Vec::new();
+            let (mut bytes, mut n, mut values_max) = (0usize, 0usize, 0usize);
+            for _ in 0..2000 {
+                w.next_packet(&mut buf);
+                for l in lines(&buf) {
+                    let Message::Metric(m) = parse_line(l, &ParseOptions::default()).expect("valid line") else {
+                        panic!()
+                    };
+                    assert!(tags.contains(&m.tags.iter().count()), "{}", String::from_utf8_lossy(l));
+                    values_max = values_max.max(m.values().count());
+                    bytes += l.len();
+                    n += 1;
+                }
+            }
+            let avg = bytes as f64 / n as f64;
+            assert!(avg > lo && avg < hi, "{shape:?}: {avg} B per line");
+            assert!(values_max > 5 && values_max <= 32, "{values_max}");
+        }
+        let mut w = Workload::new(Shape::Large.config(3000, false));
+        let mut buf = Vec::new();
+        w.next_packet(&mut buf);
+        assert!(buf.len() <= 8192 && buf.len() > 4000, "{}", buf.len());
     }
 
     #[test]

@@ -210,10 +210,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Resp, HangU
             json_resp(StatusCode::OK, serde_json::json!({ "cleared": n }).to_string())
         }
         (_, "/intake/health" | "/intake/payloads" | "/intake/stats" | "/intake/fail" | "/intake/throttle") => {
-            error_resp(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this control route",
-            )
+            error_resp(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this control route")
         }
         (&Method::GET, "/api/v1/validate") => {
             state.store.count_validate();
@@ -292,7 +289,9 @@ async fn set_throttle(state: &State, req: Request<Incoming>) -> Resp {
             state.throttle.set(r.bytes_per_sec);
             json_resp(StatusCode::OK, serde_json::json!({ "bytes_per_sec": r.bytes_per_sec }).to_string())
         }
-        Err(e) => error_resp(StatusCode::BAD_REQUEST, &format!("bad throttle JSON (want {{\"bytes_per_sec\":N}}): {e}")),
+        Err(e) => {
+            error_resp(StatusCode::BAD_REQUEST, &format!("bad throttle JSON (want {{\"bytes_per_sec\":N}}): {e}"))
+        }
     }
 }
 

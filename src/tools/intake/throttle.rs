@@ -14,9 +14,7 @@ pub struct Throttle {
 impl Throttle {
     /// A throttle at `bytes_per_sec` (0: off).
     pub fn new(bytes_per_sec: u64) -> Self {
-        Self {
-            state: Mutex::new((bytes_per_sec, None)),
-        }
+        Self { state: Mutex::new((bytes_per_sec, None)) }
     }
 
     /// Current limit (0: off).
