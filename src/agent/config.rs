@@ -949,13 +949,14 @@ impl Config {
             forwarder: forwarder_tuning(src)?,
             recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
             mapper: mapper_settings(src)?,
-            histogram_copy_to_distribution: match get_bool("histogram_copy_to_distribution", false)? {
-                true => Some(
-                    src.dd("histogram_copy_to_distribution_prefix")
-                        .map(|(_, v)| v.trim().to_string())
-                        .unwrap_or_default(),
-                ),
-                false => None,
+            // The prefix is read even when the copy is off, so a bad
+            // combination is never hidden and every key shows in the doc test.
+            histogram_copy_to_distribution: {
+                let prefix = src
+                    .dd("histogram_copy_to_distribution_prefix")
+                    .map(|(_, v)| v.trim().to_string())
+                    .unwrap_or_default();
+                get_bool("histogram_copy_to_distribution", false)?.then_some(prefix)
             },
             eol_required: eol_required(src)?,
             host_tags: host_tags(src),
