@@ -447,6 +447,5 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         std::thread::sleep(Duration::from_millis(10));
     }
     tracing::info!("edgestat stopped");
-    let _ = Duration::ZERO;
     Ok(())
 }
