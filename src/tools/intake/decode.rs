@@ -293,40 +293,80 @@ pub struct CommonMetadata {
 // decompression
 // ---------------------------------------------------------------------------
 
+/// Why a body could not be decompressed or decoded; its text is what the
+/// intake stores as the record's `decode_error`.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// A `Content-Encoding` this intake does not know.
+    #[error("unsupported content-encoding: {0:?}")]
+    UnsupportedEncoding(String),
+    /// The decompressor failed.
+    #[error("{what}: {source}")]
+    Decompress {
+        /// Which compression.
+        what: &'static str,
+        /// The decompressor's error.
+        source: std::io::Error,
+    },
+    /// The body decompresses to more than [`MAX_DECOMPRESSED_BYTES`].
+    #[error("{what}: decompressed body exceeds {MAX_DECOMPRESSED_BYTES} bytes")]
+    TooLarge {
+        /// Which compression.
+        what: &'static str,
+    },
+    /// A protobuf body is malformed at the wire level.
+    #[error("protobuf: {0}")]
+    Wire(&'static str),
+    /// A protobuf field uses a wire type this scanner does not read.
+    #[error("protobuf: unsupported wire type {0}")]
+    WireType(u64),
+    /// A protobuf body does not match its message type.
+    #[error("protobuf {message}: {source}")]
+    Protobuf {
+        /// The expected message.
+        message: &'static str,
+        /// prost's error.
+        source: prost::DecodeError,
+    },
+    /// A process message shorter than its header.
+    #[error("process message: {len} bytes, shorter than the {PROCESS_MESSAGE_HEADER_LEN}-byte header")]
+    ShortProcessMessage {
+        /// Its length.
+        len: usize,
+    },
+}
+
 /// Decompresses `body` according to a `Content-Encoding` header value.
-/// Why a `String` error: it goes straight into the stored `decode_error`.
-pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, String> {
+pub fn decompress(encoding: Option<&str>, body: &[u8]) -> Result<Vec<u8>, DecodeError> {
     let enc = encoding.map(|e| e.trim().to_ascii_lowercase()).unwrap_or_default();
     match enc.as_str() {
         "" | "identity" => Ok(body.to_vec()),
         "zstd" => match zstd::stream::read::Decoder::new(body) {
             Ok(d) => read_capped(d, "zstd"),
-            Err(e) => Err(format!("zstd: {e}")),
+            Err(source) => Err(DecodeError::Decompress { what: "zstd", source }),
         },
         "deflate" => read_capped(flate2::read::ZlibDecoder::new(body), "deflate (zlib)"),
         "gzip" | "x-gzip" => read_capped(flate2::read::MultiGzDecoder::new(body), "gzip"),
         "lz4" => read_capped(lz4_flex::frame::FrameDecoder::new(body), "lz4 frame"),
-        other => Err(format!("unsupported content-encoding: {other:?}")),
+        other => Err(DecodeError::UnsupportedEncoding(other.to_string())),
     }
 }
 
 /// Decompresses a standalone zstd stream (orchestrator bodies), capped.
-pub fn zstd_decompress(body: &[u8]) -> Result<Vec<u8>, String> {
+pub fn zstd_decompress(body: &[u8]) -> Result<Vec<u8>, DecodeError> {
     match zstd::stream::read::Decoder::new(body) {
         Ok(d) => read_capped(d, "zstd"),
-        Err(e) => Err(format!("zstd: {e}")),
+        Err(source) => Err(DecodeError::Decompress { what: "zstd", source }),
     }
 }
 
-fn read_capped<R: Read>(r: R, what: &str) -> Result<Vec<u8>, String> {
+fn read_capped<R: Read>(r: R, what: &'static str) -> Result<Vec<u8>, DecodeError> {
     let mut out = Vec::new();
     let mut limited = r.take(MAX_DECOMPRESSED_BYTES as u64 + 1);
     match limited.read_to_end(&mut out) {
-        Ok(_) if out.len() > MAX_DECOMPRESSED_BYTES => {
-            Err(format!("{what}: decompressed body exceeds {MAX_DECOMPRESSED_BYTES} bytes"))
-        }
+        Ok(_) if out.len() > MAX_DECOMPRESSED_BYTES => Err(DecodeError::TooLarge { what }),
         Ok(_) => Ok(out),
-        Err(e) => Err(format!("{what}: {e}")),
+        Err(source) => Err(DecodeError::Decompress { what, source }),
     }
 }
 
@@ -376,16 +416,16 @@ pub fn decode_body(path: &str, data: &[u8]) -> Decoded {
     match format_for_path(path) {
         Format::SeriesV2 => match <MetricPayload as prost::Message>::decode(data) {
             Ok(p) => ok_json(&series_json(&p)),
-            Err(e) => fail(format!("protobuf MetricPayload: {e}")),
+            Err(source) => fail(DecodeError::Protobuf { message: "MetricPayload", source }.to_string()),
         },
         Format::Sketches => match <SketchPayload as prost::Message>::decode(data) {
             Ok(p) => ok_json(&sketches_json(&p)),
-            Err(e) => fail(format!("protobuf SketchPayload: {e}")),
+            Err(source) => fail(DecodeError::Protobuf { message: "SketchPayload", source }.to_string()),
         },
         Format::Json => decode_json(data, true),
         Format::ProcessMessage => match process_message_json(data) {
             Ok(v) => ok_json(&v),
-            Err(e) => fail(e),
+            Err(e) => fail(e.to_string()),
         },
         Format::Unknown => decode_json(data, false),
     }
@@ -707,12 +747,9 @@ struct ProcessMessageJson {
     body_b64: String,
 }
 
-fn process_message_json(data: &[u8]) -> Result<ProcessMessageJson, String> {
+fn process_message_json(data: &[u8]) -> Result<ProcessMessageJson, DecodeError> {
     if data.len() < PROCESS_MESSAGE_HEADER_LEN {
-        return Err(format!(
-            "process message: {} bytes, shorter than the {PROCESS_MESSAGE_HEADER_LEN}-byte header",
-            data.len()
-        ));
+        return Err(DecodeError::ShortProcessMessage { len: data.len() });
     }
     let (hdr, body) = data.split_at(PROCESS_MESSAGE_HEADER_LEN);
     let org_id = i32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]);
@@ -721,7 +758,7 @@ fn process_message_json(data: &[u8]) -> Result<ProcessMessageJson, String> {
     let (out, decompressed, decompress_error) = match encoding {
         2 | 4 | 5 => match zstd_decompress(body) {
             Ok(d) => (d, true, None),
-            Err(e) => (body.to_vec(), false, Some(e)),
+            Err(e) => (body.to_vec(), false, Some(e.to_string())),
         },
         _ => (body.to_vec(), false, None),
     };
@@ -729,7 +766,7 @@ fn process_message_json(data: &[u8]) -> Result<ProcessMessageJson, String> {
     let (collector, collector_error) = if is_protobuf {
         match collector_json(hdr[2], &out) {
             Ok(c) => (c, None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(e.to_string())),
         }
     } else {
         (None, None)
@@ -760,36 +797,36 @@ enum WireVal<'a> {
     Len(&'a [u8]),
 }
 
-fn read_varint(data: &[u8], pos: &mut usize) -> Result<u64, String> {
+fn read_varint(data: &[u8], pos: &mut usize) -> Result<u64, DecodeError> {
     let mut v: u64 = 0;
     for shift in (0..70).step_by(7) {
-        let b = *data.get(*pos).ok_or("protobuf: truncated varint")?;
+        let b = *data.get(*pos).ok_or(DecodeError::Wire("truncated varint"))?;
         *pos += 1;
         if shift == 63 && b > 1 {
-            return Err("protobuf: varint overflow".into());
+            return Err(DecodeError::Wire("varint overflow"));
         }
         v |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             return Ok(v);
         }
     }
-    Err("protobuf: varint too long".into())
+    Err(DecodeError::Wire("varint too long"))
 }
 
 /// Schema-less scan of one message level (wire types 0, 1, 2, 5).
-fn scan_fields(data: &[u8]) -> Result<Vec<(u64, WireVal<'_>)>, String> {
+fn scan_fields(data: &[u8]) -> Result<Vec<(u64, WireVal<'_>)>, DecodeError> {
     let mut out = Vec::new();
     let mut pos = 0;
     while pos < data.len() {
         let key = read_varint(data, &mut pos)?;
         let field = key >> 3;
         if field == 0 {
-            return Err("protobuf: field number 0".into());
+            return Err(DecodeError::Wire("field number 0"));
         }
         let v = match key & 7 {
             0 => WireVal::Varint(read_varint(data, &mut pos)?),
             1 => {
-                pos = pos.checked_add(8).filter(|p| *p <= data.len()).ok_or("protobuf: truncated fixed64")?;
+                pos = pos.checked_add(8).filter(|p| *p <= data.len()).ok_or(DecodeError::Wire("truncated fixed64"))?;
                 WireVal::Fixed64
             }
             2 => {
@@ -798,16 +835,16 @@ fn scan_fields(data: &[u8]) -> Result<Vec<(u64, WireVal<'_>)>, String> {
                     .ok()
                     .and_then(|l| pos.checked_add(l))
                     .filter(|e| *e <= data.len())
-                    .ok_or("protobuf: truncated length-delimited field")?;
+                    .ok_or(DecodeError::Wire("truncated length-delimited field"))?;
                 let v = WireVal::Len(&data[pos..end]);
                 pos = end;
                 v
             }
             5 => {
-                pos = pos.checked_add(4).filter(|p| *p <= data.len()).ok_or("protobuf: truncated fixed32")?;
+                pos = pos.checked_add(4).filter(|p| *p <= data.len()).ok_or(DecodeError::Wire("truncated fixed32"))?;
                 WireVal::Fixed32
             }
-            w => return Err(format!("protobuf: unsupported wire type {w}")),
+            w => return Err(DecodeError::WireType(w)),
         };
         out.push((field, v));
     }
@@ -888,7 +925,7 @@ fn layout_for(msg_type: u8) -> Option<EnvelopeLayout> {
     })
 }
 
-fn collector_json(msg_type: u8, data: &[u8]) -> Result<Option<CollectorJson>, String> {
+fn collector_json(msg_type: u8, data: &[u8]) -> Result<Option<CollectorJson>, DecodeError> {
     // CRD / CR manifests wrap a CollectorManifest in field 1, tags in 2.
     if msg_type == 81 || msg_type == 82 {
         let mut inner = None;
@@ -944,7 +981,7 @@ fn collector_json(msg_type: u8, data: &[u8]) -> Result<Option<CollectorJson>, St
     Ok(Some(c))
 }
 
-fn manifest_json(data: &[u8]) -> Result<ManifestJson, String> {
+fn manifest_json(data: &[u8]) -> Result<ManifestJson, DecodeError> {
     let mut m = ManifestJson::default();
     for (f, v) in scan_fields(data)? {
         match (f, v) {

@@ -325,7 +325,12 @@ struct Processed {
 
 fn process(path: &str, encoding: Option<&str>, raw: Vec<u8>) -> Processed {
     match decode::decompress(encoding, &raw) {
-        Err(e) => Processed { uncompressed_bytes: None, decode_error: Some(e), body_json: None, body_raw: Some(raw) },
+        Err(e) => Processed {
+            uncompressed_bytes: None,
+            decode_error: Some(e.to_string()),
+            body_json: None,
+            body_raw: Some(raw),
+        },
         Ok(data) => {
             drop(raw);
             let d = decode::decode_body(path, &data);
