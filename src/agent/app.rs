@@ -315,6 +315,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
             cfg.io_memory_bytes,
             cfg.recv_batch_datagrams,
             cfg.recv_coalesce_us,
+            cfg.unix_poll_us,
             hooks,
         )?;
 

@@ -209,6 +209,9 @@ pub struct Config {
     /// wait this long before draining again, so each wake-up takes a batch
     /// (0 = read as soon as one arrives); at most 10000.
     pub recv_coalesce_us: u64,
+    /// `EDGESTAT_UNIX_POLL_US`: after a Unix socket drain that found a
+    /// burst, keep polling until nothing came for this long (0 = off).
+    pub unix_poll_us: u64,
     /// `EDGESTAT_UNIX_READERS`: shards reading the Unix socket (1 to the
     /// shard count; each waits on it and drains it with `recvmmsg`).
     pub unix_readers: usize,
@@ -948,6 +951,7 @@ impl Config {
             flush_encode_threads: edge_usize_in("FLUSH_ENCODE_THREADS", 1, 1, 16)?,
             forwarder: forwarder_tuning(src)?,
             recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
+            unix_poll_us: edge_usize_in("UNIX_POLL_US", 50, 0, 10_000)? as u64,
             mapper: mapper_settings(src)?,
             // The prefix is read even when the copy is off, so a bad
             // combination is never hidden and every key shows in the doc test.

@@ -217,6 +217,7 @@ pub fn spawn_shard(
     io_memory: usize,
     recv_batch: usize,
     recv_coalesce_us: u64,
+    unix_poll_us: u64,
     hooks: ShardHooks,
 ) -> Result<ShardHandle, RuntimeError> {
     let (control, control_rx) = crate::agent::handover::control_channel(4);
@@ -230,6 +231,7 @@ pub fn spawn_shard(
                 buffer_size,
                 batch: recv_batch.max(1),
                 coalesce: Duration::from_micros(recv_coalesce_us),
+                unix_poll: Duration::from_micros(unix_poll_us),
             };
             run_shard(id, settings, sockets, hooks, recv, control_rx, ready_tx).await;
         })
@@ -275,6 +277,8 @@ struct RecvSettings {
     batch: usize,
     /// Pause between drains while datagrams keep coming (UDP only).
     coalesce: Duration,
+    /// How long the Unix reader keeps polling after a burst (see `ReadLoop::poll`).
+    unix_poll: Duration,
 }
 
 /// Flush entries converted (or context slots swept) per step of a flush
@@ -314,7 +318,7 @@ async fn run_shard(
     let ShardSockets { udp, unix, health, stream } = sockets;
     let mut readers = Vec::new();
 
-    let RecvSettings { buffer_size, batch, coalesce } = recv;
+    let RecvSettings { buffer_size, batch, coalesce, unix_poll } = recv;
     if let Some(std_sock) = udp {
         let fd = std_sock.as_raw_fd();
         let budget = drain_budget(socket2::SockRef::from(&std_sock).recv_buffer_size().ok(), buffer_size);
@@ -326,6 +330,7 @@ async fn run_shard(
             transport: Transport::Udp,
             drain_budget: budget,
             coalesce,
+            poll: Duration::ZERO,
             queue_budget,
             errors_logged: 0,
         };
@@ -351,6 +356,7 @@ async fn run_shard(
             transport: Transport::Uds,
             drain_budget: drain_budget(rcvbuf, buffer_size).max(UNIX_MIN_DRAIN_BYTES),
             coalesce: Duration::ZERO,
+            poll: unix_poll,
             queue_budget: 0,
             errors_logged: 0,
         };
@@ -649,6 +655,13 @@ struct ReadLoop {
     drain_budget: u64,
     /// Longest pause between drains (zero: no pauses).
     coalesce: Duration,
+    /// Without pauses (the Unix socket, whose queue holds only
+    /// `net.unix.max_dgram_qlen` datagrams): when a drain found more than
+    /// one datagram queued, the sender outpaces a wake-up cycle, so keep
+    /// polling until nothing has come for this long before going back to
+    /// the wait; a burst then finds room in the short queue. Never while
+    /// datagrams come one per wake-up (moderate rates), never when idle.
+    poll: Duration,
     /// Pauses keep the queue under this many bytes.
     queue_budget: u64,
     /// Read errors logged so far (at most 10 are).
@@ -681,7 +694,13 @@ impl ReadLoop {
                     waiter.woke_for_nothing();
                 }
                 first = false;
-                if got == 0 || self.coalesce.is_zero() || stop.is_set() {
+                if got == 0 || stop.is_set() {
+                    break;
+                }
+                if self.coalesce.is_zero() {
+                    if got > 1 && !self.poll.is_zero() {
+                        self.poll_burst(&ctx).await;
+                    }
                     break;
                 }
                 // Datagrams keep coming but the sender is slower than we
@@ -706,6 +725,18 @@ impl ReadLoop {
             }
         }
         self.drain_at_stop(&ctx);
+    }
+
+    /// Keeps draining while datagrams keep coming, until none has come for
+    /// `self.poll` (or the shard stops); other tasks run between polls.
+    async fn poll_burst(&mut self, ctx: &ShardCtx) {
+        let mut quiet_since = Instant::now();
+        while quiet_since.elapsed() < self.poll && !ctx.stop.is_set() {
+            glommio::executor().yield_if_needed().await;
+            if self.drain(ctx).await.0 > 0 {
+                quiet_since = Instant::now();
+            }
+        }
     }
 
     /// Takes every queued datagram (until a batch comes back short);
