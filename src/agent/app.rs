@@ -81,16 +81,50 @@ pub fn run(config_file: Option<&Path>, local_intake: StartLocalIntake) -> i32 {
             return EXIT_CONFIG;
         }
     };
+    let memory = match memory_plan(&cfg) {
+        Ok(p) => std::sync::Arc::new(p),
+        Err(e) => {
+            crate::agent::logging::fatal(&format!("edgestat: {e}"));
+            return EXIT_CONFIG;
+        }
+    };
     crate::agent::logging::init(&cfg.log_level, cfg.log_format);
     abort_on_panic();
     set_malloc_arenas(cfg.malloc_arenas);
-    match start_and_wait(cfg, local_intake) {
+    match memory.limit_bytes {
+        Some(limit) => tracing::info!(
+            limit_bytes = limit,
+            source = %memory.source,
+            fixed_bytes = memory.fixed.total(),
+            context_budget_bytes = memory.budget.byte_bound().max_bytes,
+            per_context_bytes = memory.budget.byte_bound().per_context_bytes,
+            "memory limit: new contexts are admitted while their estimate fits the context budget"
+        ),
+        None => tracing::info!(
+            fixed_bytes = memory.fixed.total(),
+            "memory limit off (EDGESTAT_MEMORY_LIMIT=off or host memory unknown): contexts bounded by EDGESTAT_MAX_CONTEXTS only"
+        ),
+    }
+    match start_and_wait(cfg, memory, local_intake) {
         Ok(()) => 0,
         Err(e) => {
             crate::agent::logging::fatal(&format!("edgestat: {e}"));
             EXIT_START
         }
     }
+}
+
+/// Resolves `EDGESTAT_MEMORY_LIMIT` against the host and checks the fixed
+/// costs of the configured buffers against it.
+fn memory_plan(
+    cfg: &Config,
+) -> Result<crate::agent::memory_limit::MemoryPlan, crate::agent::memory_limit::MemoryLimitError> {
+    use crate::agent::memory_limit as m;
+    let host = match cfg.memory_limit {
+        m::MemoryLimitSetting::Host => m::detect_host_memory(),
+        _ => None,
+    };
+    m::plan(cfg.memory_limit, host, m::fixed_costs(cfg, cfg.endpoint.is_none()), cfg.max_contexts)
 }
 
 /// Applies `EDGESTAT_MALLOC_ARENAS` (glibc only) before any thread starts.
@@ -119,7 +153,11 @@ fn abort_on_panic() {
     }));
 }
 
-fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(), StartError> {
+fn start_and_wait(
+    mut cfg: Config,
+    memory: std::sync::Arc<crate::agent::memory_limit::MemoryPlan>,
+    local_intake: StartLocalIntake,
+) -> Result<(), StartError> {
     runtime::check_memlock()?;
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
@@ -264,7 +302,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         extra_tags: cfg.dogstatsd_tags.clone(),
         namespace: cfg.metric_namespace.clone(),
         namespace_blacklist: cfg.metric_namespace_blacklist.clone(),
-        context_budget: crate::core::aggregator::ContextBudget::new(cfg.max_contexts),
+        context_budget: memory.budget.clone(),
         blocklist: std::sync::Arc::new(crate::core::filter::MetricFilter::new(
             &cfg.metric_blocklist,
             cfg.metric_blocklist_match_prefix,
@@ -277,6 +315,9 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         eol_required: cfg.eol_required,
     };
     let mut shards = Vec::with_capacity(cfg.shards);
+    // Shard i runs on the i-th CPU of the affinity mask (wrapping).
+    let allowed_cpus = crate::agent::cpu_set::allowed_cpus()
+        .unwrap_or_else(|| (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect());
     udp.reverse();
     for id in 0..cfg.shards {
         // The first EDGESTAT_UNIX_READERS shards also read the Unix socket
@@ -306,6 +347,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
             metric_stats_capacity: if cfg.ops.metrics_stats_enable { cfg.ops.metrics_stats_max_contexts } else { 0 },
             live: live.clone(),
             test_delay_flush: cfg.test_delay_shard_flush.filter(|(s, _)| *s == id).map(|(_, d)| d),
+            cpu: crate::agent::cpu_set::shard_cpu(&allowed_cpus, id),
         };
         let h = runtime::spawn_shard(
             id,
@@ -322,8 +364,10 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
         shards.push(h);
     }
     let _ = ops.shards.set(shards.iter().map(|s| s.control.clone()).collect());
+    let _ = ops.memory.set(memory.clone());
     tracing::info!(
         shards = cfg.shards,
+        cpus = ?allowed_cpus,
         udp = ?cfg.udp_addr,
         unix = ?cfg.unix_socket,
         flush_interval_ms = cfg.flush_interval.as_millis() as u64,
@@ -372,6 +416,7 @@ fn start_and_wait(mut cfg: Config, local_intake: StartLocalIntake) -> Result<(),
             ops: Some(ops.clone()),
             live: Some(live.clone()),
             shards: Some(flusher.shard_health()),
+            memory: Some(memory.clone()),
         };
         telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
     }

@@ -145,6 +145,9 @@ pub struct Config {
     pub intake_data_max_bytes: u64,
     /// `EDGESTAT_MAX_CONTEXTS`: bound on live contexts for the whole node.
     pub max_contexts: usize,
+    /// `EDGESTAT_MEMORY_LIMIT`: bound on the estimated footprint in bytes
+    /// (resolved against the host at start, see `memory_limit`).
+    pub memory_limit: crate::agent::memory_limit::MemoryLimitSetting,
     /// `EDGESTAT_MAX_QUEUED_EVENTS`: events + service checks kept per shard between flushes.
     pub max_queued_events: usize,
     /// `EDGESTAT_IO_MEMORY_BYTES`: io_uring registered buffer memory per shard.
@@ -831,7 +834,11 @@ impl Config {
             None => Duration::from_secs(20),
         };
 
-        let shards_default = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        // One shard per CPU the process may run on, within its cgroup quota.
+        let shards_default = crate::agent::cpu_set::default_shards(
+            crate::agent::cpu_set::allowed_cpus().as_deref(),
+            crate::agent::cpu_set::cgroup_cpu_quota(),
+        );
         let shards = edge_usize("SHARDS", shards_default, 1)?;
         if shards > 256 {
             return Err(bad("EDGESTAT_SHARDS", &shards.to_string(), "between 1 and 256"));
@@ -936,6 +943,11 @@ impl Config {
             telemetry_addr,
             intake_data_max_bytes: edge_usize("INTAKE_DATA_MAX_BYTES", 256 << 20, 4096)? as u64,
             max_contexts: edge_usize("MAX_CONTEXTS", 500_000, 1)?,
+            memory_limit: match src.edgestat("MEMORY_LIMIT") {
+                Some((k, v)) => crate::agent::memory_limit::parse_setting(&v)
+                    .ok_or_else(|| bad(&k, &v, "a number of bytes, or 0 or off for no limit"))?,
+                None => crate::agent::memory_limit::MemoryLimitSetting::Host,
+            },
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
             forwarder_queue_payloads: edge_usize("FORWARDER_QUEUE_PAYLOADS", 1024, 1)?,

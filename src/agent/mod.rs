@@ -9,8 +9,10 @@
 pub mod api;
 pub mod app;
 pub mod capture;
+pub mod cgroup;
 pub mod clock;
 pub mod config;
+pub mod cpu_set;
 pub mod flusher;
 pub mod forwarder;
 pub mod handover;
@@ -18,6 +20,7 @@ pub mod health;
 pub mod hostname;
 pub mod http_server;
 pub mod logging;
+pub mod memory_limit;
 pub mod orchestrator;
 pub mod runtime;
 pub mod sd_notify;

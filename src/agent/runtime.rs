@@ -36,6 +36,8 @@ pub struct ShardHooks {
     /// Test-only fault (`EDGESTAT_TEST_DELAY_SHARD_FLUSH`): this shard
     /// answers its first flush request carrying data this much later.
     pub test_delay_flush: Option<Duration>,
+    /// The CPU the shard's thread is pinned to (`cpu_set::shard_cpu`).
+    pub cpu: usize,
 }
 
 /// Why the shards could not start; printed as one line.
@@ -222,8 +224,7 @@ pub fn spawn_shard(
 ) -> Result<ShardHandle, RuntimeError> {
     let (control, control_rx) = crate::agent::handover::control_channel(4);
     let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), RuntimeError>>(1);
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let join = LocalExecutorBuilder::new(Placement::Fixed(id % cpus))
+    let join = LocalExecutorBuilder::new(Placement::Fixed(hooks.cpu))
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {

@@ -62,6 +62,8 @@ pub struct Ops {
     pub metric_stats: bool,
     /// Shard control channels (set once the shards run).
     pub shards: OnceLock<Vec<crate::agent::handover::ControlSender>>,
+    /// The memory limit and context budget (set once at start).
+    pub memory: OnceLock<Arc<crate::agent::memory_limit::MemoryPlan>>,
 }
 
 impl Ops {
@@ -87,6 +89,7 @@ impl Ops {
             stream,
             metric_stats,
             shards: OnceLock::new(),
+            memory: OnceLock::new(),
         }
     }
 
@@ -106,6 +109,15 @@ impl Ops {
         });
         if let (Value::Object(o), Value::Object(f)) = (&mut out, (self.flush)()) {
             o.extend(f);
+        }
+        if let Some(m) = self.memory.get() {
+            out["memory"] = json!({
+                "limit_bytes": m.limit_bytes,
+                "limit_source": m.source,
+                "fixed_bytes": m.fixed.total(),
+                "estimated_bytes": m.estimated_bytes(),
+                "context_budget_bytes": m.limit_bytes.map(|_| m.budget.byte_bound().max_bytes),
+            });
         }
         if let Some(st) = &self.stream {
             let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);

@@ -33,6 +33,8 @@ pub struct Sources {
     pub live: Option<Arc<LiveShardStats>>,
     /// Per-shard hand-over state.
     pub shards: Option<Arc<ShardHealth>>,
+    /// The memory limit and the context budget it feeds.
+    pub memory: Option<Arc<crate::agent::memory_limit::MemoryPlan>>,
 }
 
 /// Serves `/metrics` on `addr`.
@@ -131,6 +133,26 @@ pub fn render(src: &Sources) -> String {
         "kind",
         s.parse_errors.iter().map(|(k, v)| (*k, *v as f64)),
     );
+    if let Some(m) = &src.memory {
+        o.one(
+            "edgestat_memory_limit_bytes",
+            "gauge",
+            "EDGESTAT_MEMORY_LIMIT in effect (0: off).",
+            m.limit_bytes.unwrap_or(0) as f64,
+        );
+        o.one(
+            "edgestat_memory_estimated_bytes",
+            "gauge",
+            "Estimated footprint: the configured buffers' fixed bytes plus the live contexts' estimate.",
+            m.estimated_bytes() as f64,
+        );
+        o.one(
+            "edgestat_memory_fixed_bytes",
+            "gauge",
+            "Bytes reserved at start for the configured buffers (queues, windows, receive batches).",
+            m.fixed.total() as f64,
+        );
+    }
     o.labeled(
         "edgestat_dogstatsd_dropped_total",
         "counter",
@@ -402,8 +424,19 @@ mod tests {
             ops: None,
             live: None,
             shards: None,
+            memory: Some(Arc::new(
+                crate::agent::memory_limit::plan(
+                    crate::agent::memory_limit::MemoryLimitSetting::Bytes(64 << 20),
+                    None,
+                    crate::agent::memory_limit::FixedCosts { parts: vec![("io memory", 1 << 20)] },
+                    10,
+                )
+                .unwrap(),
+            )),
         });
         assert!(text.contains("edgestat_dogstatsd_packets_total 7\n"), "{text}");
+        assert!(text.contains("edgestat_memory_limit_bytes 67108864\n"), "{text}");
+        assert!(text.contains("edgestat_memory_estimated_bytes 1048576\n"), "{text}");
         assert!(text.contains("edgestat_serializer_payloads_total{kind=\"series_v2\"} 2\n"));
         assert!(text.contains("edgestat_serializer_items_total{kind=\"series_v2\"} 5\n"));
         assert!(text.contains("edgestat_dogstatsd_parse_errors_total{kind=\"bad \\\"kind\\\"\"} 2\n"));

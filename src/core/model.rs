@@ -136,6 +136,12 @@ impl ContextKey {
     pub fn heap_bytes(&self) -> usize {
         self.data.len()
     }
+
+    /// [`ContextKey::heap_bytes`] of a key with these parts, known before
+    /// the key is built (a refused context must not allocate).
+    pub fn heap_bytes_for(name_len: usize, host_len: usize, tag_bytes: usize, tag_count: usize) -> usize {
+        WORD * (3 + tag_count) + name_len + host_len + tag_bytes
+    }
 }
 
 impl std::fmt::Debug for ContextKey {

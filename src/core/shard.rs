@@ -624,10 +624,11 @@ fn add_copies(sampler: &mut ShardSampler, stats: &mut ShardStats, id: u32, m: &M
     }
 }
 
-/// Copies are not received samples: only a context-limit drop is counted
-/// (a non-finite value was already counted for the histogram sample).
+/// Copies are not received samples: only a context- or memory-limit drop
+/// is counted (a non-finite value was already counted for the histogram
+/// sample).
 fn record_copy(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
-    if r == Err(SampleDrop::ContextLimit) {
+    if matches!(r, Err(SampleDrop::ContextLimit | SampleDrop::MemoryLimit)) {
         record(stats, r);
     }
 }
@@ -648,6 +649,7 @@ fn record(stats: &mut ShardStats, r: Result<(), SampleDrop>) {
         Ok(()) => stats.metric_samples += 1,
         Err(SampleDrop::NonFinite) => *stats.dropped.entry("non_finite_value").or_default() += 1,
         Err(SampleDrop::ContextLimit) => *stats.dropped.entry("context_limit").or_default() += 1,
+        Err(SampleDrop::MemoryLimit) => *stats.dropped.entry("memory_limit").or_default() += 1,
     }
 }
 

@@ -366,6 +366,11 @@ impl Flusher {
         for (reason, total) in stats.dropped.iter().chain(stats.parse_errors.iter()) {
             let before = self.reported_drops.insert(reason, *total).unwrap_or(0);
             if *total > before {
+                if *reason == "memory_limit" && before == 0 {
+                    tracing::warn!(
+                        "new contexts refused: their estimated memory would pass EDGESTAT_MEMORY_LIMIT; their samples are dropped and counted as memory_limit"
+                    );
+                }
                 parts.push(format!("{reason}={}", total - before));
             }
         }

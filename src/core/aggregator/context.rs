@@ -2,6 +2,7 @@
 //! shard so the hot path looks a context up without allocating.
 
 use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -77,41 +78,95 @@ pub struct ContextSlot {
     pub last_seen: i64,
 }
 
-/// The node-wide bound on live contexts (`EDGESTAT_MAX_CONTEXTS`), shared
-/// by every shard's table. Touched only when a context is created or
-/// forgotten, never for a known context, so the per-datagram path stays
+/// The memory side of [`ContextBudget`]: contexts are admitted only while
+/// their estimated bytes stay under `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteBound {
+    /// Bytes all live contexts together may be estimated at
+    /// (`usize::MAX`: no memory bound, the estimate is still kept).
+    pub max_bytes: usize,
+    /// Estimated bytes of one context besides its key's payload: table,
+    /// cache and bucket entries and its share of the flush peak
+    /// (`footprint::per_context_bytes`).
+    pub per_context_bytes: usize,
+}
+
+impl ByteBound {
+    /// No memory bound and no per-context overhead (the key alone is counted).
+    pub const UNBOUNDED: Self = Self { max_bytes: usize::MAX, per_context_bytes: 0 };
+}
+
+/// The node-wide bound on live contexts (`EDGESTAT_MAX_CONTEXTS`) and on
+/// their estimated bytes (`EDGESTAT_MEMORY_LIMIT` less the fixed costs),
+/// shared by every shard's table. Touched only when a context is created
+/// or forgotten, never for a known context, so the per-datagram path stays
 /// free of shared state in steady state.
 #[derive(Debug)]
 pub struct ContextBudget {
-    live: std::sync::atomic::AtomicUsize,
+    live: AtomicUsize,
     max: usize,
+    bytes: AtomicUsize,
+    bound: ByteBound,
 }
 
 impl ContextBudget {
-    /// A budget of `max` live contexts for the whole node.
+    /// A budget of `max` live contexts for the whole node, no byte bound.
     pub fn new(max: usize) -> Arc<Self> {
-        Arc::new(Self { live: std::sync::atomic::AtomicUsize::new(0), max })
+        Self::with_bytes(max, ByteBound::UNBOUNDED)
     }
 
-    /// The bound.
+    /// A budget of `max` live contexts whose estimated bytes stay within `bound`.
+    pub fn with_bytes(max: usize, bound: ByteBound) -> Arc<Self> {
+        Arc::new(Self { live: AtomicUsize::new(0), max, bytes: AtomicUsize::new(0), bound })
+    }
+
+    /// The bound on live contexts.
     pub fn max(&self) -> usize {
         self.max
     }
 
+    /// The byte bound.
+    pub fn byte_bound(&self) -> ByteBound {
+        self.bound
+    }
+
     /// Live contexts over all shards.
     pub fn live(&self) -> usize {
-        self.live.load(std::sync::atomic::Ordering::Relaxed)
+        self.live.load(Ordering::Relaxed)
     }
 
-    fn try_take(&self) -> bool {
-        use std::sync::atomic::Ordering;
-        self.live
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| if n < self.max { Some(n + 1) } else { None })
-            .is_ok()
+    /// Estimated bytes of the live contexts over all shards.
+    pub fn estimated_bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
     }
 
-    fn give_back(&self) {
-        self.live.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    /// Estimated bytes of one context whose key holds `key_heap_bytes`
+    /// ([`ContextKey::heap_bytes`]).
+    pub fn context_bytes(&self, key_heap_bytes: usize) -> usize {
+        key_heap_bytes + self.bound.per_context_bytes
+    }
+
+    fn try_take(&self, bytes: usize) -> Result<(), ContextError> {
+        if self.live.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < self.max).then_some(n + 1)).is_err() {
+            return Err(ContextError::LimitReached);
+        }
+        let max_bytes = self.bound.max_bytes;
+        let fits = self
+            .bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                b.checked_add(bytes).filter(|&total| total <= max_bytes)
+            })
+            .is_ok();
+        if !fits {
+            self.live.fetch_sub(1, Ordering::Relaxed);
+            return Err(ContextError::MemoryLimit);
+        }
+        Ok(())
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
     }
 }
 
@@ -129,6 +184,9 @@ pub struct ContextTable {
 pub enum ContextError {
     /// `EDGESTAT_MAX_CONTEXTS` reached; the sample is dropped and counted.
     LimitReached,
+    /// The context would take the estimated footprint past
+    /// `EDGESTAT_MEMORY_LIMIT`; the sample is dropped and counted.
+    MemoryLimit,
 }
 
 impl ContextTable {
@@ -159,9 +217,9 @@ impl ContextTable {
             }
             return Ok(id);
         }
-        if !self.budget.try_take() {
-            return Err(ContextError::LimitReached);
-        }
+        let tag_bytes = view.tags.iter().map(|t| t.len()).sum();
+        let key_bytes = ContextKey::heap_bytes_for(view.name.len(), view.host.len(), tag_bytes, view.tags.len());
+        self.budget.try_take(self.budget.context_bytes(key_bytes))?;
         let slot = ContextSlot { key: Arc::new(view.to_key(hash)), last_seen: now };
         let id = match self.free.pop() {
             Some(id) => {
@@ -213,13 +271,14 @@ impl ContextTable {
                 continue;
             }
             let hash = slot.key.key_hash();
+            let bytes = self.budget.context_bytes(slot.key.heap_bytes());
             if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
                 entry.remove();
             }
             self.slots[id as usize] = None;
             self.free.push(id);
             self.live -= 1;
-            self.budget.give_back();
+            self.budget.give_back(bytes);
             forgotten += 1;
         }
         forgotten

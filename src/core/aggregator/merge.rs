@@ -121,6 +121,9 @@ struct CounterState {
     seen_buckets: u64,
 }
 
+/// Bytes of one remembered counter in the merger (for the memory estimate).
+pub const COUNTER_STATE_BYTES: usize = std::mem::size_of::<CounterState>();
+
 /// End of an entry chain.
 const NONE: u32 = u32::MAX;
 

@@ -4,11 +4,12 @@
 //! buckets are handed to one [`FlushMerger`] which renders series/sketches.
 
 pub mod context;
+pub mod footprint;
 pub mod merge;
 pub mod sampler;
 pub mod sketch;
 
-pub use context::{ContextBudget, ContextKey, KeyView};
+pub use context::{ByteBound, ContextBudget, ContextKey, KeyView};
 pub use merge::{FlushMerger, FlushOutput, FlushSettings, HistogramAggregate};
 pub use sampler::{
     bucket_start, Agg, ClosedBuckets, FlushEntry, SampleDrop, SampleKind, ShardSampler, SketchEntry, BUCKET_SECONDS,

@@ -139,6 +139,8 @@ pub enum SampleDrop {
     NonFinite,
     /// Context limit reached.
     ContextLimit,
+    /// A new context would pass the memory limit.
+    MemoryLimit,
 }
 
 /// 128-bit hash of a line's raw context bytes (name and the tag field as
@@ -189,7 +191,10 @@ impl ShardSampler {
 
     /// Finds or creates the context of `view` (seen at `now`).
     pub fn resolve(&mut self, view: &KeyView<'_>, now: i64) -> Result<u32, SampleDrop> {
-        self.contexts.resolve(view, now).map_err(|ContextError::LimitReached| SampleDrop::ContextLimit)
+        self.contexts.resolve(view, now).map_err(|e| match e {
+            ContextError::LimitReached => SampleDrop::ContextLimit,
+            ContextError::MemoryLimit => SampleDrop::MemoryLimit,
+        })
     }
 
     /// The key of live context `id` (shared, not copied).
