@@ -17,16 +17,15 @@ pub fn v1_path<'a>(proc_self_cgroup: &'a str, controller: &str) -> Option<&'a st
     })
 }
 
-/// `root/path` and each of its parents down to `root`.
+/// `root/path` and each of its parents up to `root`, deepest first.
 pub fn ancestors(root: &str, path: &str) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut p = std::path::PathBuf::from(root).join(path.trim_start_matches('/'));
-    loop {
+    let mut p = std::path::PathBuf::from(root);
+    let mut out = vec![p.clone()];
+    for part in path.split('/').filter(|c| !c.is_empty() && *c != "." && *c != "..") {
+        p.push(part);
         out.push(p.clone());
-        if p.as_os_str().len() <= root.len() || !p.pop() {
-            break;
-        }
     }
+    out.reverse();
     out
 }
 

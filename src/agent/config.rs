@@ -35,6 +35,30 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// How `EDGESTAT_MEMORY_LIMIT` was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemoryLimitSetting {
+    /// `0` or `off`: no limit (the estimate is still reported).
+    Off,
+    /// An explicit number of bytes.
+    Bytes(u64),
+    /// Unset: `memory_limit::HOST_SHARE_PERCENT` (50 %) of the host's or cgroup's memory.
+    Host,
+}
+
+/// Parses `EDGESTAT_MEMORY_LIMIT`; `None` when the value is not a byte
+/// count or `off`.
+pub fn parse_memory_limit(v: &str) -> Option<MemoryLimitSetting> {
+    let v = v.trim();
+    if v.eq_ignore_ascii_case("off") {
+        return Some(MemoryLimitSetting::Off);
+    }
+    match v.parse::<u64>().ok()? {
+        0 => Some(MemoryLimitSetting::Off),
+        n => Some(MemoryLimitSetting::Bytes(n)),
+    }
+}
+
 /// How TLS server certificates are checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
@@ -147,7 +171,7 @@ pub struct Config {
     pub max_contexts: usize,
     /// `EDGESTAT_MEMORY_LIMIT`: bound on the estimated footprint in bytes
     /// (resolved against the host at start, see `memory_limit`).
-    pub memory_limit: crate::agent::memory_limit::MemoryLimitSetting,
+    pub memory_limit: MemoryLimitSetting,
     /// `EDGESTAT_MAX_QUEUED_EVENTS`: events + service checks kept per shard between flushes.
     pub max_queued_events: usize,
     /// `EDGESTAT_IO_MEMORY_BYTES`: io_uring registered buffer memory per shard.
@@ -944,9 +968,10 @@ impl Config {
             intake_data_max_bytes: edge_usize("INTAKE_DATA_MAX_BYTES", 256 << 20, 4096)? as u64,
             max_contexts: edge_usize("MAX_CONTEXTS", 500_000, 1)?,
             memory_limit: match src.edgestat("MEMORY_LIMIT") {
-                Some((k, v)) => crate::agent::memory_limit::parse_setting(&v)
-                    .ok_or_else(|| bad(&k, &v, "a number of bytes, or 0 or off for no limit"))?,
-                None => crate::agent::memory_limit::MemoryLimitSetting::Host,
+                Some((k, v)) => {
+                    parse_memory_limit(&v).ok_or_else(|| bad(&k, &v, "a number of bytes, or 0 or off for no limit"))?
+                }
+                None => MemoryLimitSetting::Host,
             },
             max_queued_events: edge_usize("MAX_QUEUED_EVENTS", 100_000, 1)?,
             io_memory_bytes: edge_usize("IO_MEMORY_BYTES", 1 << 20, 64 << 10)?,
@@ -1258,6 +1283,20 @@ mod tests {
         assert_eq!(cfg(&[]).unwrap().log_format, crate::agent::logging::LogFormat::Text);
         assert_eq!(cfg(&[("EDGESTAT_LOG_FORMAT", "json")]).unwrap().log_format, crate::agent::logging::LogFormat::Json);
         assert_eq!(cfg(&[("EDGESTAT_LOG_FORMAT", "xml")]).unwrap_err().key, "EDGESTAT_LOG_FORMAT");
+    }
+
+    #[test]
+    fn memory_limit_is_bytes_or_off() {
+        assert_eq!(cfg(&[]).unwrap().memory_limit, MemoryLimitSetting::Host);
+        assert_eq!(cfg(&[("EDGESTAT_MEMORY_LIMIT", "off")]).unwrap().memory_limit, MemoryLimitSetting::Off);
+        assert_eq!(cfg(&[("EDGESTAT_MEMORY_LIMIT", "0")]).unwrap().memory_limit, MemoryLimitSetting::Off);
+        assert_eq!(
+            cfg(&[("EDGESTAT_MEMORY_LIMIT", "268435456")]).unwrap().memory_limit,
+            MemoryLimitSetting::Bytes(268_435_456)
+        );
+        let e = cfg(&[("EDGESTAT_MEMORY_LIMIT", "256M")]).unwrap_err();
+        assert_eq!(e.key, "EDGESTAT_MEMORY_LIMIT");
+        assert!(e.to_string().contains("a number of bytes"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use crate::agent::cgroup;
 use crate::agent::config::Config;
+pub use crate::agent::config::{parse_memory_limit as parse_setting, MemoryLimitSetting};
 use crate::core::aggregator::footprint;
 use crate::core::aggregator::{ByteBound, ContextBudget};
 
@@ -32,30 +33,6 @@ pub const API_ITEM_BYTES: u64 = 512;
 /// Cgroup limits at or above this are "no limit" (v1 writes 2^63 rounded
 /// down to a page).
 const UNLIMITED_FROM: u64 = 1 << 60;
-
-/// How `EDGESTAT_MEMORY_LIMIT` was given.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MemoryLimitSetting {
-    /// `0` or `off`: no limit (the estimate is still reported).
-    Off,
-    /// An explicit number of bytes.
-    Bytes(u64),
-    /// Unset: [`HOST_SHARE_PERCENT`] of the host's or cgroup's memory.
-    Host,
-}
-
-/// Parses `EDGESTAT_MEMORY_LIMIT`; `None` when the value is not a byte
-/// count or `off`.
-pub fn parse_setting(v: &str) -> Option<MemoryLimitSetting> {
-    let v = v.trim();
-    if v.eq_ignore_ascii_case("off") {
-        return Some(MemoryLimitSetting::Off);
-    }
-    match v.parse::<u64>().ok()? {
-        0 => Some(MemoryLimitSetting::Off),
-        n => Some(MemoryLimitSetting::Bytes(n)),
-    }
-}
 
 /// Memory the host gives this process, and where the number came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
