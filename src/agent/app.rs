@@ -91,20 +91,6 @@ pub fn run(config_file: Option<&Path>, local_intake: StartLocalIntake) -> i32 {
     crate::agent::logging::init(&cfg.log_level, cfg.log_format);
     abort_on_panic();
     set_malloc_arenas(cfg.malloc_arenas);
-    match memory.limit_bytes {
-        Some(limit) => tracing::info!(
-            limit_bytes = limit,
-            source = %memory.source,
-            fixed_bytes = memory.fixed.total(),
-            context_budget_bytes = memory.budget.byte_bound().max_bytes,
-            per_context_bytes = memory.budget.byte_bound().per_context_bytes,
-            "memory limit: new contexts are admitted while their estimate fits the context budget"
-        ),
-        None => tracing::info!(
-            fixed_bytes = memory.fixed.total(),
-            "memory limit off (EDGESTAT_MEMORY_LIMIT=off or host memory unknown): contexts bounded by EDGESTAT_MAX_CONTEXTS only"
-        ),
-    }
     match start_and_wait(cfg, memory, local_intake) {
         Ok(()) => 0,
         Err(e) => {
@@ -159,6 +145,20 @@ fn start_and_wait(
     local_intake: StartLocalIntake,
 ) -> Result<(), StartError> {
     runtime::check_memlock()?;
+    match memory.limit_bytes {
+        Some(limit) => tracing::info!(
+            limit_bytes = limit,
+            source = %memory.source,
+            fixed_bytes = memory.fixed.total(),
+            context_budget_bytes = memory.budget.byte_bound().max_bytes,
+            per_context_bytes = memory.budget.byte_bound().per_context_bytes,
+            "memory limit: new contexts are admitted while their estimate fits the context budget"
+        ),
+        None => tracing::info!(
+            fixed_bytes = memory.fixed.total(),
+            "memory limit off (EDGESTAT_MEMORY_LIMIT=off or host memory unknown): contexts bounded by EDGESTAT_MAX_CONTEXTS only"
+        ),
+    }
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(StartError::Signals)?;
