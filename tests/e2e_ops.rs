@@ -329,6 +329,12 @@ fn status_shows_the_pipeline_and_every_command_fails_cleanly_without_an_agent() 
     assert!(fw["api_key"].is_string() && fw["retry_queue_bytes"].is_u64() && fw["spill_bytes"].is_u64());
     assert!(!v.to_string().contains("test-api-key"), "never the key itself");
     assert!(v["uptime_seconds"].as_f64().unwrap() > 0.0);
+    // The memory limit: derived from the host by default, the live
+    // context (st.ok) on top of the fixed buffers.
+    let mem = &v["memory"];
+    assert!(mem["limit_bytes"].as_u64().unwrap() > 0, "{mem:#}");
+    assert!(mem["limit_source"].as_str().unwrap().starts_with("50% of "), "{mem:#}");
+    assert!(mem["estimated_bytes"].as_u64().unwrap() > mem["fixed_bytes"].as_u64().unwrap(), "{mem:#}");
     let (code, text, _) = ops(&api, &["status"]);
     assert_eq!(code, 0);
     assert!(text.contains("packets 2") && text.contains("Forwarder metrics") && text.contains("series_v2"), "{text}");
