@@ -145,6 +145,9 @@ fn start_and_wait(
     local_intake: StartLocalIntake,
 ) -> Result<(), StartError> {
     runtime::check_memlock()?;
+    if let Some(w) = &memory.warning {
+        tracing::warn!("{w}");
+    }
     match memory.limit_bytes {
         Some(limit) => tracing::info!(
             limit_bytes = limit,

@@ -179,6 +179,10 @@ pub struct MemoryPlan {
     pub fixed: FixedCosts,
     /// The node-wide context budget (count and bytes).
     pub budget: Arc<ContextBudget>,
+    /// Set when the host-derived default leaves too little room for the
+    /// configured buffers: logged once at start (an explicit limit exits
+    /// instead).
+    pub warning: Option<String>,
 }
 
 impl MemoryPlan {
@@ -207,20 +211,32 @@ pub fn plan(
         ),
     };
     let per_context = footprint::per_context_bytes();
+    let mut warning = None;
     let max_bytes = match limit {
         None => usize::MAX,
         Some(limit) => {
             let min_room = (MIN_CONTEXTS * (per_context + TYPICAL_KEY_BYTES)) as u64;
-            let room = limit.saturating_sub(fixed.total());
+            let mut room = limit.saturating_sub(fixed.total());
             if room < min_room {
                 let parts = fixed.parts.iter().map(|(w, b)| format!("{w}={b}")).collect::<Vec<_>>().join(", ");
-                return Err(MemoryLimitError { limit, derived, fixed: fixed.total(), parts, min_room });
+                if derived.is_empty() {
+                    return Err(MemoryLimitError { limit, derived, fixed: fixed.total(), parts, min_room });
+                }
+                // The default must never stop an agent from starting on a
+                // small node: the fixed bounds are maxima that are rarely
+                // all reached at once. Contexts get a quarter of the limit,
+                // and the operator reads what to lower.
+                room = (limit / 4).max(min_room);
+                warning = Some(format!(
+                    "the default memory limit{derived} is below the configured buffers' fixed total of {} bytes ({parts}); contexts get {room} bytes; set EDGESTAT_MEMORY_LIMIT or lower those buffers",
+                    fixed.total()
+                ));
             }
             usize::try_from(room).unwrap_or(usize::MAX)
         }
     };
     let budget = ContextBudget::with_bytes(max_contexts, ByteBound { max_bytes, per_context_bytes: per_context });
-    Ok(MemoryPlan { limit_bytes: limit, source, fixed, budget })
+    Ok(MemoryPlan { limit_bytes: limit, source, fixed, budget, warning })
 }
 
 #[cfg(test)]
@@ -270,8 +286,11 @@ mod tests {
         let host = HostMemory { bytes: 1 << 30, source: "cgroup v2 memory.max" };
         let p = plan(MemoryLimitSetting::Host, Some(host.clone()), fixed(0), 10).unwrap();
         assert_eq!(p.limit_bytes, Some((1u64 << 30) / 100 * 50));
-        let e = plan(MemoryLimitSetting::Host, Some(host), fixed(1 << 30), 10).unwrap_err();
-        assert!(e.to_string().contains("default: 50% of cgroup v2 memory.max"), "{e}");
+        // The default never refuses to start: contexts get a quarter of it.
+        let p = plan(MemoryLimitSetting::Host, Some(host), fixed(1 << 30), 10).unwrap();
+        assert_eq!(p.budget.byte_bound().max_bytes, (1usize << 30) / 100 * 50 / 4);
+        let w = p.warning.unwrap();
+        assert!(w.contains("default: 50% of cgroup v2 memory.max") && w.contains("EDGESTAT_MEMORY_LIMIT"), "{w}");
 
         let p = plan(MemoryLimitSetting::Off, None, fixed(1 << 40), 10).unwrap();
         assert_eq!(p.limit_bytes, None);
