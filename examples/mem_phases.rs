@@ -6,15 +6,23 @@
 //! counts by size class, and the peak, per phase.
 //!
 //! `cargo run --release --example mem_phases -- 100000 300000 10 15`
-//! (contexts, lines/s, seconds of traffic, seconds between flushes)
+//! (contexts, lines/s, seconds of traffic, seconds between flushes, and
+//! optionally the shape: `standard` (default), `small` or `large`, the
+//! `edgestat bench --shape` traffic). The flush does what the flusher does:
+//! take, then merge and encode streamed (each series/sketch encoded as it is
+//! rendered, each payload handed on — dropped — as soon as it is closed). Only flushes that carry a
+//! closed bucket are printed.
+//!
+//! The 100k rows of perf/flush-memory.md:
+//! `mem_phases 100000 216000 25 1 small`, `mem_phases 100000 64000 25 1 large`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering::Relaxed};
 
-use edgestat::core::aggregator::FlushMerger;
-use edgestat::core::serializer::{Serializer, SerializerConfig};
+use edgestat::core::aggregator::{render_sketches, FlushMerger};
+use edgestat::core::serializer::{Each, Payload, PayloadKind, Serializer, SerializerConfig};
 use edgestat::core::shard::ShardState;
-use edgestat::tools::bench::workload::{Workload, WorkloadConfig};
+use edgestat::tools::bench::workload::{Shape, Workload, WorkloadConfig};
 
 struct Counting;
 
@@ -136,7 +144,10 @@ fn main() {
     let rate = arg(2, 300_000);
     let seconds = arg(3, 10) as i64;
     let flush_every = arg(4, 15) as i64;
-    println!("{contexts} contexts, {rate} lines/s, {seconds} s of traffic, a flush every {flush_every} s");
+    let shape = std::env::args().nth(5).unwrap_or_else(|| "standard".into());
+    println!(
+        "{contexts} contexts, {rate} lines/s, {seconds} s of traffic, a flush every {flush_every} s, shape {shape}"
+    );
     println!(
         "sizes: Agg {} B, FlushEntry {} B, SketchEntry {} B, Sketch {} B",
         std::mem::size_of::<edgestat::core::aggregator::Agg>(),
@@ -146,7 +157,12 @@ fn main() {
     );
 
     let base = LIVE.load(Relaxed);
-    let mut w = Workload::new(WorkloadConfig::standard(contexts, false));
+    let cfg = match shape.as_str() {
+        "small" => Shape::Small.config(contexts, false),
+        "large" => Shape::Large.config(contexts, false),
+        _ => WorkloadConfig::standard(contexts, false),
+    };
+    let mut w = Workload::new(cfg);
     let mut shard = ShardState::new(edgestat::tools::bench::workload::bench_shard_settings(10_000_000));
     let settings = edgestat::tools::bench::workload::bench_flush_settings();
     let mut ser = Serializer::new(SerializerConfig::default()).expect("serializer");
@@ -164,29 +180,62 @@ fn main() {
     let end = t0 + seconds;
     let mut peak_before_flush = 0i64;
     let mut flush_no = 0;
-    let flush = |shard: &mut ShardState,
-                 now: i64,
-                 force: bool,
-                 merger: &mut FlushMerger,
-                 ser: &mut Serializer,
-                 flush_no: &mut i32| {
+    let mut key_bytes_reported = false;
+    let mut payload_stats = (0usize, 0usize, 0usize);
+    let mut flush = |shard: &mut ShardState,
+                     now: i64,
+                     force: bool,
+                     merger: &mut FlushMerger,
+                     ser: &mut Serializer,
+                     flush_no: &mut i32| {
         *flush_no += 1;
-        report(&format!("flush {flush_no} at +{}s: before", now - t0), base);
-        classes();
         let before = LIVE_CHUNK.load(Relaxed);
         let peak_before = PEAK_CHUNK.load(Relaxed);
+        let live_before = LIVE.load(Relaxed);
         PEAK_CHUNK.store(before, Relaxed);
         let f = shard.take_flush(now, force);
+        if f.metrics.len() + f.sketches.len() < 1000 && !force {
+            // A flush without a closed bucket: nothing to see.
+            encode(merger, ser, f, now, &mut payload_stats);
+            payload_stats = (0, 0, 0);
+            PEAK_CHUNK.fetch_max(peak_before, Relaxed);
+            return;
+        }
+        println!("flush {flush_no} at +{}s:", now - t0);
+        println!(
+            "  {:<42} live {:>7.2} MiB (chunks {:>7.2} MiB)",
+            "before",
+            (live_before - base) as f64 / MIB,
+            (before - BASE_CHUNK.load(Relaxed)) as f64 / MIB
+        );
+        if !key_bytes_reported {
+            key_bytes_reported = true;
+            let mut seen = std::collections::HashSet::new();
+            let mut key_bytes = 0usize;
+            for k in f.metrics.iter().map(|e| &e.key).chain(f.sketches.iter().map(|e| &e.key)) {
+                if seen.insert(std::sync::Arc::as_ptr(k)) {
+                    key_bytes += k.heap_bytes();
+                }
+            }
+            println!(
+                "  key bytes (ContextKey data of the {} contexts flushed): {:.2} MiB, {:.0} B per context",
+                seen.len(),
+                key_bytes as f64 / MIB,
+                key_bytes as f64 / seen.len().max(1) as f64
+            );
+        }
         report(&format!("  after take ({} entries, {} sketches)", f.metrics.len(), f.sketches.len()), base);
-        let out = merger.flush(f.metrics, f.sketches, now);
-        report(&format!("  after merge ({} series, {} sketches)", out.series.len(), out.sketches.len()), base);
-        let mut payloads = Vec::new();
-        ser.series_v2(out.series.iter(), &mut payloads);
-        ser.sketches(out.sketches.iter(), &mut payloads);
-        let bytes: usize = payloads.iter().map(|p| p.body.len()).sum();
-        report(&format!("  after encode ({} payloads, {:.2} MiB)", payloads.len(), bytes as f64 / MIB), base);
-        drop(out);
-        drop(payloads);
+        let (n_series, n_sketches) = encode(merger, ser, f, now, &mut payload_stats);
+        report(
+            &format!(
+                "  after merge+encode ({n_series} series, {n_sketches} sketches, {} payloads, {:.2} -> {:.2} MiB)",
+                payload_stats.0,
+                payload_stats.1 as f64 / MIB,
+                payload_stats.2 as f64 / MIB
+            ),
+            base,
+        );
+        payload_stats = (0, 0, 0);
         report("  after drop (merger + serializer keep)", base);
         let bc = BASE_CHUNK.load(Relaxed);
         println!(
@@ -222,4 +271,36 @@ fn main() {
     );
     println!("overall peak (chunks): {:.2} MiB", (PEAK_CHUNK.load(Relaxed) - BASE_CHUNK.load(Relaxed)) as f64 / MIB);
     println!("allocations in total: {}", ALLOCS.load(Relaxed));
+}
+
+/// What the flusher does with a shard's hand-over (series v2, default
+/// settings, one encode thread): series encoded as they are rendered,
+/// then sketches; each payload is handed on (here: counted and dropped,
+/// as the forwarder takes it) as soon as it is closed.
+fn encode(
+    merger: &mut FlushMerger,
+    ser: &mut Serializer,
+    f: edgestat::core::shard::ShardFlush,
+    now: i64,
+    stats: &mut (usize, usize, usize),
+) -> (usize, usize) {
+    let mut sink = Each(|p: Payload| {
+        stats.0 += 1;
+        stats.1 += p.uncompressed_len;
+        stats.2 += p.body.len();
+    });
+    let (mut n_series, mut n_sketches) = (0, 0);
+    ser.begin_series(PayloadKind::SeriesV2);
+    merger.flush_series(f.metrics, &f.sketches, now, &mut |s| {
+        n_series += 1;
+        ser.add_series(PayloadKind::SeriesV2, &s, &mut sink);
+    });
+    ser.finish_series(PayloadKind::SeriesV2, &mut sink);
+    ser.begin_sketches();
+    render_sketches(f.sketches, &mut |s| {
+        n_sketches += 1;
+        ser.add_sketch(&s, &mut sink);
+    });
+    ser.finish_sketches(&mut sink);
+    (n_series, n_sketches)
 }

@@ -10,9 +10,9 @@ use crate::agent::clock::unix_now;
 use crate::agent::config::{Config, AGENT_VERSION};
 use crate::agent::forwarder::{Forwarder, Payload};
 use crate::agent::handover::{ControlSender, Handover};
-use crate::core::aggregator::{bucket_start, FlushMerger, FlushSettings, BUCKET_SECONDS};
+use crate::core::aggregator::{bucket_start, render_sketches, FlushMerger, FlushSettings, BUCKET_SECONDS};
 use crate::core::model::{Event, MetricType, Origin, Point, Series, SeriesId, ServiceCheck};
-use crate::core::serializer::{PayloadKind, Serializer};
+use crate::core::serializer::{PayloadKind, PayloadSink, Serializer};
 use crate::core::shard::ShardStats;
 
 pub mod stats;
@@ -235,9 +235,11 @@ impl Flusher {
         let mut passthrough = Vec::new();
         let mut events = Vec::new();
         let mut checks = Vec::new();
+        let total_metrics = collected.parts.iter().map(|p| p.metrics.len()).sum();
+        let total_sketches = collected.parts.iter().map(|p| p.sketches.len()).sum();
         for p in collected.parts {
-            metrics.extend(p.metrics);
-            sketches.extend(p.sketches);
+            concat(&mut metrics, p.metrics, total_metrics);
+            concat(&mut sketches, p.sketches, total_sketches);
             passthrough.extend(p.passthrough);
             events.extend(p.events);
             checks.extend(p.service_checks);
@@ -245,11 +247,78 @@ impl Flusher {
         if let Some(api) = &self.api {
             api.take(&mut events, &mut checks);
         }
-        let mut merged = self.merger.flush(metrics, sketches, now);
-        let mut series = std::mem::take(&mut merged.series);
-        series.extend(passthrough);
-        self.append_agent_series(&mut series, now, final_flush);
-        self.expected_tags.apply(now, &mut series, &mut merged.sketches);
+        // Series and sketches are encoded as they are rendered and each
+        // payload is shipped as soon as it is closed: at 100k contexts
+        // neither the rendered series nor the compressed payloads of a whole
+        // flush are ever held at once (they were its memory peak). The
+        // parallel encoder (`EDGESTAT_FLUSH_ENCODE_THREADS` > 1) splits a
+        // slice, so it still collects the series first.
+        let mut tail = passthrough;
+        self.append_agent_series(&mut tail, now, final_flush);
+        let series_kind = if self.cfg.use_v2_api_series { PayloadKind::SeriesV2 } else { PayloadKind::SeriesV1 };
+        let parallel = self.serializer.encode_threads() > 1 && self.cfg.use_v2_api_series;
+        let (enable_series, log_payloads) = (self.cfg.enable_series, self.cfg.log_payloads);
+        let expected_tags = &self.expected_tags;
+        let serializer = &mut self.serializer;
+        let mut shipper = Shipper {
+            forwarder: &self.forwarder,
+            telemetry: &mut self.telemetry,
+            summary: &mut summary,
+            kind: series_kind,
+            encoding: self.cfg.serializer.compression.content_encoding(),
+            final_flush,
+        };
+        let mut collected = Vec::new();
+        let mut series_count = 0;
+        if enable_series && !parallel {
+            serializer.begin_series(series_kind);
+        }
+        let mut on_series = |mut s: Series| {
+            expected_tags.apply(now, std::slice::from_mut(&mut s), &mut []);
+            if log_payloads {
+                tracing::info!(target: "edgestat::payloads", series = ?s);
+            }
+            series_count += 1;
+            if !enable_series {
+            } else if parallel {
+                collected.push(s);
+            } else {
+                serializer.add_series(series_kind, &s, &mut shipper);
+            }
+        };
+        self.merger.flush_series(metrics, &sketches, now, &mut on_series);
+        tail.into_iter().for_each(&mut on_series);
+        if enable_series {
+            if parallel {
+                serializer.series_v2_slice(&collected, &mut shipper);
+                drop(collected);
+            } else {
+                serializer.finish_series(series_kind, &mut shipper);
+            }
+            shipper.summary.series = series_count;
+        }
+        if self.cfg.enable_sketches || log_payloads {
+            shipper.kind = PayloadKind::Sketches;
+            let (enable_sketches, mut begun, mut n) = (self.cfg.enable_sketches, false, 0);
+            render_sketches(sketches, &mut |mut s| {
+                expected_tags.apply(now, &mut [], std::slice::from_mut(&mut s));
+                if log_payloads {
+                    tracing::info!(target: "edgestat::payloads", sketch = ?s);
+                }
+                if enable_sketches {
+                    if !begun {
+                        serializer.begin_sketches();
+                        begun = true;
+                    }
+                    serializer.add_sketch(&s, &mut shipper);
+                    n += 1;
+                }
+            });
+            if begun {
+                serializer.finish_sketches(&mut shipper);
+                shipper.summary.sketches = n;
+            }
+        }
         checks.push(ServiceCheck {
             check: "datadog.agent.up".into(),
             host_name: self.cfg.hostname.clone(),
@@ -261,14 +330,7 @@ impl Flusher {
         if let Some(e) = self.startup_event.take() {
             events.insert(0, e);
         }
-
-        if self.cfg.log_payloads {
-            for s in &series {
-                tracing::info!(target: "edgestat::payloads", series = ?s);
-            }
-            for s in &merged.sketches {
-                tracing::info!(target: "edgestat::payloads", sketch = ?s);
-            }
+        if log_payloads {
             for c in &checks {
                 tracing::info!(target: "edgestat::payloads", service_check = ?c);
             }
@@ -278,21 +340,6 @@ impl Flusher {
         }
 
         let mut built = Vec::new();
-        if self.cfg.enable_series {
-            summary.series = series.len();
-            if self.cfg.use_v2_api_series {
-                self.serializer.series_v2_slice(&series, &mut built);
-                self.ship(PayloadKind::SeriesV2, &mut built, &mut summary, final_flush);
-            } else {
-                self.serializer.series_v1(series.iter(), &mut built);
-                self.ship(PayloadKind::SeriesV1, &mut built, &mut summary, final_flush);
-            }
-        }
-        if self.cfg.enable_sketches && !merged.sketches.is_empty() {
-            summary.sketches = merged.sketches.len();
-            self.serializer.sketches_slice(&merged.sketches, &mut built);
-            self.ship(PayloadKind::Sketches, &mut built, &mut summary, final_flush);
-        }
         if self.cfg.enable_service_checks {
             summary.service_checks = checks.len();
             self.serializer.service_checks(checks.iter(), &mut built);
@@ -325,9 +372,7 @@ impl Flusher {
         }
     }
 
-    /// Hands payloads to the forwarder, waiting for room in its window
-    /// (not at the final flush: its payloads exist already and the
-    /// shutdown deadline bounds them).
+    /// Hands payloads to the forwarder (see [`Shipper`]).
     fn ship(
         &mut self,
         kind: PayloadKind,
@@ -335,28 +380,16 @@ impl Flusher {
         summary: &mut FlushSummary,
         final_flush: bool,
     ) {
-        let encoding = self.cfg.serializer.compression.content_encoding();
+        let mut shipper = Shipper {
+            forwarder: &self.forwarder,
+            telemetry: &mut self.telemetry,
+            summary,
+            kind,
+            encoding: self.cfg.serializer.compression.content_encoding(),
+            final_flush,
+        };
         for p in built.drain(..) {
-            summary.payloads += 1;
-            summary.bytes += p.body.len();
-            let mut headers =
-                vec![("Content-Type", kind.content_type().to_string()), ("Content-Encoding", encoding.to_string())];
-            if kind.is_protobuf() {
-                headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
-            }
-            if let Some(t) = &mut self.telemetry {
-                t.on_payload(kind_label(kind), p.body.len(), p.items);
-            }
-            let submit_started = std::time::Instant::now();
-            let payload = Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers };
-            if final_flush {
-                self.forwarder.submit_no_wait(payload);
-            } else {
-                self.forwarder.submit(payload);
-            }
-            if let Some(t) = &mut self.telemetry {
-                t.on_forwarder_submit(submit_started.elapsed());
-            }
+            shipper.put(p);
         }
     }
 
@@ -415,6 +448,59 @@ impl Flusher {
                 source_type_name: String::new(),
                 origin: Origin::Internal,
             });
+        }
+    }
+}
+
+/// Appends one shard's entries to the flush's (`total` over all shards):
+/// a shard holding them all hands its exact-sized vector over as is, others
+/// are copied into one vector reserved once (copying into a vector that
+/// doubles would hold up to three times the entries at the flush's peak).
+fn concat<T>(into: &mut Vec<T>, part: Vec<T>, total: usize) {
+    if into.is_empty() && part.len() == total {
+        *into = part;
+        return;
+    }
+    if into.capacity() < total {
+        into.reserve_exact(total - into.len());
+    }
+    into.extend(part);
+}
+
+/// Hands each payload to the forwarder as the serializer closes it, waiting
+/// for room in its window (not at the final flush: its payloads exist
+/// already and the shutdown deadline bounds them).
+struct Shipper<'a> {
+    forwarder: &'a Forwarder,
+    telemetry: &'a mut Option<stats::FlushRecorder>,
+    summary: &'a mut FlushSummary,
+    kind: PayloadKind,
+    encoding: &'static str,
+    final_flush: bool,
+}
+
+impl PayloadSink for Shipper<'_> {
+    fn put(&mut self, p: crate::core::serializer::Payload) {
+        let kind = self.kind;
+        self.summary.payloads += 1;
+        self.summary.bytes += p.body.len();
+        let mut headers =
+            vec![("Content-Type", kind.content_type().to_string()), ("Content-Encoding", self.encoding.to_string())];
+        if kind.is_protobuf() {
+            headers.push(("DD-Agent-Payload", AGENT_PAYLOAD_VERSION.to_string()));
+        }
+        if let Some(t) = self.telemetry.as_mut() {
+            t.on_payload(kind_label(kind), p.body.len(), p.items);
+        }
+        let submit_started = std::time::Instant::now();
+        let payload = Payload { kind: kind_label(kind), path: kind.path(), body: p.body, headers };
+        if self.final_flush {
+            self.forwarder.submit_no_wait(payload);
+        } else {
+            self.forwarder.submit(payload);
+        }
+        if let Some(t) = self.telemetry.as_mut() {
+            t.on_forwarder_submit(submit_started.elapsed());
         }
     }
 }

@@ -178,7 +178,29 @@ impl FlushMerger {
     }
 
     /// Merges one flush worth of shard output at wall-clock `now`.
-    pub fn flush(&mut self, mut entries: Vec<FlushEntry>, sketches: Vec<SketchEntry>, now: i64) -> FlushOutput {
+    pub fn flush(&mut self, entries: Vec<FlushEntry>, sketches: Vec<SketchEntry>, now: i64) -> FlushOutput {
+        // Sized for what will be rendered: growing a 100k-series vector
+        // would copy it at the flush's memory peak.
+        let mut out = FlushOutput { series: Vec::with_capacity(entries.len()), sketches: Vec::new() };
+        self.flush_series(entries, &sketches, now, &mut |s| out.series.push(s));
+        out.sketches.reserve_exact(sketches.len());
+        render_sketches(sketches, &mut |s| out.sketches.push(s));
+        out
+    }
+
+    /// The series half of [`FlushMerger::flush`]: merges the entries and
+    /// hands each rendered series to `out` as soon as it is rendered, in
+    /// the order `flush` returns them, so a flush can encode them straight
+    /// away instead of holding 100k `Series` at its memory peak. `sketches`
+    /// only contributes its buckets (counter zero-fill covers every flushed
+    /// bucket); render them with [`render_sketches`].
+    pub fn flush_series(
+        &mut self,
+        mut entries: Vec<FlushEntry>,
+        sketches: &[SketchEntry],
+        now: i64,
+        out: &mut dyn FnMut(Series),
+    ) {
         let cutoff = now - now.rem_euclid(BUCKET_SECONDS);
         self.flushes += 1;
         let flush_no = self.flushes;
@@ -228,7 +250,7 @@ impl FlushMerger {
             }
             link(&mut groups, &mut heads, &mut next, i as u32, &e.key, |j| &entries[j as usize].key);
         }
-        for e in &sketches {
+        for e in sketches {
             if !buckets.contains(&e.bucket) {
                 buckets.push(e.bucket);
             }
@@ -284,12 +306,6 @@ impl FlushMerger {
 
         // 4. Render: one entry (the common case) directly, several through
         // the reused scratch list.
-        // Sized for what will be rendered (a histogram renders one series per
-        // aggregate/percentile): growing a 100k-series vector would copy it
-        // at the flush's memory peak.
-        let histograms = heads.iter().filter(|&&h| matches!(entries[h as usize].agg, Agg::Histogram(_))).count();
-        let expected = heads.len() + histograms * self.hist_outputs.len().saturating_sub(1);
-        let mut out = FlushOutput { series: Vec::with_capacity(expected), sketches: Vec::new() };
         let mut scratch = std::mem::take(&mut self.scratch);
         for &head in &heads {
             let head = head as usize;
@@ -299,7 +315,7 @@ impl FlushMerger {
                 let bucket = entries[head].bucket;
                 if let Some((t, v)) = simple_value(&agg) {
                     if v.is_finite() {
-                        out.series.push(series(key, Cow::Borrowed(""), t, vec![Point { timestamp: bucket, value: v }]));
+                        out(series(key, Cow::Borrowed(""), t, vec![Point { timestamp: bucket, value: v }]));
                     }
                     continue;
                 }
@@ -317,16 +333,13 @@ impl FlushMerger {
                 }
                 scratch.sort_by_key(|(b, _)| *b);
             }
-            self.render(&key, &mut scratch, &mut out.series);
+            self.render(&key, &mut scratch, out);
             scratch.clear();
         }
         self.scratch = scratch;
-        drop(entries);
-        out.sketches = merge_sketches(sketches);
-        out
     }
 
-    fn render(&self, key: &Arc<ContextKey>, buckets: &mut Vec<(i64, Agg)>, out: &mut Vec<Series>) {
+    fn render(&self, key: &Arc<ContextKey>, buckets: &mut Vec<(i64, Agg)>, out: &mut dyn FnMut(Series)) {
         // One series per (output type, suffix), several points.
         let mut rendered: Vec<(Cow<'static, str>, MetricType, Vec<Point>)> = Vec::new();
         let mut push = |suffix: &Cow<'static, str>, t: MetricType, ts: i64, value: f64| {
@@ -370,7 +383,7 @@ impl FlushMerger {
                     continue;
                 }
             }
-            out.push(series(key.clone(), suffix, t, points));
+            out(series(key.clone(), suffix, t, points));
         }
     }
 }
@@ -399,8 +412,9 @@ fn series(key: Arc<ContextKey>, suffix: Cow<'static, str>, metric_type: MetricTy
 }
 
 /// Folds the shards' sketches by context and bucket (grouped as the
-/// entries are) and renders one `SketchSeries` per context.
-fn merge_sketches(mut sketches: Vec<SketchEntry>) -> Vec<SketchSeries> {
+/// entries are) and hands one `SketchSeries` per context to `out`, in
+/// arrival order, as each is rendered (see [`FlushMerger::flush_series`]).
+pub fn render_sketches(mut sketches: Vec<SketchEntry>, out: &mut dyn FnMut(SketchSeries)) {
     let mut groups: HashTable<(u32, u32)> = HashTable::with_capacity(sketches.len());
     let mut heads: Vec<u32> = Vec::with_capacity(sketches.len());
     let mut next: Vec<u32> = vec![NONE; sketches.len()];
@@ -409,7 +423,6 @@ fn merge_sketches(mut sketches: Vec<SketchEntry>) -> Vec<SketchSeries> {
         link(&mut groups, &mut heads, &mut next, i as u32, &e.key, |j| &sketches[j as usize].key);
     }
     drop(groups);
-    let mut out = Vec::with_capacity(heads.len());
     let mut list: Vec<(i64, usize)> = Vec::new();
     for &head in &heads {
         let head = head as usize;
@@ -443,9 +456,8 @@ fn merge_sketches(mut sketches: Vec<SketchEntry>) -> Vec<SketchSeries> {
         if dogsketches.is_empty() {
             continue;
         }
-        out.push(SketchSeries { id: SeriesId::context(sketches[head].key.clone(), Cow::Borrowed("")), dogsketches });
+        out(SketchSeries { id: SeriesId::context(sketches[head].key.clone(), Cow::Borrowed("")), dogsketches });
     }
-    out
 }
 
 /// `.{p}percentile`, static for the valid range 0..=100 (no allocation per

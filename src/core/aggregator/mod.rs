@@ -10,7 +10,7 @@ pub mod sampler;
 pub mod sketch;
 
 pub use context::{ByteBound, ContextBudget, ContextKey, KeyView};
-pub use merge::{FlushMerger, FlushOutput, FlushSettings, HistogramAggregate};
+pub use merge::{render_sketches, FlushMerger, FlushOutput, FlushSettings, HistogramAggregate};
 pub use sampler::{
     bucket_start, Agg, ClosedBuckets, FlushEntry, SampleDrop, SampleKind, ShardSampler, SketchEntry, BUCKET_SECONDS,
 };

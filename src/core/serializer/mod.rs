@@ -15,6 +15,30 @@ pub use compress::{CompressError, Compression, StreamEncoder};
 
 use crate::core::model::{Event, Series, ServiceCheck, SketchSeries};
 
+/// Where finished payloads go: collected in a `Vec`, or handed on one by
+/// one as each is closed ([`Each`]), so a flush never holds all of its
+/// compressed payloads at once (at 100k contexts of ~2 KB tags those are
+/// over 100 MiB).
+pub trait PayloadSink {
+    /// Takes one finished payload.
+    fn put(&mut self, payload: Payload);
+}
+
+impl PayloadSink for Vec<Payload> {
+    fn put(&mut self, payload: Payload) {
+        self.push(payload);
+    }
+}
+
+/// A closure as a [`PayloadSink`].
+pub struct Each<F>(pub F);
+
+impl<F: FnMut(Payload)> PayloadSink for Each<F> {
+    fn put(&mut self, payload: Payload) {
+        (self.0)(payload)
+    }
+}
+
 /// The payload kinds this module builds, with their intake route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PayloadKind {
@@ -246,20 +270,20 @@ impl Serializer {
     /// Series v2 of a slice, split across the encode threads when large
     /// (`series_v2` otherwise). Payload contents and order depend on the
     /// split; every payload obeys the same limits.
-    pub fn series_v2_slice(&mut self, series: &[Series], out: &mut Vec<Payload>) {
+    pub fn series_v2_slice(&mut self, series: &[Series], out: &mut dyn PayloadSink) {
         self.split(series, out, |ser, part, out| ser.series_v2(part.iter(), out));
     }
 
     /// Sketches of a slice, split across the encode threads when large.
-    pub fn sketches_slice(&mut self, sketches: &[SketchSeries], out: &mut Vec<Payload>) {
+    pub fn sketches_slice(&mut self, sketches: &[SketchSeries], out: &mut dyn PayloadSink) {
         self.split(sketches, out, |ser, part, out| ser.sketches(part.iter(), out));
     }
 
     fn split<T: Sync>(
         &mut self,
         items: &[T],
-        out: &mut Vec<Payload>,
-        build: impl Fn(&mut Serializer, &[T], &mut Vec<Payload>) + Sync,
+        out: &mut dyn PayloadSink,
+        build: impl Fn(&mut Serializer, &[T], &mut dyn PayloadSink) + Sync,
     ) {
         let threads = self.helpers.len() + 1;
         if threads == 1 || items.len() < PARALLEL_MIN_ITEMS {
@@ -277,7 +301,7 @@ impl Serializer {
                 .zip(parts)
                 .map(|(h, part)| {
                     scope.spawn(move || {
-                        let mut o = Vec::new();
+                        let mut o: Vec<Payload> = Vec::new();
                         build(h, part, &mut o);
                         o
                     })
@@ -294,9 +318,14 @@ impl Serializer {
             }
         });
         self.helpers = helpers;
-        for o in helper_out {
-            out.extend(o);
+        for p in helper_out.into_iter().flatten() {
+            out.put(p);
         }
+    }
+
+    /// Threads a large series/sketch slice is built on (1: no helpers).
+    pub fn encode_threads(&self) -> usize {
+        self.helpers.len() + 1
     }
 
     /// The configuration in use.
@@ -336,11 +365,11 @@ impl Serializer {
 
     /// Closes the open payload into `out` (failures counted, never emitted).
     /// Returns the number of items emitted.
-    fn close_into(&mut self, fam: Family, out: &mut Vec<Payload>) -> usize {
+    fn close_into(&mut self, fam: Family, out: &mut dyn PayloadSink) -> usize {
         let items = self.builder.items();
         match self.builder.close() {
             Ok(p) => {
-                out.push(p);
+                out.put(p);
                 items
             }
             Err(e) => {
@@ -361,7 +390,7 @@ impl Serializer {
 
     /// Adds the rendered `self.item`, closing full payloads and retrying once
     /// (the Agent's handling of full payloads and items too big for one).
-    fn add_simple(&mut self, fam: Family, weight: usize, out: &mut Vec<Payload>) {
+    fn add_simple(&mut self, fam: Family, weight: usize, out: &mut dyn PayloadSink) {
         for _attempt in 0..2 {
             match self.builder.add_item(&self.item, weight) {
                 Ok(()) => {
@@ -407,57 +436,100 @@ impl Serializer {
 
     /// Series v1 JSON (`/api/v1/series`): skips no-index series, drops
     /// too-big ones, always emits at least one payload (`{"series":[]}`).
-    pub fn series_v1<'a>(&mut self, series: impl Iterator<Item = &'a Series>, out: &mut Vec<Payload>) {
-        self.stats.total_calls += 1;
-        let limits = self.config.json_limits();
-        self.builder.configure(SERIES_V1_HEADER, SERIES_V1_FOOTER, b",", limits);
-        self.start();
+    pub fn series_v1<'a>(&mut self, series: impl Iterator<Item = &'a Series>, out: &mut dyn PayloadSink) {
+        self.begin_series(PayloadKind::SeriesV1);
         for s in series {
-            if json::v1_skips(s) {
-                continue;
-            }
-            self.item.clear();
-            if json::render_series_v1(&mut self.item, s).is_err() {
-                self.stats.write_item_errors += 1;
-                continue;
-            }
-            self.add_simple(Family::Json, 0, out);
+            self.add_series(PayloadKind::SeriesV1, s, out);
         }
-        self.close_into(Family::Json, out);
-        self.sync_counters();
+        self.finish_series(PayloadKind::SeriesV1, out);
     }
 
     /// Series v2 protobuf (`/api/v2/series`): series limits plus points per
     /// payload; emits only non-empty payloads; no-index series included.
-    pub fn series_v2<'a>(&mut self, series: impl Iterator<Item = &'a Series>, out: &mut Vec<Payload>) {
-        let limits = self.config.series_limits();
-        self.builder.configure(b"", b"", b"", limits);
-        self.start();
+    pub fn series_v2<'a>(&mut self, series: impl Iterator<Item = &'a Series>, out: &mut dyn PayloadSink) {
+        self.begin_series(PayloadKind::SeriesV2);
         for s in series {
-            self.item.clear();
+            self.add_series(PayloadKind::SeriesV2, s, out);
+        }
+        self.finish_series(PayloadKind::SeriesV2, out);
+    }
+
+    /// Starts a series build of `kind` (`SeriesV1` or `SeriesV2`) fed one
+    /// series at a time by [`Serializer::add_series`], so a flush can
+    /// encode each series as it is rendered instead of holding them all;
+    /// [`Serializer::series_v1`] / [`Serializer::series_v2`] are
+    /// begin + add each + finish.
+    pub fn begin_series(&mut self, kind: PayloadKind) {
+        if kind == PayloadKind::SeriesV1 {
+            self.stats.total_calls += 1;
+            let limits = self.config.json_limits();
+            self.builder.configure(SERIES_V1_HEADER, SERIES_V1_FOOTER, b",", limits);
+        } else {
+            let limits = self.config.series_limits();
+            self.builder.configure(b"", b"", b"", limits);
+        }
+        self.start();
+    }
+
+    /// Adds one series to the build started by [`Serializer::begin_series`].
+    pub fn add_series(&mut self, kind: PayloadKind, s: &Series, out: &mut dyn PayloadSink) {
+        self.item.clear();
+        if kind == PayloadKind::SeriesV1 {
+            if json::v1_skips(s) {
+                return;
+            }
+            if json::render_series_v1(&mut self.item, s).is_err() {
+                self.stats.write_item_errors += 1;
+                return;
+            }
+            self.add_simple(Family::Json, 0, out);
+        } else {
             proto::encode_series(&mut self.item, s);
             self.add_simple(Family::Series, s.points.len(), out);
         }
-        self.finish_nonempty(Family::Series, out);
+    }
+
+    /// Closes the build started by [`Serializer::begin_series`].
+    pub fn finish_series(&mut self, kind: PayloadKind, out: &mut dyn PayloadSink) {
+        if kind == PayloadKind::SeriesV1 {
+            self.close_into(Family::Json, out);
+        } else {
+            self.finish_nonempty(Family::Series, out);
+        }
         self.sync_counters();
     }
 
     /// Sketches protobuf (`/api/beta/sketches`): footer `12 00`, JSON limits,
     /// emits only non-empty payloads.
-    pub fn sketches<'a>(&mut self, sketches: impl Iterator<Item = &'a SketchSeries>, out: &mut Vec<Payload>) {
+    pub fn sketches<'a>(&mut self, sketches: impl Iterator<Item = &'a SketchSeries>, out: &mut dyn PayloadSink) {
+        self.begin_sketches();
+        for s in sketches {
+            self.add_sketch(s, out);
+        }
+        self.finish_sketches(out);
+    }
+
+    /// Starts a sketches build fed one at a time (see [`Serializer::begin_series`]).
+    pub fn begin_sketches(&mut self) {
         let limits = self.config.json_limits();
         self.builder.configure(b"", &proto::SKETCH_PAYLOAD_FOOTER, b"", limits);
         self.start();
-        for s in sketches {
-            self.item.clear();
-            proto::encode_sketch(&mut self.item, s);
-            self.add_simple(Family::Sketch, 0, out);
-        }
+    }
+
+    /// Adds one sketch to the build started by [`Serializer::begin_sketches`].
+    pub fn add_sketch(&mut self, s: &SketchSeries, out: &mut dyn PayloadSink) {
+        self.item.clear();
+        proto::encode_sketch(&mut self.item, s);
+        self.add_simple(Family::Sketch, 0, out);
+    }
+
+    /// Closes the build started by [`Serializer::begin_sketches`].
+    pub fn finish_sketches(&mut self, out: &mut dyn PayloadSink) {
         self.finish_nonempty(Family::Sketch, out);
         self.sync_counters();
     }
 
-    fn finish_nonempty(&mut self, fam: Family, out: &mut Vec<Payload>) {
+    fn finish_nonempty(&mut self, fam: Family, out: &mut dyn PayloadSink) {
         if self.builder.items() > 0 {
             self.close_into(fam, out);
         } else {
@@ -467,7 +539,7 @@ impl Serializer {
 
     /// Service checks JSON array (`/api/v1/check_run`): like every JSON
     /// builder it always emits at least one payload (`[]`).
-    pub fn service_checks<'a>(&mut self, checks: impl Iterator<Item = &'a ServiceCheck>, out: &mut Vec<Payload>) {
+    pub fn service_checks<'a>(&mut self, checks: impl Iterator<Item = &'a ServiceCheck>, out: &mut dyn PayloadSink) {
         self.stats.total_calls += 1;
         let limits = self.config.json_limits();
         self.builder.configure(b"[", b"]", b",", limits);
@@ -485,7 +557,7 @@ impl Serializer {
     /// `events` by group key, streams them with group prefixes, reopens the
     /// group after a full payload, drops too-big events, never emits a
     /// payload without events.
-    pub fn events(&mut self, events: &mut [Event], hostname: &str, out: &mut Vec<Payload>) {
+    pub fn events(&mut self, events: &mut [Event], hostname: &str, out: &mut dyn PayloadSink) {
         if events.is_empty() {
             return;
         }
@@ -570,11 +642,11 @@ impl Serializer {
         self.sync_counters();
     }
 
-    fn close_events_payload(&mut self, out: &mut Vec<Payload>) -> usize {
+    fn close_events_payload(&mut self, out: &mut dyn PayloadSink) -> usize {
         let items = self.builder.items();
         match self.builder.close() {
             Ok(p) => {
-                out.push(p);
+                out.put(p);
                 self.stats.events_payloads += 1;
                 items
             }
