@@ -1,6 +1,6 @@
-//! Times each phase of a flush of ~100k contexts (take, then merge + encode
-//! + compress streamed as the flusher does it: each series/sketch encoded as
-//! it is rendered), to see where the flush budget goes.
+//! Times each phase of a flush of ~100k contexts (take, then merge, encode
+//! and compress streamed as the flusher does it: each series/sketch encoded
+//! as it is rendered), to see where the flush budget goes.
 //! `cargo run --release --example flush_phases [contexts] [encode threads] [shape] [mode]`
 //! (shape: `standard` (default), `small`, `large`; mode `stream` (default)
 //! or `collect`: every series rendered into one vector, then encoded — the
@@ -120,13 +120,13 @@ fn phase_collect(
     f: edgestat::core::shard::ShardFlush,
     payloads: &mut Vec<Payload>,
 ) -> (usize, usize) {
-    let out = phase_merge(merger, f);
-    phase_encode(ser, &out, payloads);
+    let out = merge_all(merger, f);
+    encode_all(ser, &out, payloads);
     (out.series.len(), out.sketches.len())
 }
 
 #[inline(never)]
-fn phase_merge(
+fn merge_all(
     merger: &mut FlushMerger,
     f: edgestat::core::shard::ShardFlush,
 ) -> edgestat::core::aggregator::FlushOutput {
@@ -134,7 +134,7 @@ fn phase_merge(
 }
 
 #[inline(never)]
-fn phase_encode(ser: &mut Serializer, out: &edgestat::core::aggregator::FlushOutput, payloads: &mut Vec<Payload>) {
+fn encode_all(ser: &mut Serializer, out: &edgestat::core::aggregator::FlushOutput, payloads: &mut Vec<Payload>) {
     ser.series_v2_slice(&out.series, payloads);
     ser.sketches_slice(&out.sketches, payloads);
 }

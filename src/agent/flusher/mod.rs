@@ -247,6 +247,7 @@ impl Flusher {
         if let Some(api) = &self.api {
             api.take(&mut events, &mut checks);
         }
+        let closed_buckets = !metrics.is_empty() || !sketches.is_empty();
         // Series and sketches are encoded as they are rendered and each
         // payload is shipped as soon as it is closed: at 100k contexts
         // neither the rendered series nor the compressed payloads of a whole
@@ -363,6 +364,9 @@ impl Flusher {
             payloads = summary.payloads,
             "flush done"
         );
+        if closed_buckets {
+            release_freed_memory();
+        }
         if let Some(t) = &mut self.telemetry {
             t.publish(&summary, self.serializer.stats(), started.elapsed());
         }
@@ -449,6 +453,22 @@ impl Flusher {
                 origin: Origin::Internal,
             });
         }
+    }
+}
+
+/// Gives the memory a flush of closed buckets freed back to the system.
+/// glibc keeps freed chunks inside its arenas, and the flush frees them on
+/// another thread than the shard that allocated them, so without this the
+/// resident set stays at the flush's high-water mark (100k contexts of
+/// ~150 B lines: 97 MiB resident between flushes, 79 MiB with the trim;
+/// perf/flush-memory.md). Once per flush that carried closed buckets, not
+/// per line.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's arenas
+    // to the kernel; it takes the arena locks itself.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
