@@ -162,6 +162,18 @@ fn start_and_wait(
             "memory limit off (EDGESTAT_MEMORY_LIMIT=off or host memory unknown): contexts bounded by EDGESTAT_MAX_CONTEXTS only"
         ),
     }
+    // Shard i runs on the i-th CPU of the affinity mask (wrapping). The
+    // threads started from here on (forwarders, embedded intake, API,
+    // flusher) run on the CPUs left without a shard, when there are any;
+    // the shards pin themselves.
+    let allowed_cpus = crate::agent::cpu_set::allowed_cpus()
+        .unwrap_or_else(|| (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect());
+    let spare_cpus = crate::agent::cpu_set::spare_cpus(&allowed_cpus, cfg.shards);
+    if !spare_cpus.is_empty() {
+        if let Err(e) = crate::agent::cpu_set::restrict_this_thread(&spare_cpus) {
+            tracing::warn!(error = %e, "cannot keep the flusher and forwarders off the shards' CPUs");
+        }
+    }
     // Signals first, so a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT])
         .map_err(StartError::Signals)?;
@@ -318,9 +330,6 @@ fn start_and_wait(
         eol_required: cfg.eol_required,
     };
     let mut shards = Vec::with_capacity(cfg.shards);
-    // Shard i runs on the i-th CPU of the affinity mask (wrapping).
-    let allowed_cpus = crate::agent::cpu_set::allowed_cpus()
-        .unwrap_or_else(|| (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect());
     udp.reverse();
     for id in 0..cfg.shards {
         // The first EDGESTAT_UNIX_READERS shards also read the Unix socket
@@ -371,6 +380,7 @@ fn start_and_wait(
     tracing::info!(
         shards = cfg.shards,
         cpus = ?allowed_cpus,
+        background_cpus = ?spare_cpus,
         udp = ?cfg.udp_addr,
         unix = ?cfg.unix_socket,
         flush_interval_ms = cfg.flush_interval.as_millis() as u64,

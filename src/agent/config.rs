@@ -987,7 +987,7 @@ impl Config {
             manifest_buffer_bytes: edge_usize("MANIFEST_BUFFER_BYTES", 64 << 20, 1)?,
             flush_encode_threads: edge_usize_in("FLUSH_ENCODE_THREADS", 1, 1, 16)?,
             forwarder: forwarder_tuning(src)?,
-            recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 200, 0, 10_000)? as u64,
+            recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 5_000, 0, 10_000)? as u64,
             unix_poll_us: edge_usize_in("UNIX_POLL_US", 50, 0, 10_000)? as u64,
             mapper: mapper_settings(src)?,
             // The prefix is read even when the copy is off, so a bad

@@ -334,6 +334,7 @@ async fn run_shard(
             poll: Duration::ZERO,
             queue_budget,
             errors_logged: 0,
+            last_look: None,
         };
         readers.push(glommio::spawn_local(reader.run(Waiter::Udp(sock), ctx.clone())));
     }
@@ -360,6 +361,7 @@ async fn run_shard(
             poll: unix_poll,
             queue_budget: 0,
             errors_logged: 0,
+            last_look: None,
         };
         readers.push(glommio::spawn_local(reader.run(Waiter::Unix(waiter, std_sock), ctx.clone())));
     }
@@ -627,21 +629,40 @@ impl BatchRecv {
 /// Shorter pauses than this are not worth a timer: drain right away.
 const MIN_PAUSE: Duration = Duration::from_micros(5);
 
+/// Datagrams a pause must be expected to gather to be worth its wake-up.
+const MIN_PAUSE_DATAGRAMS: f64 = 2.0;
+
 /// The pause before the next drain: long enough for `target` datagrams at
 /// the rate the last drain saw (`got` datagrams of `bytes` in `elapsed`),
 /// never longer than `max`, and never so long that the queue would hold
 /// more than `queue_budget` bytes (each datagram charged 2 × its length +
 /// 768 B, a pessimistic skb truesize: 842 B for a 154 B datagram here).
-fn next_pause(max: Duration, elapsed: Duration, got: usize, bytes: u64, target: usize, queue_budget: u64) -> Duration {
+/// `None` when, at that rate, even `max` would gather fewer than
+/// `MIN_PAUSE_DATAGRAMS`: then waiting for the next datagram costs less.
+fn next_pause(
+    max: Duration,
+    elapsed: Duration,
+    got: usize,
+    bytes: u64,
+    target: usize,
+    queue_budget: u64,
+) -> Option<Duration> {
     let us = elapsed.as_secs_f64() * 1e6;
-    if got == 0 || us <= 0.0 {
-        return max;
+    if got == 0 {
+        return None;
+    }
+    if us <= 0.0 {
+        return Some(Duration::ZERO);
     }
     let per_us = got as f64 / us;
+    let max_us = max.as_secs_f64() * 1e6;
+    if per_us * max_us < MIN_PAUSE_DATAGRAMS {
+        return None;
+    }
     let queue_per_us = (2 * bytes + 768 * got as u64) as f64 / us;
     let by_count = target as f64 / per_us;
     let by_memory = queue_budget as f64 / queue_per_us;
-    Duration::from_secs_f64(by_count.min(by_memory).min(max.as_secs_f64() * 1e6).max(0.0) / 1e6)
+    Some(Duration::from_secs_f64(by_count.min(by_memory).min(max_us).max(0.0) / 1e6))
 }
 
 /// One socket's reader: waits (without a timer) until a datagram is
@@ -667,6 +688,8 @@ struct ReadLoop {
     queue_budget: u64,
     /// Read errors logged so far (at most 10 are).
     errors_logged: u32,
+    /// When the socket was last drained (the arrival rate's start).
+    last_look: Option<Instant>,
 }
 
 impl ReadLoop {
@@ -684,13 +707,16 @@ impl ReadLoop {
                     continue;
                 }
             }
-            // The first drain's rate is unknown (it took what came during
-            // the wake-up): start with a quarter of the cap.
-            let mut pause = self.coalesce / 4;
-            let mut since: Option<Instant> = None;
+            // The first drain's rate is what came since the last look
+            // (the previous wake-up's last drain).
+            let mut since = self.last_look;
             let mut first = true;
             loop {
                 let (got, bytes) = self.drain(&ctx).await;
+                let now = Instant::now();
+                let elapsed = since.map(|t| now.duration_since(t));
+                since = Some(now);
+                self.last_look = since;
                 if got == 0 && first {
                     waiter.woke_for_nothing();
                 }
@@ -706,19 +732,16 @@ impl ReadLoop {
                 }
                 // Datagrams keep coming but the sender is slower than we
                 // are: rather than waking up for each one, pause so a batch
-                // builds up. The pause adapts to the arrival rate seen by
-                // the last drain, so the queue stays far below SO_RCVBUF.
-                if let Some(t) = since {
-                    pause = next_pause(
-                        self.coalesce,
-                        t.elapsed(),
-                        got,
-                        bytes,
-                        2 * self.batch.capacity(),
-                        self.queue_budget,
-                    );
-                }
-                since = Some(Instant::now());
+                // builds up. The pause adapts to the arrival rate seen
+                // since the last look, so the queue stays far below
+                // SO_RCVBUF; a sender too sparse to fill the pause with a
+                // few datagrams gets no pause (a wake-up each is cheapest).
+                let Some(elapsed) = elapsed else { continue };
+                let Some(pause) =
+                    next_pause(self.coalesce, elapsed, got, bytes, 2 * self.batch.capacity(), self.queue_budget)
+                else {
+                    break;
+                };
                 if pause < MIN_PAUSE {
                     continue;
                 }
@@ -815,14 +838,24 @@ mod tests {
         let max = Duration::from_micros(200);
         let us = Duration::from_micros;
         // 0.1 datagram/µs of 150 B: 64 datagrams take 640 µs, capped at 200.
-        assert_eq!(next_pause(max, us(100), 10, 1500, 64, 1 << 20), max);
+        assert_eq!(next_pause(max, us(100), 10, 1500, 64, 1 << 20), Some(max));
         // 1 datagram/µs: 64 datagrams in 64 µs.
-        let p = next_pause(max, us(100), 100, 15_000, 64, 1 << 20);
+        let p = next_pause(max, us(100), 100, 15_000, 64, 1 << 20).unwrap();
         assert!(p >= us(63) && p <= us(65), "{p:?}");
         // Same rate, tiny queue budget: 10 datagrams charged 1068 B each fit 10 680 B.
-        let p = next_pause(max, us(100), 100, 15_000, 64, 10_680);
+        let p = next_pause(max, us(100), 100, 15_000, 64, 10_680).unwrap();
         assert!(p >= us(9) && p <= us(11), "{p:?}");
-        // Nothing seen: the cap.
-        assert_eq!(next_pause(max, us(100), 0, 0, 64, 1 << 20), max);
+        // Nothing seen: no pause.
+        assert_eq!(next_pause(max, us(100), 0, 0, 64, 1 << 20), None);
+    }
+
+    #[test]
+    fn a_sender_too_sparse_to_fill_a_pause_gets_none() {
+        let max = Duration::from_millis(5);
+        let ms = Duration::from_millis;
+        // One datagram in 10 ms: a 5 ms pause would gather half of one.
+        assert_eq!(next_pause(max, ms(10), 1, 8000, 64, 1 << 20), None);
+        // One in 2 ms: 2.5 per pause, worth it; the cap binds.
+        assert_eq!(next_pause(max, ms(2), 1, 8000, 64, 1 << 20), Some(max));
     }
 }

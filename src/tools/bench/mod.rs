@@ -570,8 +570,18 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
         _ => None,
     };
 
-    if let Some(cpu) = args.sender_cpu.or((plan.transport == Transport::Unix).then(other_cpu).flatten()) {
-        pin_this_thread(cpu);
+    // By default the load generator (sender, intake, sampler: every thread
+    // of this process) runs beside the shards, on the first CPU without
+    // one (where the started edgestat keeps its flusher and forwarders),
+    // as clients on another core would. Left to the scheduler, the sender
+    // or the intake's decompression sometimes lands on a shard's CPU for
+    // a scheduler slice (milliseconds), longer than the kernel's default
+    // receive buffer lasts at these rates: the generator, not the
+    // receiver, would decide the kernel drops. Unpinned when every CPU
+    // has a shard.
+    let default_cpu = if args.target.is_none() { other_cpu(args.shards) } else { None };
+    if let Some(cpu) = args.sender_cpu.or(default_cpu) {
+        pin_this_process(cpu);
     }
     let sockets: Vec<std::os::fd::OwnedFd> = match &unix_path {
         Some(p) => sender::connect_unix(p, args.sockets).map(|v| v.into_iter().map(Into::into).collect()),
@@ -796,19 +806,29 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     Ok(r)
 }
 
-/// A CPU other than the first (where shard 0 runs), if there is one.
-fn other_cpu() -> Option<usize> {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    (n > 1).then_some(1)
+/// The first allowed CPU after the `shards` the started edgestat pins its
+/// shards to.
+fn other_cpu(shards: usize) -> Option<usize> {
+    crate::agent::cpu_set::allowed_cpus().and_then(|cpus| cpus.get(shards).copied())
 }
 
-fn pin_this_thread(cpu: usize) {
+/// Pins every thread of this process to `cpu` (threads started later
+/// inherit it from the thread that starts them).
+fn pin_this_process(cpu: usize) {
     // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            eprintln!("edgestat bench: cannot pin the sender to CPU {cpu}: {}", std::io::Error::last_os_error());
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    let tids: Vec<i32> = std::fs::read_dir("/proc/self/task")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
+        .unwrap_or_default();
+    for tid in tids.into_iter().chain(std::iter::once(0)) {
+        // SAFETY: `set` is a valid cpu_set_t of the size passed; a thread
+        // that ended meanwhile only makes the call fail.
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 && tid == 0 {
+            eprintln!(
+                "edgestat bench: cannot pin the load generator to CPU {cpu}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
