@@ -83,6 +83,16 @@ def blocking_reader(path):
         n += 1
 
 
+# The receivers get every CPU this script started with, whatever the
+# client was pinned to by an earlier run (a child inherits its parent's
+# affinity: a receiver pinned to the client's CPU measures the scheduler).
+ALL_CPUS = os.sched_getaffinity(0)
+
+
+def unpinned():
+    os.sched_setaffinity(0, ALL_CPUS)
+
+
 def pin(cpu):
     if cpu is not None:
         os.sched_setaffinity(0, {cpu})
@@ -100,7 +110,7 @@ def wait_for_socket(path, timeout=20):
 def run_one(kind, args, tmp):
     path = os.path.join(tmp, "%s.socket" % kind)
     if kind == "python":
-        proc = subprocess.Popen([sys.executable, __file__, "--reader", path], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, __file__, "--reader", path], stdout=subprocess.PIPE, text=True, preexec_fn=unpinned)
         proc.stdout.readline()
     else:
         env = {
@@ -113,7 +123,7 @@ def run_one(kind, args, tmp):
             "DD_LOG_LEVEL": "warn",
         }
         env.update(dict(kv.split("=", 1) for kv in args.env))
-        proc = subprocess.Popen([args.edgestat, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen([args.edgestat, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=unpinned)
     if not wait_for_socket(path):
         proc.kill()
         raise SystemExit("%s did not create %s" % (kind, path))

@@ -490,11 +490,12 @@ enum Waiter {
 }
 
 impl Waiter {
-    /// A wake-up found nothing to read. Harmless on UDP; on the Unix
-    /// socket glommio's stream type takes a peeked 0-byte datagram for the
-    /// end of the stream and answers every later wait at once, so the wait
-    /// is rebuilt on a fresh duplicate of the fd rather than spinning.
-    fn woke_for_nothing(&mut self) {
+    /// The wait's peek saw a 0-byte datagram. Harmless on UDP; on the Unix
+    /// socket glommio's stream type takes it for the end of the stream and
+    /// answers every later wait at once, so the wait is rebuilt on a fresh
+    /// duplicate of the fd rather than spinning. (A wake-up whose datagram
+    /// another reader took first saw a real byte: nothing to rebuild.)
+    fn saw_empty_datagram(&mut self) {
         if let Waiter::Unix(stream, sock) = self {
             match sock.try_clone() {
                 // SAFETY: a fresh fd owned by nobody else; the stream takes it over.
@@ -506,11 +507,12 @@ impl Waiter {
         }
     }
 
-    async fn readable(&self) -> std::io::Result<()> {
+    /// Waits for a datagram; returns the bytes peeked (0 or 1).
+    async fn readable(&self) -> std::io::Result<usize> {
         let mut byte = [0u8; 1];
         match self {
-            Waiter::Udp(s) => s.peek_from(&mut byte).await.map(drop).map_err(Into::into),
-            Waiter::Unix(s, _) => s.peek(&mut byte).await.map(drop).map_err(Into::into),
+            Waiter::Udp(s) => s.peek_from(&mut byte).await.map(|(n, _)| n).map_err(Into::into),
+            Waiter::Unix(s, _) => s.peek(&mut byte).await.map_err(Into::into),
         }
     }
 }
@@ -698,7 +700,8 @@ impl ReadLoop {
         loop {
             match or_stop(waiter.readable(), stop).await {
                 None => break,
-                Some(Ok(())) => {}
+                Some(Ok(0)) => waiter.saw_empty_datagram(),
+                Some(Ok(_)) => {}
                 Some(Err(e)) => {
                     state.borrow_mut().count_read_error();
                     log_read_error(&mut self.errors_logged, &e);
@@ -710,17 +713,12 @@ impl ReadLoop {
             // The first drain's rate is what came since the last look
             // (the previous wake-up's last drain).
             let mut since = self.last_look;
-            let mut first = true;
             loop {
                 let (got, bytes) = self.drain(&ctx).await;
                 let now = Instant::now();
                 let elapsed = since.map(|t| now.duration_since(t));
                 since = Some(now);
                 self.last_look = since;
-                if got == 0 && first {
-                    waiter.woke_for_nothing();
-                }
-                first = false;
                 if got == 0 || stop.is_set() {
                     break;
                 }
