@@ -142,3 +142,49 @@ fn shards_default_to_the_allowed_cpus() {
     let line = line.unwrap_or_else(|| panic!("did not start: {}", stderr.all().join("\n")));
     assert!(line.contains("shards=1 cpus=[0]"), "{line}");
 }
+
+/// With a CPU left over by the shards, the flusher and the forwarder run
+/// there, so a flush's compression never delays a shard's reads.
+#[test]
+fn background_threads_run_on_the_cpus_without_a_shard() {
+    assert!(
+        std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
+        "this test needs two CPUs (CI and the reference machine have two)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("taskset")
+        .args(["-c", "0,1", BIN, "run"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DD_HOSTNAME", "h1")
+        .env("DD_DOGSTATSD_PORT", free_udp_port().to_string())
+        .env("EDGESTAT_API_ADDR", "off")
+        .env("EDGESTAT_SHARDS", "1")
+        .env("EDGESTAT_DATA_DIR", dir.path().join("data"))
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = Lines::follow(child.stderr.take().unwrap());
+    let line = stderr.wait_for("edgestat running", Duration::from_secs(20));
+    let mut allowed = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for e in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap().flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim_end().to_string();
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_string();
+        allowed.entry(comm).or_default().push(cpus);
+    }
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let _ = child.wait();
+    let line = line.unwrap_or_else(|| panic!("did not start: {}", stderr.all().join("\n")));
+    assert!(line.contains("shards=1 cpus=[0, 1] background_cpus=[1]"), "{line}");
+    let of = |prefix: &str| -> Vec<String> {
+        allowed.iter().filter(|(k, _)| k.starts_with(prefix)).flat_map(|(_, v)| v.clone()).collect()
+    };
+    assert!(!of("edgestat-shard").is_empty() && of("edgestat-shard").iter().all(|c| c == "0"), "{allowed:?}");
+    for name in ["edgestat-flushe", "edgestat-forwar"] {
+        assert!(!of(name).is_empty() && of(name).iter().all(|c| c == "1"), "{name}: {allowed:?}");
+    }
+}
