@@ -115,20 +115,22 @@ fn memory_limit_admits_what_fits_and_counts_the_rest() {
     assert_eq!(stderr.iter().filter(|l| l.contains("would pass EDGESTAT_MEMORY_LIMIT")).count(), 1, "logged once");
 }
 
-#[test]
-fn shards_default_to_the_allowed_cpus() {
+/// `edgestat run` under `taskset -c cpus` with `extra` env; calls `look`
+/// with its pid once it is running, then stops it. Returns its start line.
+fn run_on_cpus(cpus: &str, extra: &[(&str, &str)], look: impl FnOnce(u32)) -> String {
     if Command::new("taskset").arg("-V").output().is_err() {
         panic!("taskset (util-linux) is needed for this test");
     }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new("taskset")
-        .args(["-c", "0", BIN, "run"])
+        .args(["-c", cpus, BIN, "run"])
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DD_HOSTNAME", "h1")
         .env("DD_DOGSTATSD_PORT", free_udp_port().to_string())
         .env("EDGESTAT_API_ADDR", "off")
         .env("EDGESTAT_DATA_DIR", dir.path().join("data"))
+        .envs(extra.iter().copied())
         .current_dir(dir.path())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -136,10 +138,18 @@ fn shards_default_to_the_allowed_cpus() {
         .unwrap();
     let stderr = Lines::follow(child.stderr.take().unwrap());
     let line = stderr.wait_for("edgestat running", Duration::from_secs(20));
+    if line.is_some() {
+        look(child.id());
+    }
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let _ = child.wait();
-    let line = line.unwrap_or_else(|| panic!("did not start: {}", stderr.all().join("\n")));
+    line.unwrap_or_else(|| panic!("did not start: {}", stderr.all().join("\n")))
+}
+
+#[test]
+fn shards_default_to_the_allowed_cpus() {
+    let line = run_on_cpus("0", &[], |_| {});
     assert!(line.contains("shards=1 cpus=[0]"), "{line}");
 }
 
@@ -151,34 +161,16 @@ fn background_threads_run_on_the_cpus_without_a_shard() {
         std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
         "this test needs two CPUs (CI and the reference machine have two)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new("taskset")
-        .args(["-c", "0,1", BIN, "run"])
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DD_HOSTNAME", "h1")
-        .env("DD_DOGSTATSD_PORT", free_udp_port().to_string())
-        .env("EDGESTAT_API_ADDR", "off")
-        .env("EDGESTAT_SHARDS", "1")
-        .env("EDGESTAT_DATA_DIR", dir.path().join("data"))
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = Lines::follow(child.stderr.take().unwrap());
-    let line = stderr.wait_for("edgestat running", Duration::from_secs(20));
     let mut allowed = std::collections::BTreeMap::<String, Vec<String>>::new();
-    for e in std::fs::read_dir(format!("/proc/{}/task", child.id())).unwrap().flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim_end().to_string();
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_string();
-        allowed.entry(comm).or_default().push(cpus);
-    }
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    let line = line.unwrap_or_else(|| panic!("did not start: {}", stderr.all().join("\n")));
+    let line = run_on_cpus("0,1", &[("EDGESTAT_SHARDS", "1")], |pid| {
+        for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim_end().to_string();
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let cpus =
+                status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_string();
+            allowed.entry(comm).or_default().push(cpus);
+        }
+    });
     assert!(line.contains("shards=1 cpus=[0, 1] background_cpus=[1]"), "{line}");
     let of = |prefix: &str| -> Vec<String> {
         allowed.iter().filter(|(k, _)| k.starts_with(prefix)).flat_map(|(_, v)| v.clone()).collect()
