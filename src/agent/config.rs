@@ -239,7 +239,7 @@ pub struct Config {
     /// `EDGESTAT_UNIX_POLL_US`: after a Unix socket drain that found a
     /// burst, keep polling until nothing came for this long (0 = off).
     pub unix_poll_us: u64,
-    /// `EDGESTAT_UNIX_READERS`: shards reading the Unix socket (default all; 1 to the
+    /// `EDGESTAT_UNIX_READERS`: shards reading the Unix socket (default 2, or 1 with one shard; 1 to the
     /// shard count; each waits on it and drains it with `recvmmsg`).
     pub unix_readers: usize,
     /// Stream socket, raw forwarding, statistics and capture.
@@ -1008,7 +1008,7 @@ impl Config {
             },
             ops: ops_config(src, &data_dir)?,
             data_dir,
-            unix_readers: edge_usize_in("UNIX_READERS", shards, 1, shards)?,
+            unix_readers: edge_usize_in("UNIX_READERS", shards.min(2), 1, shards)?,
         })
     }
 }
