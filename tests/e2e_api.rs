@@ -568,13 +568,17 @@ fn batch_bytes(v: &[Value]) -> Vec<u8> {
 
 #[test]
 fn api_answers_503_while_shutting_down() {
-    // An unreachable intake keeps the agent in its delivery wait after SIGTERM.
+    // An intake that takes connections and never answers keeps the agent
+    // in its delivery wait after SIGTERM (one that refuses them lets it
+    // give up within milliseconds, too fast to observe the 503).
+    let hang = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hang_url = format!("http://{}", hang.local_addr().unwrap());
     let api_port = free_tcp_port();
     let mut agent = Agent::start(
         None,
         &[
             ("EDGESTAT_API_ADDR", &api_env(api_port)),
-            ("DD_DD_URL", "http://127.0.0.1:9"),
+            ("DD_DD_URL", &hang_url),
             ("DD_API_KEY", "k"),
             ("EDGESTAT_SHUTDOWN_TIMEOUT", "3s"),
         ],
@@ -606,6 +610,7 @@ fn api_answers_503_while_shutting_down() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{}", agent.stderr.all().join("\n"));
+    drop(hang);
 }
 
 #[test]

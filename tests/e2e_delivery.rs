@@ -140,10 +140,12 @@ fn a_late_shard_flush_arrives_with_the_next_one() {
             ("EDGESTAT_FLUSH_INTERVAL", "1s"),
             ("EDGESTAT_TELEMETRY_ADDR", &tel),
             ("EDGESTAT_TEST_DELAY_SHARD_FLUSH", "0:7s"),
+            ("EDGESTAT_UNIX_READERS", "1"),
         ],
     );
     avoid_bucket_edge(3);
-    // The Unix socket is read by shard 0 only: these wait in the delayed shard.
+    // The Unix socket is read by shard 0 only (one reader): these wait in
+    // the delayed shard.
     for _ in 0..50 {
         agent.send_uds(b"late.uds:1|c");
     }
