@@ -376,6 +376,12 @@ async fn run_shard(
         }
     }
     readers.push(glommio::spawn_local(publish_live(id, ctx.clone(), hooks.live.clone())));
+    // The executor's first park is slow (16–35 ms here) and a reader's wait
+    // armed before it did not wake for the datagrams that came meanwhile
+    // (the default socket buffer overflowed at start-up: perf/session5.md).
+    // Park once on a timer before reporting ready, so "running" (and
+    // systemd's READY=1) means a datagram wakes its reader at once.
+    glommio::timer::sleep(Duration::from_millis(1)).await;
     let _ = ready.send(Ok(()));
 
     let mut test_delay = hooks.test_delay_flush;
