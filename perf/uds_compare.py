@@ -9,7 +9,7 @@ the refused sends. The reference receiver is a plain blocking `recv` loop in
 Python on its own socket.
 
     perf/uds_compare.py --edgestat target/release/edgestat [--sends 40000]
-        [--rate 0] [--busy] [--client-cpu 1] [--runs 3]
+        [--rate 0] [--busy] [--client-cpu 1] [--runs 3] [--client-sndbuf BYTES]
 
 --rate 0 sends as fast as it goes; --busy mimics a busy application (100 us
 of work between sends, bursts of 20, 1 ms sleep). Prints one line per run.
@@ -43,11 +43,14 @@ def make_lines(n_contexts, seed=1):
     return out
 
 
-def client(path, sends, rate, busy, seed=1):
+def client(path, sends, rate, busy, sndbuf=0, seed=1):
     """Returns (sent, refused)."""
     lines = make_lines(3000, seed)
     s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     s.setblocking(False)
+    if sndbuf:
+        # Capped by net.core.wmem_max (Datadog's clients raise SO_SNDBUF for UDS).
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     s.connect(path)
     sent = refused = 0
     start = time.perf_counter()
@@ -130,7 +133,7 @@ def run_one(kind, args, tmp):
     time.sleep(1.0)
     pin(args.client_cpu)
     t0 = time.perf_counter()
-    sent, refused = client(path, args.sends, args.rate, args.busy)
+    sent, refused = client(path, args.sends, args.rate, args.busy, args.client_sndbuf)
     wall = time.perf_counter() - t0
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
@@ -155,6 +158,7 @@ def main():
     ap.add_argument("--busy", action="store_true")
     ap.add_argument("--client-cpu", type=int, default=None)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--client-sndbuf", type=int, default=0, help="client SO_SNDBUF in bytes (0: the kernel default)")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE for edgestat (repeatable)")
     args = ap.parse_args()
     if args.reader:
