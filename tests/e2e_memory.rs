@@ -161,22 +161,19 @@ fn background_threads_run_on_the_cpus_without_a_shard() {
         std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2,
         "this test needs two CPUs (CI and the reference machine have two)"
     );
-    let mut allowed = std::collections::BTreeMap::<String, Vec<String>>::new();
+    let mut allowed = std::collections::BTreeMap::<&str, Vec<String>>::new();
     let line = run_on_cpus("0,1", &[("EDGESTAT_SHARDS", "1")], |pid| {
-        for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim_end().to_string();
-            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            let cpus =
-                status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("").trim().to_string();
-            allowed.entry(comm).or_default().push(cpus);
+        for name in ["edgestat-shard", "edgestat-flushe", "edgestat-forwar"] {
+            for tid in threads_named(pid, name) {
+                let status = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+                let cpus = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap_or("");
+                allowed.entry(name).or_default().push(cpus.trim().to_string());
+            }
         }
     });
     assert!(line.contains("shards=1 cpus=[0, 1] background_cpus=[1]"), "{line}");
-    let of = |prefix: &str| -> Vec<String> {
-        allowed.iter().filter(|(k, _)| k.starts_with(prefix)).flat_map(|(_, v)| v.clone()).collect()
-    };
-    assert!(!of("edgestat-shard").is_empty() && of("edgestat-shard").iter().all(|c| c == "0"), "{allowed:?}");
-    for name in ["edgestat-flushe", "edgestat-forwar"] {
-        assert!(!of(name).is_empty() && of(name).iter().all(|c| c == "1"), "{name}: {allowed:?}");
+    for (name, cpu) in [("edgestat-shard", "0"), ("edgestat-flushe", "1"), ("edgestat-forwar", "1")] {
+        let seen = allowed.get(name).cloned().unwrap_or_default();
+        assert!(!seen.is_empty() && seen.iter().all(|c| c == cpu), "{name}: {allowed:?}");
     }
 }

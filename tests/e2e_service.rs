@@ -37,18 +37,6 @@ fn health_until(addr: &str, want: u16, timeout: Duration) -> String {
     }
 }
 
-/// Thread ids of `pid` whose name starts with `prefix` (names are cut at 15 bytes).
-fn threads_named(pid: u32, prefix: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
-        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
-        if comm.trim_end().starts_with(prefix) {
-            out.push(e.file_name().to_string_lossy().parse().unwrap());
-        }
-    }
-    out
-}
-
 /// Threads of the agent stopped with ptrace (the others keep running),
 /// resumed when dropped: a real stall, provoked from outside.
 struct Frozen(Vec<i32>);

@@ -115,6 +115,11 @@ pub fn spare_cpus(allowed: &[usize], shards: usize) -> Vec<usize> {
 /// Restricts the calling thread (and the threads it spawns afterwards) to
 /// `cpus`.
 pub fn restrict_this_thread(cpus: &[usize]) -> std::io::Result<()> {
+    restrict_thread(0, cpus)
+}
+
+/// Restricts thread `tid` of this process (0: the calling thread) to `cpus`.
+pub fn restrict_thread(tid: i32, cpus: &[usize]) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it for
@@ -125,12 +130,12 @@ pub fn restrict_this_thread(cpus: &[usize]) -> std::io::Result<()> {
             unsafe { libc::CPU_SET(c, &mut set) };
         }
         // SAFETY: `set` is a valid cpu_set_t of the size passed.
-        if unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
+        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 {
             return Err(std::io::Error::last_os_error());
         }
     }
     #[cfg(not(target_os = "linux"))]
-    let _ = cpus;
+    let _ = (tid, cpus);
     Ok(())
 }
 

@@ -716,15 +716,12 @@ impl ReadLoop {
                     continue;
                 }
             }
-            // The first drain's rate is what came since the last look
-            // (the previous wake-up's last drain).
-            let mut since = self.last_look;
             loop {
                 let (got, bytes) = self.drain(&ctx).await;
+                // The rate is what came since the last look (for the first
+                // drain of a wake-up, the previous wake-up's last drain).
                 let now = Instant::now();
-                let elapsed = since.map(|t| now.duration_since(t));
-                since = Some(now);
-                self.last_look = since;
+                let elapsed = self.last_look.replace(now).map(|t| now.duration_since(t));
                 if got == 0 || stop.is_set() {
                     break;
                 }

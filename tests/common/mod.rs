@@ -432,3 +432,15 @@ pub fn http_call(method: &str, url: &str) -> (u16, String) {
         Err(e) => panic!("{method} {url}: {e}"),
     }
 }
+
+/// Thread ids of `pid` whose name starts with `prefix` (names are cut at 15 bytes).
+pub fn threads_named(pid: u32, prefix: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+        if comm.trim_end().starts_with(prefix) {
+            out.push(e.file_name().to_string_lossy().parse().unwrap());
+        }
+    }
+    out
+}

@@ -806,30 +806,26 @@ fn run_inner(args: &BenchArgs) -> Result<Report, BenchError> {
     Ok(r)
 }
 
-/// The first allowed CPU after the `shards` the started edgestat pins its
-/// shards to.
+/// The first CPU the started edgestat leaves without a shard (where it
+/// runs its flusher and forwarders).
 fn other_cpu(shards: usize) -> Option<usize> {
-    crate::agent::cpu_set::allowed_cpus().and_then(|cpus| cpus.get(shards).copied())
+    use crate::agent::cpu_set;
+    cpu_set::allowed_cpus().and_then(|cpus| cpu_set::spare_cpus(&cpus, shards).first().copied())
 }
 
 /// Pins every thread of this process to `cpu` (threads started later
 /// inherit it from the thread that starts them).
 fn pin_this_process(cpu: usize) {
-    // SAFETY: a zeroed cpu_set_t is empty; CPU_SET writes inside it.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    unsafe { libc::CPU_SET(cpu, &mut set) };
+    use crate::agent::cpu_set;
     let tids: Vec<i32> = std::fs::read_dir("/proc/self/task")
         .map(|d| d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
-    for tid in tids.into_iter().chain(std::iter::once(0)) {
-        // SAFETY: `set` is a valid cpu_set_t of the size passed; a thread
-        // that ended meanwhile only makes the call fail.
-        if unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) } != 0 && tid == 0 {
-            eprintln!(
-                "edgestat bench: cannot pin the load generator to CPU {cpu}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
+    // A thread that ended meanwhile only makes its call fail.
+    for tid in tids {
+        let _ = cpu_set::restrict_thread(tid, &[cpu]);
+    }
+    if let Err(e) = cpu_set::restrict_this_thread(&[cpu]) {
+        eprintln!("edgestat bench: cannot pin the load generator to CPU {cpu}: {e}");
     }
 }
 

@@ -96,8 +96,7 @@ pub fn run<S: AsRawFd>(
     // Pacing granularity: a paced batch is what a fleet of clients sends in
     // about 100 µs, never a burst bigger than the kernel's default receive
     // buffer (a 32 × 8 KB sendmmsg alone overflows it, which measures the
-    // generator, not the receiver). Datagram rates are 1/50 of line rates
-    // for packed lines.
+    // generator, not the receiver).
     let per_batch = match rate {
         Some(Rate::Datagrams(d)) => ((d / 10_000.0).ceil() as usize).clamp(1, BATCH),
         Some(Rate::Lines(l)) if l < 50_000.0 => 1,
