@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use hashbrown::HashTable;
+use super::growing::GrowingTable;
 
 pub use crate::core::model::ContextKey;
 
@@ -170,9 +170,31 @@ impl ContextBudget {
     }
 }
 
+/// An index entry: the low 32 bits of the key's hash beside the context
+/// id, so that growing the index (a rehash of every entry) reads only the
+/// index itself. Dereferencing 57,000 keys to rehash them stalled the read
+/// loop for 4–6 ms at 100k contexts, longer than the kernel's default
+/// socket buffer lasts at 20,000 datagrams/s.
+#[derive(Clone, Copy)]
+struct IndexEntry {
+    hash32: u32,
+    id: u32,
+}
+
+impl IndexEntry {
+    /// The index's hash, spread from 32 bits: hashbrown takes the bucket
+    /// from the low bits and the 7-bit tag from the top bits, so both come
+    /// from the stored half (good for up to 2^25 buckets).
+    fn table_hash(hash32: u32) -> u64 {
+        let x = u64::from(hash32);
+        x | (x << 32)
+    }
+}
+
 /// Bounded interning table: context id (dense `u32`) ↔ key.
 pub struct ContextTable {
-    index: HashTable<u32>,
+    /// Grows incrementally (a rehash of 100k entries would stall the read loop).
+    index: GrowingTable<IndexEntry>,
     slots: Vec<Option<ContextSlot>>,
     free: Vec<u32>,
     live: usize,
@@ -192,7 +214,7 @@ pub enum ContextError {
 impl ContextTable {
     /// An empty table drawing its contexts from `budget`.
     pub fn new(budget: Arc<ContextBudget>) -> Self {
-        Self { index: HashTable::new(), slots: Vec::new(), free: Vec::new(), live: 0, budget }
+        Self { index: GrowingTable::default(), slots: Vec::new(), free: Vec::new(), live: 0, budget }
     }
 
     /// Number of live contexts.
@@ -208,9 +230,11 @@ impl ContextTable {
     /// Finds or creates the context and marks it seen at `now`.
     pub fn resolve(&mut self, view: &KeyView<'_>, now: i64) -> Result<u32, ContextError> {
         let hash = view.hash();
+        let hash32 = hash as u32;
         let slots = &self.slots;
-        if let Some(&id) = self.index.find(hash, |&id| {
-            slots[id as usize].as_ref().is_some_and(|s| s.key.key_hash() == hash && view.matches(&s.key))
+        if let Some(&IndexEntry { id, .. }) = self.index.find(IndexEntry::table_hash(hash32), |e| {
+            e.hash32 == hash32
+                && slots[e.id as usize].as_ref().is_some_and(|s| s.key.key_hash() == hash && view.matches(&s.key))
         }) {
             if let Some(slot) = self.slots[id as usize].as_mut() {
                 slot.last_seen = slot.last_seen.max(now);
@@ -231,8 +255,9 @@ impl ContextTable {
                 (self.slots.len() - 1) as u32
             }
         };
-        let slots = &self.slots;
-        self.index.insert_unique(hash, id, |&i| slots[i as usize].as_ref().map_or(0, |s| s.key.key_hash()));
+        self.index.insert_unique(IndexEntry::table_hash(hash32), IndexEntry { hash32, id }, |e| {
+            IndexEntry::table_hash(e.hash32)
+        });
         self.live += 1;
         Ok(id)
     }
@@ -270,11 +295,9 @@ impl ContextTable {
             if keep(id, slot) {
                 continue;
             }
-            let hash = slot.key.key_hash();
+            let hash32 = slot.key.key_hash() as u32;
             let bytes = self.budget.context_bytes(slot.key.heap_bytes());
-            if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
-                entry.remove();
-            }
+            self.index.remove(IndexEntry::table_hash(hash32), |e| e.id == id);
             self.slots[id as usize] = None;
             self.free.push(id);
             self.live -= 1;

@@ -41,7 +41,7 @@ const fn vec_entry(elem: usize) -> usize {
 pub const KEY_BYTES: usize = 2 * size_of::<usize>() + size_of::<ContextKey>() + 2 * ALLOC_OVERHEAD_BYTES;
 
 /// The shard's interning table: index entry plus slot.
-pub const TABLE_BYTES: usize = table_entry(size_of::<u32>()) + vec_entry(size_of::<Option<ContextSlot>>());
+pub const TABLE_BYTES: usize = table_entry(2 * size_of::<u32>()) + vec_entry(size_of::<Option<ContextSlot>>());
 
 /// One raw-line cache entry (a context reached by one tag order).
 pub const RAW_CACHE_BYTES: usize = table_entry(size_of::<(RawKey, u32)>());

@@ -5,6 +5,7 @@
 
 pub mod context;
 pub mod footprint;
+pub mod growing;
 pub mod merge;
 pub mod sampler;
 pub mod sketch;

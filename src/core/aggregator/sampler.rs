@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashSet;
 
 use super::context::{ContextBudget, ContextError, ContextKey, ContextTable, KeyView};
+use super::growing::GrowingMap;
 use super::sketch::Sketch;
 
 /// Bucket width, as the Agent's `bucketSize`.
@@ -128,8 +129,8 @@ pub struct SketchEntry {
 #[derive(Default)]
 struct Bucket {
     start: i64,
-    metrics: HashMap<u32, Agg>,
-    sketches: HashMap<u32, Sketch>,
+    metrics: GrowingMap<u32, Agg>,
+    sketches: GrowingMap<u32, Sketch>,
 }
 
 /// Why a sample was not aggregated.
@@ -154,7 +155,7 @@ pub struct ShardSampler {
     /// tag splitting, sorting and key hashing. Like the Agent's 64-bit
     /// context keys, a (128-bit) hash is trusted. Cleared whenever a context
     /// is forgotten (ids are reused), and when it reaches its bound.
-    raw_cache: HashMap<RawKey, u32>,
+    raw_cache: GrowingMap<RawKey, u32>,
     max_raw_cache: usize,
     buckets: Vec<Bucket>,
     spare: Vec<Bucket>,
@@ -168,7 +169,7 @@ impl ShardSampler {
         Self {
             max_raw_cache: budget.max().saturating_mul(2).max(1024),
             contexts: ContextTable::new(budget),
-            raw_cache: HashMap::new(),
+            raw_cache: GrowingMap::new(),
             buckets: Vec::new(),
             spare: Vec::new(),
             max_buckets: 64,
@@ -249,9 +250,9 @@ impl ShardSampler {
         let bucket = self.bucket_mut(start);
         let rate = if rate > 0.0 && rate.is_finite() { rate } else { 1.0 };
         if kind == SampleKind::Distribution {
-            bucket.sketches.entry(id).or_default().insert(value, rate);
+            bucket.sketches.get_or_insert_with(id, Sketch::default).insert(value, rate);
         } else {
-            bucket.metrics.entry(id).or_insert_with(|| Agg::new(kind)).add(value, member, rate, seq);
+            bucket.metrics.get_or_insert_with(id, || Agg::new(kind)).add(value, member, rate, seq);
         }
         Ok(())
     }
