@@ -180,26 +180,15 @@ fn split_special_tags<'a>(tags: Tags<'a>, out: &mut Vec<&'a [u8]>) -> Option<&'a
     host
 }
 
-/// Hash of a line's name and raw tag text (two independently seeded
-/// 64-bit hashes), the key of the sampler's raw-line cache.
+/// Hash of a line's name and raw tag text, the key of the sampler's
+/// raw-line cache: one pass over the bytes (XXH3), 128 bits, the name's
+/// 64-bit hash seeding the tags' 128-bit one.
 fn raw_key(name: &[u8], tags: &[u8]) -> RawKey {
-    use std::hash::{BuildHasher, Hasher};
-    static SEEDS: std::sync::OnceLock<(foldhash::fast::FixedState, foldhash::fast::FixedState)> =
-        std::sync::OnceLock::new();
-    let (a, b) = SEEDS.get_or_init(|| {
-        (
-            foldhash::fast::FixedState::with_seed(fastrand::u64(..)),
-            foldhash::fast::FixedState::with_seed(fastrand::u64(..)),
-        )
-    });
-    let h = |s: &foldhash::fast::FixedState| {
-        let mut h = s.build_hasher();
-        h.write_usize(name.len());
-        h.write(name);
-        h.write(tags);
-        h.finish()
-    };
-    (h(a), h(b))
+    use xxhash_rust::xxh3::{xxh3_128_with_seed, xxh3_64_with_seed};
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| fastrand::u64(..));
+    let h = xxh3_128_with_seed(tags, xxh3_64_with_seed(name, seed));
+    ((h >> 64) as u64, h as u64)
 }
 
 fn lossy(b: &[u8]) -> String {
