@@ -360,7 +360,6 @@ fn start_and_wait(
             live: live.clone(),
             test_delay_flush: cfg.test_delay_shard_flush.filter(|(s, _)| *s == id).map(|(_, d)| d),
             cpu: crate::agent::cpu_set::shard_cpu(&allowed_cpus, id),
-            rt_priority: cfg.shard_rt_priority,
         };
         let h = runtime::spawn_shard(
             id,

@@ -236,9 +236,6 @@ pub struct Config {
     /// wait this long before draining again, so each wake-up takes a batch
     /// (0 = read as soon as one arrives); at most 10000.
     pub recv_coalesce_us: u64,
-    /// `EDGESTAT_SHARD_RT_PRIORITY`: run the shard threads under
-    /// `SCHED_FIFO` at this priority (1–99; 0 = normal scheduling).
-    pub shard_rt_priority: u8,
     /// `EDGESTAT_UNIX_POLL_US`: after a Unix socket drain that found a
     /// burst, keep polling until nothing came for this long (0 = off).
     pub unix_poll_us: u64,
@@ -992,7 +989,6 @@ impl Config {
             forwarder: forwarder_tuning(src)?,
             recv_coalesce_us: edge_usize_in("RECV_COALESCE_US", 5_000, 0, 10_000)? as u64,
             unix_poll_us: edge_usize_in("UNIX_POLL_US", 50, 0, 10_000)? as u64,
-            shard_rt_priority: edge_usize_in("SHARD_RT_PRIORITY", 0, 0, 99)? as u8,
             mapper: mapper_settings(src)?,
             // The prefix is read even when the copy is off, so a bad
             // combination is never hidden and every key shows in the doc test.

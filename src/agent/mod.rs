@@ -23,7 +23,6 @@ pub mod logging;
 pub mod memory_limit;
 pub mod orchestrator;
 pub mod runtime;
-pub mod sched_priority;
 pub mod sd_notify;
 pub mod status;
 pub mod tap;

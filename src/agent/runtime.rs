@@ -38,9 +38,6 @@ pub struct ShardHooks {
     pub test_delay_flush: Option<Duration>,
     /// The CPU the shard's thread is pinned to (`cpu_set::shard_cpu`).
     pub cpu: usize,
-    /// `EDGESTAT_SHARD_RT_PRIORITY`: `SCHED_FIFO` priority of the shard's
-    /// thread (0: normal scheduling).
-    pub rt_priority: u8,
 }
 
 /// Why the shards could not start; printed as one line.
@@ -231,7 +228,6 @@ pub fn spawn_shard(
         .name(&format!("edgestat-shard-{id}"))
         .io_memory(io_memory)
         .spawn(move || async move {
-            crate::agent::sched_priority::apply_to_shard(hooks.rt_priority);
             let recv = RecvSettings {
                 buffer_size,
                 batch: recv_batch.max(1),
