@@ -4,6 +4,8 @@
 # reports in perf/results/<tag>-<row>.json. Run it on a quiet machine
 # (`uptime` first); the numbers are whole-process figures of `edgestat run`.
 #   perf/table.sh EXE TAG [row ...]
+# TABLE_EXTRA adds `edgestat bench` options to every row, e.g.
+#   TABLE_EXTRA="--env EDGESTAT_SHARD_RT_PRIORITY=10" perf/table.sh ...
 # Rows: idle idle2 small-packed large-packed small-single large-single
 #       small-packed-defbuf large-packed-defbuf small-packed-defbuf-100k
 #       large-packed-defbuf-100k mem100k-small mem100k-large uds-small-max
@@ -29,7 +31,9 @@ for row in "${rows[@]}"; do
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   out="perf/results/$tag-$row.json"
-  "$exe" bench --no-progress --edgestat "$exe" --json "$out" "${args[@]}" > /dev/null
+  # shellcheck disable=SC2206 # word splitting of TABLE_EXTRA is the point
+  extra=(${TABLE_EXTRA:-})
+  "$exe" bench --no-progress --edgestat "$exe" --json "$out" "${args[@]}" "${extra[@]}" > /dev/null
   python3 - "$out" "$row" "$(cut -d' ' -f1 /proc/loadavg)" <<'PY'
 import json, sys
 path, row, load = sys.argv[1:]
