@@ -211,3 +211,62 @@ fn metrics_show_packets_before_the_first_flush() {
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 }
+
+/// The kernel's drops of the UDP socket's datagrams, from /proc/net/udp.
+fn kernel_udp_drops(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/udp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let p = u16::from_str_radix(f.get(1)?.rsplit(':').next()?, 16).ok()?;
+            (p == port).then(|| f.get(12)?.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Datagrams the kernel drops at a full socket buffer (before edgestat can
+/// read them) are not silent: `/metrics` counts them at scrape time and the
+/// first flush that follows logs them, once.
+#[test]
+fn kernel_drops_are_counted_and_logged_once() {
+    let tport = free_tcp_port();
+    let tel = format!("127.0.0.1:{tport}");
+    let agent = Agent::start(
+        None,
+        &[
+            ("EDGESTAT_TELEMETRY_ADDR", &tel),
+            ("EDGESTAT_SHARDS", "1"),
+            ("DD_DOGSTATSD_SO_RCVBUF", "4096"),
+            ("EDGESTAT_FLUSH_INTERVAL", "1s"),
+        ],
+    );
+    let before = metric(&scrape(tport), "edgestat_dogstatsd_udp_kernel_drops_total");
+    assert_eq!(before, Some(0.0), "nothing dropped yet");
+    for round in 0..2 {
+        // Stopped, the shard reads nothing: the tiny buffer fills and the
+        // kernel drops the rest.
+        agent.signal(libc::SIGSTOP);
+        for i in 0..300 {
+            agent.send_udp_pinned(format!("kd.m{round}:{i}|c").as_bytes());
+        }
+        let dropped = kernel_udp_drops(agent.udp_port);
+        agent.signal(libc::SIGCONT);
+        assert!(dropped > 0, "a 4 KiB buffer cannot hold 300 datagrams");
+        let text = scrape(tport);
+        assert_eq!(metric(&text, "edgestat_dogstatsd_udp_kernel_drops_total"), Some(dropped as f64), "{text}");
+        assert!(text.contains("# HELP edgestat_dogstatsd_udp_kernel_drops_total Datagrams the kernel dropped"));
+        assert!(
+            agent.stderr.wait_for("the kernel dropped UDP datagrams", Duration::from_secs(10)).is_some(),
+            "logged after a flush"
+        );
+        // Two more flushes: still logged only once.
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    let (code, stderr) = agent.stop();
+    assert_eq!(code, 0);
+    let warnings = stderr.iter().filter(|l| l.contains("the kernel dropped UDP datagrams")).count();
+    assert_eq!(warnings, 1, "logged once: {stderr:?}");
+    assert!(stderr.iter().any(|l| l.contains("DD_DOGSTATSD_SO_RCVBUF")), "says what to raise");
+}

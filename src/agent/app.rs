@@ -294,6 +294,7 @@ fn start_and_wait(
         Some(addr) => runtime::bind_udp(addr, cfg.shards, cfg.so_rcvbuf_bytes)?,
         None => Vec::new(),
     };
+    let udp_drops = crate::agent::udp_drops::UdpKernelDrops::new(&udp);
     let mut stream = match (&cfg.ops.stream_socket, &stream_stats) {
         (Some(p), Some(stats)) => {
             runtime::prepare_unix_path(p)?;
@@ -406,6 +407,13 @@ fn start_and_wait(
     } else {
         Box::new(|_s: &FlushSummary| {})
     };
+    let on_flush: Box<dyn FnMut(&FlushSummary) + Send> = {
+        let (mut inner, drops) = (on_flush, udp_drops.clone());
+        Box::new(move |s: &FlushSummary| {
+            inner(s);
+            drops.warn_once_if_dropping();
+        })
+    };
     let shutdown_timeout = cfg.shutdown_timeout;
     let cfg_flush_interval = cfg.flush_interval;
     let telemetry_addr = cfg.telemetry_addr;
@@ -430,6 +438,7 @@ fn start_and_wait(
             live: Some(live.clone()),
             shards: Some(flusher.shard_health()),
             memory: Some(memory.clone()),
+            udp_drops: Some(udp_drops.clone()),
         };
         telemetry = Some(crate::agent::telemetry::start_server(addr, sources)?);
     }

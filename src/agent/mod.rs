@@ -27,3 +27,4 @@ pub mod sd_notify;
 pub mod status;
 pub mod tap;
 pub mod telemetry;
+pub mod udp_drops;

@@ -35,6 +35,8 @@ pub struct Sources {
     pub shards: Option<Arc<ShardHealth>>,
     /// The memory limit and the context budget it feeds.
     pub memory: Option<Arc<crate::agent::memory_limit::MemoryPlan>>,
+    /// The kernel's drop counters of the UDP sockets.
+    pub udp_drops: Option<Arc<crate::agent::udp_drops::UdpKernelDrops>>,
 }
 
 /// Serves `/metrics` on `addr`.
@@ -101,6 +103,14 @@ pub fn render(src: &Sources) -> String {
         s.packets as f64,
     );
     o.one("edgestat_dogstatsd_bytes_total", "counter", "Bytes of the datagrams read by the shards.", s.bytes as f64);
+    if let Some(d) = &src.udp_drops {
+        o.one(
+            "edgestat_dogstatsd_udp_kernel_drops_total",
+            "counter",
+            "Datagrams the kernel dropped because a UDP socket's receive buffer was full (its count in /proc/net/udp, read at scrape time); raise DD_DOGSTATSD_SO_RCVBUF.",
+            d.total() as f64,
+        );
+    }
     o.one(
         "edgestat_dogstatsd_read_errors_total",
         "counter",
@@ -433,6 +443,7 @@ mod tests {
                 )
                 .unwrap(),
             )),
+            udp_drops: None,
         });
         assert!(text.contains("edgestat_dogstatsd_packets_total 7\n"), "{text}");
         assert!(text.contains("edgestat_memory_limit_bytes 67108864\n"), "{text}");

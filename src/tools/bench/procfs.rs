@@ -43,36 +43,15 @@ pub struct UdpCounters {
     pub drops: u64,
 }
 
-/// Parses `/proc/net/udp`-format text for sockets on local `port`.
-pub fn parse_udp_table(text: &str, port: u16, acc: &mut UdpCounters, inodes: &mut Vec<u64>) {
-    for line in text.lines().skip(1) {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.len() < 13 {
-            continue;
-        }
-        let Some(p) = f[1].rsplit(':').next().and_then(|h| u16::from_str_radix(h, 16).ok()) else { continue };
-        if p != port {
-            continue;
-        }
-        acc.sockets += 1;
-        if let Some(rx) = f[4].split(':').nth(1).and_then(|h| u64::from_str_radix(h, 16).ok()) {
-            acc.rx_queue_bytes += rx;
-        }
-        acc.drops += f[12].parse::<u64>().unwrap_or(0);
-        if let Ok(inode) = f[9].parse::<u64>() {
-            inodes.push(inode);
-        }
-    }
-}
-
 /// Counters of the UDP sockets on `port`, and their inodes.
 pub fn udp_counters(port: u16) -> (UdpCounters, Vec<u64>) {
     let mut acc = UdpCounters::default();
     let mut inodes = Vec::new();
-    for file in ["/proc/net/udp", "/proc/net/udp6"] {
-        if let Ok(t) = std::fs::read_to_string(file) {
-            parse_udp_table(&t, port, &mut acc, &mut inodes);
-        }
+    for row in crate::agent::udp_drops::read_udp_tables().into_iter().filter(|r| r.port == port) {
+        acc.sockets += 1;
+        acc.rx_queue_bytes += row.rx_queue_bytes;
+        acc.drops += row.drops;
+        inodes.push(row.inode);
     }
     (acc, inodes)
 }
@@ -131,19 +110,6 @@ pub fn all_stopped(pid: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_udp_table() {
-        let t = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
-  312: 0100007F:1FA5 00000000:0000 07 00000000:00000A00 00:00000000 00000000  1000        0 4242 2 0000000000000000 17\n\
-  313: 0100007F:1FA5 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 4243 2 0000000000000000 3\n\
-  314: 0100007F:0035 00000000:0000 07 00000000:00000000 00:00000000 00000000  1000        0 99 2 0000000000000000 5\n";
-        let mut acc = UdpCounters::default();
-        let mut inodes = Vec::new();
-        parse_udp_table(t, 0x1FA5, &mut acc, &mut inodes);
-        assert_eq!(acc, UdpCounters { sockets: 2, rx_queue_bytes: 0xA00, drops: 20 });
-        assert_eq!(inodes, vec![4242, 4243]);
-    }
 
     #[test]
     fn own_process_is_readable() {
