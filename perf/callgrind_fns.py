@@ -6,19 +6,11 @@ prints the functions whose name matches one of the regexes (all if none)."""
 import re
 import sys
 
-names = {}
+from callgrind_names import Names
+
 selfc = {}
 incl = {}
-
-
-def name(kind, rest):
-    m = re.match(r"\((\d+)\)(?: (.*))?", rest)
-    if not m:
-        return rest
-    key = (kind, m.group(1))
-    if m.group(2) is not None:
-        names[key] = m.group(2)
-    return names.get(key, rest)
+name = Names().resolve
 
 
 fn = None

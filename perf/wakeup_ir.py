@@ -27,6 +27,8 @@ import re
 import sys
 from collections import defaultdict
 
+from callgrind_names import Names
+
 class Dump:
     """One callgrind file: self cost per function, call edges with their
     call count and inclusive cost, both also by the source file of the line
@@ -40,16 +42,7 @@ class Dump:
         self.self_at = defaultdict(int)
         self.edges_at = defaultdict(int)
         self.total = 0
-        names = {}
-
-        def name(kind, rest):
-            m = re.match(r"\((\d+)\)(?: (.*))?", rest)
-            if not m:
-                return rest
-            key = (kind, m.group(1))
-            if m.group(2) is not None:
-                names[key] = m.group(2)
-            return names.get(key, rest)
+        name = Names().resolve
 
         fn = None
         fl = fi = None
