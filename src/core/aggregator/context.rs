@@ -336,4 +336,35 @@ mod tests {
         assert_eq!(c, a, "freed id is reused");
         assert_eq!(t.resolve(&v2, 3).unwrap(), b);
     }
+
+    /// Through the index's incremental growth (several doublings, with
+    /// contexts forgotten and ids reused on the way) every live context
+    /// keeps its id and nothing forgotten is found.
+    #[test]
+    fn ids_survive_incremental_growth_and_reuse() {
+        let budget = ContextBudget::new(1_000_000);
+        let mut t = ContextTable::new(budget.clone());
+        let name = |i: u32| format!("m.{i}").into_bytes();
+        let mut ids = std::collections::HashMap::new();
+        for i in 0..60_000u32 {
+            let n = name(i);
+            let v = KeyView { name: &n, host: b"h", tags: &[b"t:1"] };
+            ids.insert(i, t.resolve(&v, 1).unwrap());
+            if i % 1000 == 999 {
+                // Forget every third context created so far, mid-growth.
+                let forget: std::collections::HashSet<u32> =
+                    ids.iter().filter(|(k, _)| *k % 3 == 0).map(|(_, id)| *id).collect();
+                t.retain(|id, _| !forget.contains(&id));
+                ids.retain(|k, _| k % 3 != 0);
+            }
+        }
+        assert_eq!(t.len(), ids.len());
+        assert_eq!(budget.live(), ids.len());
+        for (i, id) in &ids {
+            let n = name(*i);
+            let v = KeyView { name: &n, host: b"h", tags: &[b"t:1"] };
+            assert_eq!(t.resolve(&v, 2).unwrap(), *id, "context {i} kept its id");
+        }
+        assert_eq!(t.len(), ids.len(), "re-resolving created nothing");
+    }
 }
