@@ -335,9 +335,11 @@ fn status_shows_the_pipeline_and_every_command_fails_cleanly_without_an_agent() 
     assert!(mem["limit_bytes"].as_u64().unwrap() > 0, "{mem:#}");
     assert!(mem["limit_source"].as_str().unwrap().starts_with("50% of "), "{mem:#}");
     assert!(mem["estimated_bytes"].as_u64().unwrap() > mem["fixed_bytes"].as_u64().unwrap(), "{mem:#}");
+    assert_eq!(v["udp_kernel_drops"], 0, "nothing dropped by the kernel: {v:#}");
     let (code, text, _) = ops(&api, &["status"]);
     assert_eq!(code, 0);
     assert!(text.contains("packets 2") && text.contains("Forwarder metrics") && text.contains("series_v2"), "{text}");
+    assert!(text.contains("UDP datagrams dropped by the kernel (socket buffer full, now) 0"), "{text}");
     let (code, _) = agent.stop();
     assert_eq!(code, 0);
 

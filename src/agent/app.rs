@@ -295,6 +295,7 @@ fn start_and_wait(
         None => Vec::new(),
     };
     let udp_drops = crate::agent::udp_drops::UdpKernelDrops::new(&udp);
+    let _ = ops.udp_drops.set(udp_drops.clone());
     let mut stream = match (&cfg.ops.stream_socket, &stream_stats) {
         (Some(p), Some(stats)) => {
             runtime::prepare_unix_path(p)?;

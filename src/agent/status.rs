@@ -64,6 +64,8 @@ pub struct Ops {
     pub shards: OnceLock<Vec<crate::agent::handover::ControlSender>>,
     /// The memory limit and context budget (set once at start).
     pub memory: OnceLock<Arc<crate::agent::memory_limit::MemoryPlan>>,
+    /// The kernel's drop counts of the UDP sockets (set once they are bound).
+    pub udp_drops: OnceLock<Arc<crate::agent::udp_drops::UdpKernelDrops>>,
 }
 
 impl Ops {
@@ -90,6 +92,7 @@ impl Ops {
             metric_stats,
             shards: OnceLock::new(),
             memory: OnceLock::new(),
+            udp_drops: OnceLock::new(),
         }
     }
 
@@ -109,6 +112,9 @@ impl Ops {
         });
         if let (Value::Object(o), Value::Object(f)) = (&mut out, (self.flush)()) {
             o.extend(f);
+        }
+        if let Some(d) = self.udp_drops.get() {
+            out["udp_kernel_drops"] = json!(d.total());
         }
         if let Some(m) = self.memory.get() {
             out["memory"] = json!({

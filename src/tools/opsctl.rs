@@ -133,6 +133,9 @@ pub fn status_text(v: &Value) -> String {
     let d = &v["dogstatsd"];
     line("DogStatsD (as of the last flush)".into());
     line(format!("  packets {}  bytes {}  read errors {}", n(&d["packets"]), n(&d["bytes"]), n(&d["read_errors"])));
+    if !v["udp_kernel_drops"].is_null() {
+        line(format!("  UDP datagrams dropped by the kernel (socket buffer full, now) {}", n(&v["udp_kernel_drops"])));
+    }
     line(format!(
         "  metric lines {}  samples {}  events {}  service checks {}",
         n(&d["metric_lines"]),
