@@ -5,7 +5,7 @@
 # (`uptime` first); the numbers are whole-process figures of `edgestat run`.
 #   perf/table.sh EXE TAG [row ...]
 # TABLE_EXTRA adds `edgestat bench` options to every row, e.g.
-#   TABLE_EXTRA="--env EDGESTAT_SHARD_RT_PRIORITY=10" perf/table.sh ...
+#   TABLE_EXTRA="--env EDGESTAT_RECV_COALESCE_US=200" perf/table.sh ...
 # Rows: idle idle2 small-packed large-packed small-single large-single
 #       small-packed-defbuf large-packed-defbuf small-packed-defbuf-100k
 #       large-packed-defbuf-100k mem100k-small mem100k-large uds-small-max

@@ -171,10 +171,10 @@ impl ContextBudget {
 }
 
 /// An index entry: the low 32 bits of the key's hash beside the context
-/// id, so that growing the index (a rehash of every entry) reads only the
-/// index itself. Dereferencing 57,000 keys to rehash them stalled the read
-/// loop for 4–6 ms at 100k contexts, longer than the kernel's default
-/// socket buffer lasts at 20,000 datagrams/s.
+/// id, so that moving entries to a larger index reads only the index
+/// itself. Dereferencing 57,000 keys to rehash them stalled the read loop
+/// for 4–6 ms at 100k contexts, longer than the kernel's default socket
+/// buffer lasts at 20,000 datagrams/s.
 #[derive(Clone, Copy)]
 struct IndexEntry {
     hash32: u32,
