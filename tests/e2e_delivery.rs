@@ -270,3 +270,72 @@ fn kernel_drops_are_counted_and_logged_once() {
     assert_eq!(warnings, 1, "logged once: {stderr:?}");
     assert!(stderr.iter().any(|l| l.contains("DD_DOGSTATSD_SO_RCVBUF")), "says what to raise");
 }
+
+/// One run of a shard stalled mid-stream (all its threads stopped with
+/// ptrace, as a kernel thread or another process taking its CPU would)
+/// while a sender keeps going at ~2,000 datagrams of ~6.6 KB a second:
+/// (counts delivered, kernel drops, datagrams read by the standby).
+fn stall_the_shard(standby_bytes: &str) -> (f64, u64, f64) {
+    let intake = Intake::start_tls();
+    let tport = free_tcp_port();
+    let tel = format!("127.0.0.1:{tport}");
+    let agent = Agent::start(
+        Some(&intake),
+        &[
+            ("EDGESTAT_TELEMETRY_ADDR", &tel),
+            ("EDGESTAT_SHARDS", "1"),
+            // The kernel doubles it: 262,144 B, about 31 of these datagrams,
+            // ~14 ms of this traffic (the standby arms below 20 ms).
+            ("DD_DOGSTATSD_SO_RCVBUF", "131072"),
+            ("EDGESTAT_FLUSH_INTERVAL", "1s"),
+            ("EDGESTAT_UDP_STANDBY_BYTES", standby_bytes),
+        ],
+    );
+    let line = format!("standby.c:1|c|#pad:{}\n", filler(7, 60));
+    let datagram = line.repeat(80);
+    let send = |n: usize| {
+        for _ in 0..n {
+            agent.send_udp_pinned(datagram.as_bytes());
+            std::thread::sleep(Duration::from_micros(400));
+        }
+    };
+    // The shard sees a rate that would fill its buffer in a few ms: it
+    // arms its standby.
+    send(250);
+    let frozen = Frozen::new(&threads_named(agent.child.id(), "edgestat-shard"));
+    // ~2 MB while the shard cannot run.
+    send(300);
+    let drops = kernel_udp_drops(agent.udp_port);
+    drop(frozen);
+    std::thread::sleep(Duration::from_millis(500));
+    let standby = metric(&scrape(tport), "edgestat_dogstatsd_udp_standby_datagrams_total").unwrap_or(-1.0);
+    let (code, _) = agent.stop();
+    assert_eq!(code, 0);
+    let total = series_from(&intake.payloads(None))
+        .iter()
+        .filter(|s| s.metric == "standby.c")
+        // A DogStatsD counter ships as a rate per second of its interval.
+        .flat_map(|s| s.points.iter().map(move |p| p.1 * s.interval.max(1) as f64))
+        .sum();
+    (total, drops, standby)
+}
+
+/// A shard that cannot run for a while loses nothing: its standby reader,
+/// a thread on another CPU, reads the socket past a quarter of its buffer
+/// and the shard parses those datagrams once it runs again. Without the
+/// standby the same stall overflows the buffer, so this test can fail.
+#[test]
+fn a_stalled_shard_loses_nothing_its_standby_reader_reads_the_socket() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2, "the standby runs on a CPU other than its shard's: this test needs two");
+    let expected = 550.0 * 80.0;
+    let (total, drops, standby) = stall_the_shard("4194304");
+    assert_eq!(drops, 0, "no kernel drops with the standby");
+    assert!(standby >= 280.0, "the standby read what came during the stall: {standby}");
+    assert_eq!(total, expected, "every count delivered exactly once");
+
+    let (total, drops, standby) = stall_the_shard("0");
+    assert_eq!(standby, 0.0, "no standby reader");
+    assert!(drops > 0, "without it the stall overflows the buffer");
+    assert!(total < expected, "and counts are lost: {total}");
+}

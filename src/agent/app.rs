@@ -345,8 +345,36 @@ fn start_and_wait(
                 })?),
                 _ => None,
             };
+        let udp = udp.pop();
+        let udp_standby = match &udp {
+            Some(sock) if cfg.udp_standby_bytes > 0 => {
+                // Never on the shard's own CPU: the standby is there for
+                // when that CPU is taken.
+                let cpu = crate::agent::cpu_set::shard_cpu(&allowed_cpus, id);
+                let others: Vec<usize> = allowed_cpus.iter().copied().filter(|&c| c != cpu).collect();
+                if others.is_empty() {
+                    None
+                } else {
+                    match crate::agent::udp_standby::UdpStandby::start(
+                        id,
+                        sock,
+                        others,
+                        cfg.udp_standby_bytes,
+                        cfg.buffer_size_bytes,
+                    ) {
+                        Ok(s) => Some(s),
+                        Err(e) => {
+                            tracing::warn!(shard = id, error = %e, "running without a UDP standby reader");
+                            None
+                        }
+                    }
+                }
+            }
+            _ => None,
+        };
         let sockets = ShardSockets {
-            udp: udp.pop(),
+            udp,
+            udp_standby,
             unix,
             health: Some(health.register(format!("shard-{id}"), loop_bound)),
             stream: if id + 1 == cfg.shards { stream.take() } else { None },

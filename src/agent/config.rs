@@ -242,6 +242,10 @@ pub struct Config {
     /// `EDGESTAT_UNIX_READERS`: shards reading the Unix socket (default 2, or 1 with one shard; 1 to the
     /// shard count; each waits on it and drains it with `recvmmsg`).
     pub unix_readers: usize,
+    /// `EDGESTAT_UDP_STANDBY_BYTES`: the pool of each UDP socket's standby
+    /// reader (a thread on the other CPUs that reads the socket while its
+    /// shard cannot keep up; see `udp_standby`); 0 = no standby readers.
+    pub udp_standby_bytes: usize,
     /// Stream socket, raw forwarding, statistics and capture.
     pub ops: OpsConfig,
 }
@@ -1009,6 +1013,7 @@ impl Config {
             ops: ops_config(src, &data_dir)?,
             data_dir,
             unix_readers: edge_usize_in("UNIX_READERS", shards.min(2), 1, shards)?,
+            udp_standby_bytes: edge_usize_in("UDP_STANDBY_BYTES", 4 << 20, 0, 1 << 30)?,
         })
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod batch_recv;
 pub mod capture;
 pub mod cgroup;
 pub mod clock;
@@ -28,3 +29,4 @@ pub mod status;
 pub mod tap;
 pub mod telemetry;
 pub mod udp_drops;
+pub mod udp_standby;

@@ -6,7 +6,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use glommio::{LocalExecutorBuilder, Placement};
 
+use crate::agent::batch_recv::BatchRecv;
 use crate::agent::clock::{mono_nanos, unix_now};
 pub use crate::agent::handover::{ContextRow, Control};
 use crate::agent::handover::{ControlReceiver, ControlSender, LiveShardStats, ShardReply};
 use crate::agent::tap::Tap;
+use crate::agent::udp_standby::UdpStandby;
 use crate::core::shard::{ShardSettings, ShardState, Transport};
 
 mod stream;
@@ -93,6 +95,8 @@ pub fn check_memlock() -> Result<(), RuntimeError> {
 pub struct ShardSockets {
     /// This shard's SO_REUSEPORT UDP socket.
     pub udp: Option<std::net::UdpSocket>,
+    /// The standby reader of `udp` (`udp_standby`), when there is one.
+    pub udp_standby: Option<Arc<UdpStandby>>,
     /// The bound Unix datagram socket (from [`bind_unix`]; several shards
     /// may read it, each through its own clone of the fd).
     pub unix: Option<std::os::unix::net::UnixDatagram>,
@@ -316,7 +320,7 @@ async fn run_shard(
         stop: Stop::default(),
         changed: Signal::default(),
     });
-    let ShardSockets { udp, unix, health, stream } = sockets;
+    let ShardSockets { udp, udp_standby, unix, health, stream } = sockets;
     let mut readers = Vec::new();
 
     let RecvSettings { buffer_size, batch, coalesce, unix_poll } = recv;
@@ -325,6 +329,7 @@ async fn run_shard(
         let budget = drain_budget(socket2::SockRef::from(&std_sock).recv_buffer_size().ok(), buffer_size);
         // Coalescing pauses keep the queue under an eighth of SO_RCVBUF.
         let queue_budget = (budget - buffer_size as u64) / 16;
+        let rcvbuf_bytes = (budget - buffer_size as u64) / 2;
         let sock = glommio::net::UdpSocket::from(glommio_socket2::Socket::from(std_sock));
         let reader = ReadLoop {
             batch: BatchRecv::new(fd, batch, buffer_size),
@@ -333,8 +338,12 @@ async fn run_shard(
             coalesce,
             poll: Duration::ZERO,
             queue_budget,
+            rcvbuf_bytes,
+            standby: udp_standby,
             errors_logged: 0,
             last_look: None,
+            peak: PeakRate::default(),
+            drains: 0,
         };
         readers.push(glommio::spawn_local(reader.run(Waiter::Udp(sock), ctx.clone())));
     }
@@ -360,8 +369,12 @@ async fn run_shard(
             coalesce: Duration::ZERO,
             poll: unix_poll,
             queue_budget: 0,
+            rcvbuf_bytes: 0,
+            standby: None,
             errors_logged: 0,
             last_look: None,
+            peak: PeakRate::default(),
+            drains: 0,
         };
         readers.push(glommio::spawn_local(reader.run(Waiter::Unix(waiter, std_sock), ctx.clone())));
     }
@@ -569,71 +582,6 @@ impl Signal {
     }
 }
 
-/// Non-blocking `recvmmsg` into preallocated buffers: one syscall for up to
-/// `capacity` datagrams.
-struct BatchRecv {
-    fd: RawFd,
-    size: usize,
-    bufs: Vec<u8>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-}
-
-impl BatchRecv {
-    fn new(fd: RawFd, capacity: usize, size: usize) -> Self {
-        let mut bufs = vec![0u8; capacity * size];
-        // The iovecs point into `bufs`, whose heap block never moves: it is
-        // never resized, and moving the Vec does not move its contents.
-        let iovs: Vec<libc::iovec> =
-            bufs.chunks_mut(size).map(|c| libc::iovec { iov_base: c.as_mut_ptr().cast(), iov_len: c.len() }).collect();
-        // SAFETY: mmsghdr is plain old data; all-zero is a valid value.
-        let hdrs = (0..capacity).map(|_| unsafe { std::mem::zeroed::<libc::mmsghdr>() }).collect();
-        Self { fd, size, bufs, iovs, hdrs }
-    }
-
-    fn capacity(&self) -> usize {
-        self.hdrs.len()
-    }
-
-    /// Datagrams read (0 when none is queued).
-    fn recv(&mut self) -> std::io::Result<usize> {
-        for (h, iov) in self.hdrs.iter_mut().zip(self.iovs.iter_mut()) {
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h.msg_hdr.msg_name = std::ptr::null_mut();
-            h.msg_hdr.msg_namelen = 0;
-            h.msg_hdr.msg_control = std::ptr::null_mut();
-            h.msg_hdr.msg_controllen = 0;
-            h.msg_len = 0;
-        }
-        // SAFETY: every header points at its own iovec, every iovec at a
-        // disjoint `size`-byte slice of `bufs`; all live as long as `self`,
-        // which this `&mut` borrow keeps in place for the call.
-        let r = unsafe {
-            libc::recvmmsg(
-                self.fd,
-                self.hdrs.as_mut_ptr(),
-                self.hdrs.len() as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return match e.kind() {
-                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(e),
-            };
-        }
-        Ok(r as usize)
-    }
-
-    fn datagram(&self, i: usize) -> &[u8] {
-        let len = (self.hdrs[i].msg_len as usize).min(self.size);
-        &self.bufs[i * self.size..i * self.size + len]
-    }
-}
-
 /// Shorter pauses than this are not worth a timer: drain right away.
 const MIN_PAUSE: Duration = Duration::from_micros(5);
 
@@ -641,19 +589,19 @@ const MIN_PAUSE: Duration = Duration::from_micros(5);
 const MIN_PAUSE_DATAGRAMS: f64 = 2.0;
 
 /// The pause before the next drain: long enough for `target` datagrams at
-/// the rate the last drain saw (`got` datagrams of `bytes` in `elapsed`),
-/// never longer than `max`, and never so long that the queue would hold
-/// more than `queue_budget` bytes (each datagram charged 2 × its length +
-/// 768 B, a pessimistic skb truesize: 842 B for a 154 B datagram here).
+/// the rate the last drain saw (`got` datagrams in `elapsed`), never longer
+/// than `max`, and never so long that the queue would hold more than
+/// `queue_budget` bytes at `queue_per_us` (the queue's growth, bytes per µs:
+/// [`queue_bytes_per_us`], held at its recent peak by [`PeakRate`]).
 /// `None` when, at that rate, even `max` would gather fewer than
 /// `MIN_PAUSE_DATAGRAMS`: then waiting for the next datagram costs less.
 fn next_pause(
     max: Duration,
     elapsed: Duration,
     got: usize,
-    bytes: u64,
     target: usize,
     queue_budget: u64,
+    queue_per_us: f64,
 ) -> Option<Duration> {
     let us = elapsed.as_secs_f64() * 1e6;
     if got == 0 {
@@ -667,10 +615,75 @@ fn next_pause(
     if per_us * max_us < MIN_PAUSE_DATAGRAMS {
         return None;
     }
-    let queue_per_us = (2 * bytes + 768 * got as u64) as f64 / us;
     let by_count = target as f64 / per_us;
-    let by_memory = queue_budget as f64 / queue_per_us;
+    let by_memory = queue_budget as f64 / queue_per_us.max(1e-9);
     Some(Duration::from_secs_f64(by_count.min(by_memory).min(max_us).max(0.0) / 1e6))
+}
+
+/// Kernel memory `got` datagrams of `bytes` take in the queue, each charged
+/// 2 × its length + 768 B, a pessimistic skb truesize (8,448 B is measured
+/// for a 6,900 B datagram on loopback).
+fn queue_charge(got: usize, bytes: u64) -> f64 {
+    (2 * bytes + 768 * got as u64) as f64
+}
+
+/// How fast the socket's queue grows (bytes per µs) at `got` datagrams of
+/// `bytes` in `elapsed`.
+#[cfg(test)]
+fn queue_bytes_per_us(elapsed: Duration, got: usize, bytes: u64) -> f64 {
+    queue_charge(got, bytes) / (elapsed.as_secs_f64() * 1e6).max(1e-3)
+}
+
+/// Half-life of a [`PeakRate`]: a sender that slowed down is trusted
+/// after about a second.
+const PEAK_HALF_LIFE: Duration = Duration::from_millis(250);
+
+/// A [`PeakRate`] sample spans at least this much time: one drain's
+/// interval is too short to be a rate (two datagrams in 30 µs are not
+/// 66,000 a second).
+const PEAK_WINDOW: Duration = Duration::from_millis(5);
+
+/// The queue's growth rate over windows of [`PEAK_WINDOW`], held at its
+/// recent peak. A sender paused for a moment (starved of CPU itself) makes
+/// one drain see a low rate; pausing for that rate, and the sender's
+/// catch-up at the full one, would overflow the kernel's default buffer,
+/// which holds about a millisecond of 8 KB datagrams at 20,000 a second.
+#[derive(Default)]
+struct PeakRate {
+    /// The held peak (bytes per µs) and when it was last folded.
+    per_us: f64,
+    at: Option<Instant>,
+    /// The window being filled: bytes charged and its length.
+    window_bytes: f64,
+    window: Duration,
+}
+
+impl PeakRate {
+    /// Adds `bytes` charged over `elapsed`, ending at `now`; returns the
+    /// rate to plan with: the held peak once a window has closed, else
+    /// this interval's own rate.
+    fn update(&mut self, now: Instant, elapsed: Duration, bytes: f64) -> f64 {
+        self.window_bytes += bytes;
+        self.window += elapsed;
+        if self.window >= PEAK_WINDOW {
+            let sample = self.window_bytes / (self.window.as_secs_f64() * 1e6);
+            let decayed = match self.at {
+                Some(t) => {
+                    let halves = now.duration_since(t).as_secs_f64() / PEAK_HALF_LIFE.as_secs_f64();
+                    self.per_us * 0.5f64.powf(halves)
+                }
+                None => 0.0,
+            };
+            self.per_us = decayed.max(sample);
+            self.at = Some(now);
+            self.window_bytes = 0.0;
+            self.window = Duration::ZERO;
+        }
+        match self.at {
+            Some(_) => self.per_us,
+            None => bytes / (elapsed.as_secs_f64() * 1e6).max(1e-3),
+        }
+    }
 }
 
 /// One socket's reader: waits (without a timer) until a datagram is
@@ -694,17 +707,26 @@ struct ReadLoop {
     poll: Duration,
     /// Pauses keep the queue under this many bytes.
     queue_budget: u64,
+    /// The socket's receive buffer (the standby's arming uses it).
+    rcvbuf_bytes: u64,
+    /// The UDP socket's standby reader: armed while the rate could fill
+    /// the buffer quickly; its batches are parsed before every drain.
+    standby: Option<Arc<UdpStandby>>,
     /// Read errors logged so far (at most 10 are).
     errors_logged: u32,
     /// When the socket was last drained (the arrival rate's start).
     last_look: Option<Instant>,
+    /// The queue's growth rate, held at its recent peak.
+    peak: PeakRate,
+    /// Drains so far (the standby's sign of life).
+    drains: u64,
 }
 
 impl ReadLoop {
     async fn run(mut self, mut waiter: Waiter, ctx: Rc<ShardCtx>) {
         let (state, stop) = (&ctx.state, &ctx.stop);
         loop {
-            match or_stop(waiter.readable(), stop).await {
+            match or_stop(readable_or_standby(&waiter, self.standby.as_deref()), stop).await {
                 None => break,
                 Some(Ok(0)) => waiter.saw_empty_datagram(),
                 Some(Ok(_)) => {}
@@ -738,8 +760,12 @@ impl ReadLoop {
                 // SO_RCVBUF; a sender too sparse to fill the pause with a
                 // few datagrams gets no pause (a wake-up each is cheapest).
                 let Some(elapsed) = elapsed else { continue };
+                let queue_per_us = self.peak.update(now, elapsed, queue_charge(got, bytes));
+                if let Some(s) = &self.standby {
+                    s.set_fill_time((self.rcvbuf_bytes as f64 / queue_per_us.max(1e-9)) as u64, mono_nanos());
+                }
                 let Some(pause) =
-                    next_pause(self.coalesce, elapsed, got, bytes, 2 * self.batch.capacity(), self.queue_budget)
+                    next_pause(self.coalesce, elapsed, got, 2 * self.batch.capacity(), self.queue_budget, queue_per_us)
                 else {
                     break;
                 };
@@ -749,7 +775,35 @@ impl ReadLoop {
                 glommio::timer::sleep(pause).await;
             }
         }
+        if let Some(s) = &self.standby {
+            // Everything the standby read before it stopped is in its
+            // queue; then only the socket is left.
+            s.stop();
+            let t0 = Instant::now();
+            while !s.is_stopped() && t0.elapsed() < STANDBY_STOP_WAIT {
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            self.take_standby(&ctx);
+        }
         self.drain_at_stop(&ctx);
+    }
+
+    /// Parses every batch the standby reader handed over (older than
+    /// anything still in the socket); (datagrams, bytes).
+    fn take_standby(&mut self, ctx: &ShardCtx) -> (usize, u64) {
+        let Some(s) = &self.standby else { return (0, 0) };
+        self.drains += 1;
+        s.beat(self.drains);
+        let (mut total, mut bytes) = (0, 0u64);
+        while let Some((batch, got)) = s.take() {
+            bytes += deliver(ctx, self.transport, &batch, got);
+            total += got;
+            s.recycle(batch);
+        }
+        if total > 0 {
+            ctx.state.borrow_mut().count_standby(total as u64, s.pool_full());
+        }
+        (total, bytes)
     }
 
     /// Keeps draining while datagrams keep coming, until none has come for
@@ -768,7 +822,7 @@ impl ReadLoop {
     /// returns how many and their bytes. Gives other tasks (a flush
     /// hand-over) their turn between batches.
     async fn drain(&mut self, ctx: &ShardCtx) -> (usize, u64) {
-        let (mut total, mut bytes) = (0, 0u64);
+        let (mut total, mut bytes) = self.take_standby(ctx);
         loop {
             let (got, b) = self.batch_once(ctx);
             total += got;
@@ -793,19 +847,7 @@ impl ReadLoop {
                 return (0, 0);
             }
         };
-        let mut bytes = 0;
-        if got > 0 {
-            let (now, seq) = (unix_now(), mono_nanos());
-            let mut st = ctx.state.borrow_mut();
-            for i in 0..got {
-                let d = self.batch.datagram(i);
-                bytes += d.len() as u64;
-                ctx.tap.datagram(d);
-                st.handle_datagram_from(self.transport, d, now, seq);
-            }
-            ctx.changed.raise();
-        }
-        (got, bytes)
+        (got, deliver(ctx, self.transport, &self.batch, got))
     }
 
     /// After the stop signal: takes what is queued, without waiting for
@@ -821,6 +863,46 @@ impl ReadLoop {
             }
         }
     }
+}
+
+/// Parses the first `got` datagrams of `batch`; returns their bytes.
+fn deliver(ctx: &ShardCtx, transport: Transport, batch: &BatchRecv, got: usize) -> u64 {
+    let mut bytes = 0;
+    if got > 0 {
+        let (now, seq) = (unix_now(), mono_nanos());
+        let mut st = ctx.state.borrow_mut();
+        for i in 0..got {
+            let d = batch.datagram(i);
+            bytes += d.len() as u64;
+            ctx.tap.datagram(d);
+            st.handle_datagram_from(transport, d, now, seq);
+        }
+        ctx.changed.raise();
+    }
+    bytes
+}
+
+/// Longest wait at shutdown for the standby reader to finish its last read
+/// (it checks for the stop at least every few milliseconds).
+const STANDBY_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Waits until a datagram is queued on the socket (the peek's bytes, as
+/// [`Waiter::readable`]) or the standby has handed batches over (`Ok(1)`).
+async fn readable_or_standby(waiter: &Waiter, standby: Option<&UdpStandby>) -> std::io::Result<usize> {
+    let Some(s) = standby else { return waiter.readable().await };
+    let mut peek = std::pin::pin!(waiter.readable());
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(r) = peek.as_mut().poll(cx) {
+            return std::task::Poll::Ready(r);
+        }
+        s.register(cx.waker());
+        // A batch handed over before the registration found no waker.
+        if s.has_batches() {
+            return std::task::Poll::Ready(Ok(1));
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 fn log_read_error(logged: &mut u32, e: &std::io::Error) {
@@ -839,15 +921,37 @@ mod tests {
         let max = Duration::from_micros(200);
         let us = Duration::from_micros;
         // 0.1 datagram/µs of 150 B: 64 datagrams take 640 µs, capped at 200.
-        assert_eq!(next_pause(max, us(100), 10, 1500, 64, 1 << 20), Some(max));
+        let q = |elapsed, got, bytes| queue_bytes_per_us(elapsed, got, bytes);
+        assert_eq!(next_pause(max, us(100), 10, 64, 1 << 20, q(us(100), 10, 1500)), Some(max));
         // 1 datagram/µs: 64 datagrams in 64 µs.
-        let p = next_pause(max, us(100), 100, 15_000, 64, 1 << 20).unwrap();
+        let p = next_pause(max, us(100), 100, 64, 1 << 20, q(us(100), 100, 15_000)).unwrap();
         assert!(p >= us(63) && p <= us(65), "{p:?}");
         // Same rate, tiny queue budget: 10 datagrams charged 1068 B each fit 10 680 B.
-        let p = next_pause(max, us(100), 100, 15_000, 64, 10_680).unwrap();
+        let p = next_pause(max, us(100), 100, 64, 10_680, q(us(100), 100, 15_000)).unwrap();
         assert!(p >= us(9) && p <= us(11), "{p:?}");
         // Nothing seen: no pause.
-        assert_eq!(next_pause(max, us(100), 0, 0, 64, 1 << 20), None);
+        assert_eq!(next_pause(max, us(100), 0, 64, 1 << 20, 0.0), None);
+    }
+
+    #[test]
+    fn a_peak_rate_holds_through_a_lull_and_halves_every_half_life() {
+        let ms = Duration::from_millis;
+        let t0 = Instant::now();
+        let mut p = PeakRate::default();
+        // Before a window has closed: the interval's own rate.
+        assert_eq!(p.update(t0, ms(1), 100_000.0), 100.0);
+        // Four more at 100 B/µs close the first 5 ms window.
+        for i in 2..=5 {
+            p.update(t0 + ms(i), ms(1), 100_000.0);
+        }
+        // A lull: a whole window at 5 B/µs; the peak holds (decayed by 5 ms).
+        let held = p.update(t0 + ms(10), ms(5), 25_000.0);
+        assert!(held > 98.0 && held <= 100.0, "{held}");
+        // Two half-lives of slow windows later: a quarter of it.
+        let later = p.update(t0 + ms(10) + 2 * PEAK_HALF_LIFE, ms(5), 25_000.0);
+        assert!((later - held / 4.0).abs() < 0.5, "{later}");
+        // A faster window replaces it at once.
+        assert_eq!(p.update(t0 + 3 * PEAK_HALF_LIFE, ms(5), 2_500_000.0), 500.0);
     }
 
     #[test]
@@ -855,8 +959,8 @@ mod tests {
         let max = Duration::from_millis(5);
         let ms = Duration::from_millis;
         // One datagram in 10 ms: a 5 ms pause would gather half of one.
-        assert_eq!(next_pause(max, ms(10), 1, 8000, 64, 1 << 20), None);
+        assert_eq!(next_pause(max, ms(10), 1, 64, 1 << 20, queue_bytes_per_us(ms(10), 1, 8000)), None);
         // One in 2 ms: 2.5 per pause, worth it; the cap binds.
-        assert_eq!(next_pause(max, ms(2), 1, 8000, 64, 1 << 20), Some(max));
+        assert_eq!(next_pause(max, ms(2), 1, 64, 1 << 20, queue_bytes_per_us(ms(2), 1, 8000)), Some(max));
     }
 }

@@ -112,6 +112,18 @@ pub fn render(src: &Sources) -> String {
         );
     }
     o.one(
+        "edgestat_dogstatsd_udp_standby_datagrams_total",
+        "counter",
+        "UDP datagrams read by a shard's standby reader (a thread on another CPU that reads the socket while the queue passes a quarter of its buffer, i.e. the shard could not keep up), all parsed by the shard.",
+        s.udp_standby_datagrams as f64,
+    );
+    o.one(
+        "edgestat_dogstatsd_udp_standby_pool_full_total",
+        "counter",
+        "Times a UDP standby reader found its pool (EDGESTAT_UDP_STANDBY_BYTES) exhausted and left the datagrams to the kernel's buffer.",
+        s.udp_standby_pool_full as f64,
+    );
+    o.one(
         "edgestat_dogstatsd_read_errors_total",
         "counter",
         "Failed socket reads (the datagram, if any, is lost).",

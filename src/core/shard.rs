@@ -84,6 +84,12 @@ pub struct ShardStats {
     pub bytes: u64,
     /// Socket read errors.
     pub read_errors: u64,
+    /// Datagrams of the shard's UDP socket read by its standby reader
+    /// (while the shard could not keep up) and parsed here.
+    pub udp_standby_datagrams: u64,
+    /// Times the standby reader found its pool exhausted (the shard had not
+    /// parsed its batches yet), as last seen by the shard.
+    pub udp_standby_pool_full: u64,
     /// Metric lines parsed.
     pub metric_lines: u64,
     /// Metric samples aggregated (a multi-value line counts each value).
@@ -107,6 +113,8 @@ impl ShardStats {
         self.packets += o.packets;
         self.bytes += o.bytes;
         self.read_errors += o.read_errors;
+        self.udp_standby_datagrams += o.udp_standby_datagrams;
+        self.udp_standby_pool_full += o.udp_standby_pool_full;
         self.metric_lines += o.metric_lines;
         self.metric_samples += o.metric_samples;
         self.events += o.events;
@@ -229,6 +237,13 @@ impl ShardState {
     /// Counts a socket read error.
     pub fn count_read_error(&mut self) {
         self.stats.read_errors += 1;
+    }
+
+    /// Counts `datagrams` handed over by the UDP standby reader, and the
+    /// standby's pool-exhaustion count (`pool_full`, its running total).
+    pub fn count_standby(&mut self, datagrams: u64, pool_full: u64) {
+        self.stats.udp_standby_datagrams += datagrams;
+        self.stats.udp_standby_pool_full = pool_full;
     }
 
     /// Processes one UDP datagram received at Unix second `now` and monotonic

@@ -137,6 +137,11 @@ pub fn status_text(v: &Value) -> String {
         line(format!("  UDP datagrams dropped by the kernel (socket buffer full, now) {}", n(&v["udp_kernel_drops"])));
     }
     line(format!(
+        "  UDP datagrams read by the standby readers {}  standby pool exhausted {}",
+        n(&d["udp_standby_datagrams"]),
+        n(&d["udp_standby_pool_full"])
+    ));
+    line(format!(
         "  metric lines {}  samples {}  events {}  service checks {}",
         n(&d["metric_lines"]),
         n(&d["metric_samples"]),

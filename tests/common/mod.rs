@@ -444,3 +444,49 @@ pub fn threads_named(pid: u32, prefix: &str) -> Vec<i32> {
     }
     out
 }
+
+/// Threads of the agent stopped with ptrace (the others keep running),
+/// resumed when dropped: a real stall, provoked from outside.
+pub struct Frozen(Vec<i32>);
+
+impl Frozen {
+    pub fn new(tids: &[i32]) -> Frozen {
+        for &tid in tids {
+            // SAFETY: ptrace/waitpid on a thread of our own child process,
+            // with null or valid pointers only.
+            unsafe {
+                assert_eq!(
+                    libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0),
+                    0,
+                    "PTRACE_SEIZE: {}",
+                    std::io::Error::last_os_error()
+                );
+                assert_eq!(
+                    libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0),
+                    0,
+                    "PTRACE_INTERRUPT: {}",
+                    std::io::Error::last_os_error()
+                );
+                let mut status = 0;
+                assert_eq!(
+                    libc::waitpid(tid, &mut status, libc::__WALL),
+                    tid,
+                    "waitpid: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+        }
+        Frozen(tids.to_vec())
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        for &tid in &self.0 {
+            // SAFETY: as above; detaching resumes the thread.
+            unsafe {
+                libc::ptrace(libc::PTRACE_DETACH, tid, 0, 0);
+            }
+        }
+    }
+}

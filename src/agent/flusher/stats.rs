@@ -130,6 +130,8 @@ impl FlushSnapshot {
                 "packets": s.packets,
                 "bytes": s.bytes,
                 "read_errors": s.read_errors,
+                "udp_standby_datagrams": s.udp_standby_datagrams,
+                "udp_standby_pool_full": s.udp_standby_pool_full,
                 "metric_lines": s.metric_lines,
                 "metric_samples": s.metric_samples,
                 "events": s.events,
