@@ -627,6 +627,13 @@ fn queue_charge(got: usize, bytes: u64) -> f64 {
     (2 * bytes + 768 * got as u64) as f64
 }
 
+/// Kernel memory `got` datagrams of `bytes` take in the queue as measured
+/// on loopback: 941 B for 154 B charged (842 measured), 8,530 B for 6,900
+/// B (8,448 measured).
+fn truesize(got: usize, bytes: u64) -> f64 {
+    (bytes + bytes / 8 + 768 * got as u64) as f64
+}
+
 /// How fast the socket's queue grows (bytes per µs) at `got` datagrams of
 /// `bytes` in `elapsed`.
 #[cfg(test)]
@@ -718,7 +725,7 @@ struct ReadLoop {
     last_look: Option<Instant>,
     /// The queue's growth rate, held at its recent peak.
     peak: PeakRate,
-    /// Drains so far (the standby's sign of life).
+    /// Reads of the socket so far (the standby's sign of life).
     drains: u64,
 }
 
@@ -762,7 +769,11 @@ impl ReadLoop {
                 let Some(elapsed) = elapsed else { continue };
                 let queue_per_us = self.peak.update(now, elapsed, queue_charge(got, bytes));
                 if let Some(s) = &self.standby {
-                    s.set_fill_time((self.rcvbuf_bytes as f64 / queue_per_us.max(1e-9)) as u64, mono_nanos());
+                    // The standby's checks follow the buffer's real fill
+                    // time: the peak rate with the truesize measured, not
+                    // the pauses' pessimistic charge.
+                    let real_per_us = queue_per_us * truesize(got, bytes) / queue_charge(got, bytes).max(1.0);
+                    s.set_fill_time((self.rcvbuf_bytes as f64 / real_per_us.max(1e-9)) as u64, mono_nanos());
                 }
                 let Some(pause) =
                     next_pause(self.coalesce, elapsed, got, 2 * self.batch.capacity(), self.queue_budget, queue_per_us)
@@ -792,8 +803,6 @@ impl ReadLoop {
     /// anything still in the socket); (datagrams, bytes).
     fn take_standby(&mut self, ctx: &ShardCtx) -> (usize, u64) {
         let Some(s) = &self.standby else { return (0, 0) };
-        self.drains += 1;
-        s.beat(self.drains);
         let (mut total, mut bytes) = (0, 0u64);
         while let Some((batch, got)) = s.take() {
             bytes += deliver(ctx, self.transport, &batch, got);
@@ -839,6 +848,10 @@ impl ReadLoop {
 
     /// One `recvmmsg`, each datagram delivered; (datagrams, bytes).
     fn batch_once(&mut self, ctx: &ShardCtx) -> (usize, u64) {
+        if let Some(s) = &self.standby {
+            self.drains += 1;
+            s.beat(self.drains);
+        }
         let got = match self.batch.recv() {
             Ok(got) => got,
             Err(e) => {
