@@ -16,7 +16,8 @@
 //!
 //! Costs: nothing while the rate is low or idle (the thread is parked);
 //! while armed, one timed wake-up and one `getsockopt` per check. Memory:
-//! the pool, `EDGESTAT_UDP_STANDBY_BYTES`, touched only when used. When the
+//! the pool, `EDGESTAT_UDP_STANDBY_BYTES`, allocated batch by batch on
+//! first use and then reused. When the
 //! pool is exhausted (the shard has not run for that long) the standby
 //! stops reading, the kernel's buffer fills and drops as before, counted
 //! in `edgestat_dogstatsd_udp_kernel_drops_total`, and the exhaustion in
@@ -89,6 +90,11 @@ pub struct UdpStandby {
     /// Set by the shard at shutdown; `stopped` answers it.
     stop: AtomicBool,
     stopped: AtomicBool,
+    /// Batches allocated so far, at most `max_batches`: the pool grows on
+    /// first use (an idle node never holds it) and is then reused.
+    batches_made: std::sync::atomic::AtomicUsize,
+    max_batches: usize,
+    buffer_size: usize,
     /// Checks that had to read and found no free batch.
     pool_full: AtomicU64,
     thread: OnceLock<std::thread::Thread>,
@@ -121,11 +127,6 @@ impl UdpStandby {
         let batches = (pool_bytes / (BATCH_DATAGRAMS * buffer_size)).max(1);
         let (full_tx, full_rx) = crossbeam_channel::bounded(batches);
         let (free_tx, free_rx) = crossbeam_channel::bounded(batches);
-        for _ in 0..batches {
-            // Zeroed allocations this large are mapped lazily: a batch's
-            // pages are resident only once the standby has read into it.
-            let _ = free_tx.try_send(BatchRecv::new(fd.as_raw_fd(), BATCH_DATAGRAMS, buffer_size));
-        }
         let link = Arc::new(UdpStandby {
             fd,
             fill_time_us: AtomicU64::new(0),
@@ -139,6 +140,9 @@ impl UdpStandby {
             stop: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             pool_full: AtomicU64::new(0),
+            batches_made: std::sync::atomic::AtomicUsize::new(0),
+            max_batches: batches,
+            buffer_size,
             thread: OnceLock::new(),
         });
         let run = link.clone();
@@ -280,12 +284,9 @@ impl UdpStandby {
         loop {
             let b = match open {
                 Some(b) => b,
-                None => match self.free_rx.try_recv() {
-                    Ok(mut b) => {
-                        b.clear();
-                        open.insert(b)
-                    }
-                    Err(_) => {
+                None => match self.free_batch() {
+                    Some(b) => open.insert(b),
+                    None => {
                         self.pool_full.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -307,6 +308,22 @@ impl UdpStandby {
         if handed {
             self.wake_shard();
         }
+    }
+
+    /// A batch to read into: a recycled one, else a new one while the pool
+    /// is below its bound; `None` when all are with the shard.
+    fn free_batch(&self) -> Option<BatchRecv> {
+        if let Ok(mut b) = self.free_rx.try_recv() {
+            b.clear();
+            return Some(b);
+        }
+        // Only this thread allocates: a plain load and store suffice.
+        let made = self.batches_made.load(Ordering::Relaxed);
+        if made >= self.max_batches {
+            return None;
+        }
+        self.batches_made.store(made + 1, Ordering::Relaxed);
+        Some(BatchRecv::new(self.fd.as_raw_fd(), BATCH_DATAGRAMS, self.buffer_size))
     }
 
     /// Hands the batch being filled to the shard, if it holds anything.
