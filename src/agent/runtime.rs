@@ -327,9 +327,9 @@ async fn run_shard(
     if let Some(std_sock) = udp {
         let fd = std_sock.as_raw_fd();
         let budget = drain_budget(socket2::SockRef::from(&std_sock).recv_buffer_size().ok(), buffer_size);
-        // Coalescing pauses keep the queue under an eighth of SO_RCVBUF.
-        let queue_budget = (budget - buffer_size as u64) / 16;
         let rcvbuf_bytes = (budget - buffer_size as u64) / 2;
+        // Coalescing pauses keep the queue under an eighth of SO_RCVBUF.
+        let queue_budget = rcvbuf_bytes / 8;
         let sock = glommio::net::UdpSocket::from(glommio_socket2::Socket::from(std_sock));
         let reader = ReadLoop {
             batch: BatchRecv::new(fd, batch, buffer_size),
@@ -804,7 +804,8 @@ impl ReadLoop {
     fn take_standby(&mut self, ctx: &ShardCtx) -> (usize, u64) {
         let Some(s) = &self.standby else { return (0, 0) };
         let (mut total, mut bytes) = (0, 0u64);
-        while let Some((batch, got)) = s.take() {
+        while let Some(batch) = s.take() {
+            let got = batch.filled();
             bytes += deliver(ctx, self.transport, &batch, got);
             total += got;
             s.recycle(batch);

@@ -75,9 +75,9 @@ pub struct UdpStandby {
     /// Monotonic nanoseconds (`clock::mono_nanos`) until which a non-zero
     /// `fill_time_us` holds.
     armed_until_ns: AtomicU64,
-    /// Moved by the shard at every drain: unchanged between two checks
-    /// means the shard is not reading (off its CPU, or stuck in a long
-    /// batch).
+    /// Moved by the shard at every read of its socket: moved since the last
+    /// check means the shard reads again, so a partly filled batch is
+    /// handed over rather than kept for more.
     shard_beat: AtomicU64,
     /// Batches read by the standby, oldest first.
     full_tx: Sender<BatchRecv>,
@@ -90,9 +90,8 @@ pub struct UdpStandby {
     /// Set by the shard at shutdown; `stopped` answers it.
     stop: AtomicBool,
     stopped: AtomicBool,
-    /// Batches allocated so far, at most `max_batches`: the pool grows on
-    /// first use (an idle node never holds it) and is then reused.
-    batches_made: std::sync::atomic::AtomicUsize,
+    /// The pool's bound in batches: the standby allocates them on first use
+    /// (an idle node never holds them), then reuses them.
     max_batches: usize,
     buffer_size: usize,
     /// Checks that had to read and found no free batch.
@@ -140,7 +139,6 @@ impl UdpStandby {
             stop: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             pool_full: AtomicU64::new(0),
-            batches_made: std::sync::atomic::AtomicUsize::new(0),
             max_batches: batches,
             buffer_size,
             thread: OnceLock::new(),
@@ -179,12 +177,9 @@ impl UdpStandby {
         self.shard_beat.store(n, Ordering::Relaxed);
     }
 
-    /// The oldest batch the standby read, with its datagram count.
-    pub fn take(&self) -> Option<(BatchRecv, usize)> {
-        self.full_rx.try_recv().ok().map(|b| {
-            let n = b.filled();
-            (b, n)
-        })
+    /// The oldest batch the standby read (`BatchRecv::filled` datagrams).
+    pub fn take(&self) -> Option<BatchRecv> {
+        self.full_rx.try_recv().ok()
     }
 
     /// Gives a parsed batch back to the pool.
@@ -237,6 +232,8 @@ impl UdpStandby {
         // is reading again, so a long stall fills whole batches and the
         // pool holds what it says.
         let mut open: Option<BatchRecv> = None;
+        // Batches allocated so far (at most `max_batches`).
+        let mut made = 0usize;
         let mut last_beat = u64::MAX;
         loop {
             if self.stop.load(Ordering::Acquire) {
@@ -262,7 +259,7 @@ impl UdpStandby {
             let beat = self.shard_beat.load(Ordering::Relaxed);
             let shard_alive = std::mem::replace(&mut last_beat, beat) != beat;
             match queue_fraction(self.fd.as_raw_fd()) {
-                Ok(q) if q >= READ_ABOVE => self.read_queue(&mut open),
+                Ok(q) if q >= READ_ABOVE => self.read_queue(&mut open, &mut made),
                 Ok(_) => {}
                 Err(e) => {
                     if !errors_logged {
@@ -279,12 +276,12 @@ impl UdpStandby {
 
     /// Reads the socket until it is empty or the pool runs out, handing
     /// every batch it fills to the shard.
-    fn read_queue(&self, open: &mut Option<BatchRecv>) {
+    fn read_queue(&self, open: &mut Option<BatchRecv>, made: &mut usize) {
         let mut handed = false;
         loop {
             let b = match open {
                 Some(b) => b,
-                None => match self.free_batch() {
+                None => match self.free_batch(made) {
                     Some(b) => open.insert(b),
                     None => {
                         self.pool_full.fetch_add(1, Ordering::Relaxed);
@@ -310,29 +307,25 @@ impl UdpStandby {
         }
     }
 
-    /// A batch to read into: a recycled one, else a new one while the pool
-    /// is below its bound; `None` when all are with the shard.
-    fn free_batch(&self) -> Option<BatchRecv> {
+    /// A batch to read into: a recycled one, else a new one while fewer
+    /// than `max_batches` are `made`; `None` when all are with the shard.
+    fn free_batch(&self, made: &mut usize) -> Option<BatchRecv> {
         if let Ok(mut b) = self.free_rx.try_recv() {
             b.clear();
             return Some(b);
         }
-        // Only this thread allocates: a plain load and store suffice.
-        let made = self.batches_made.load(Ordering::Relaxed);
-        if made >= self.max_batches {
+        if *made >= self.max_batches {
             return None;
         }
-        self.batches_made.store(made + 1, Ordering::Relaxed);
+        *made += 1;
         Some(BatchRecv::new(self.fd.as_raw_fd(), BATCH_DATAGRAMS, self.buffer_size))
     }
 
     /// Hands the batch being filled to the shard, if it holds anything.
     fn hand_over(&self, open: &mut Option<BatchRecv>) {
-        if open.as_ref().is_some_and(|b| b.filled() > 0) {
-            if let Some(b) = open.take() {
-                let _ = self.full_tx.try_send(b);
-                self.wake_shard();
-            }
+        if let Some(b) = open.take_if(|b| b.filled() > 0) {
+            let _ = self.full_tx.try_send(b);
+            self.wake_shard();
         }
     }
 
@@ -417,8 +410,8 @@ mod tests {
         while seen.len() < 40 {
             assert!(t0.elapsed() < Duration::from_secs(5), "standby read {} of 40", seen.len());
             match s.take() {
-                Some((b, n)) => {
-                    for i in 0..n {
+                Some(b) => {
+                    for i in 0..b.filled() {
                         seen.push(String::from_utf8(b.datagram(i).to_vec()).unwrap());
                     }
                     s.recycle(b);
